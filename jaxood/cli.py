@@ -1,0 +1,43 @@
+"""The ``jaxood`` command line: a thin dispatcher; the logic lives in importable modules.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "detectors": ("jaxood.cli_detectors", "list the registered detectors and their APS grids"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxood",
+        description="Post-hoc OOD detection in JAX: AdaSCALE, baselines, OpenOOD benchmarks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.main(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        # Expected user errors: one clear line, no traceback.
+        print(f"jaxood {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

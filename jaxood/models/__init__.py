@@ -1,0 +1,290 @@
+"""Model registry, the Flax-module -> ``Model`` adapter, and saved-model directories.
+
+Every architecture is a Flax Linen module whose
+
+* ``__call__(x, train: bool = False) -> jaxood.Features`` maps NHWC normalised images to
+  logits, the penultimate ``feature`` and (where the architecture has one) ``feature_map``
+  / ``attention``;
+* ``head(feature) -> logits`` applies the final affine layer (defined in ``setup`` so both
+  methods share it).
+
+:func:`flax_model` turns such a module into the pure ``(features, head)`` pair detectors use.
+A user model does not need to be Flax at all: build a :class:`jaxood.Model` directly.
+
+Saved models (trained checkpoints exported as "best", or converted torchvision weights) are
+directories with ``manifest.json`` + an orbax ``variables/`` tree; :func:`load` returns
+everything needed to score with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxood.types import Model, PreprocessSpec
+
+# name -> "module:factory". Factories are called as factory(num_classes=..., **kwargs) and
+# return a Flax module. Entries import lazily so that importing jaxood stays cheap.
+_LAZY: dict[str, str] = {
+    # CIFAR-style (32x32) networks.
+    "wrn": "jaxood.models.wrn:WideResNet",
+    "wrn28_10": "jaxood.models.wrn:wrn28_10",
+    "wrn16_4": "jaxood.models.wrn:wrn16_4",
+    "densenet_bc": "jaxood.models.densenet:DenseNetBC",
+    "densenet_bc_100": "jaxood.models.densenet:densenet_bc_100",
+    "resnet18_32x32": "jaxood.models.resnet_cifar:resnet18_32x32",
+    # ImageNet architectures (torchvision-compatible, see jaxood.convert).
+    "resnet18": "jaxood.models.resnet:resnet18",
+    "resnet50": "jaxood.models.resnet:resnet50",
+    "resnet101": "jaxood.models.resnet:resnet101",
+    "resnext50_32x4d": "jaxood.models.resnet:resnext50_32x4d",
+    "densenet201": "jaxood.models.densenet_tv:densenet201",
+    "regnet_y_16gf": "jaxood.models.regnet:regnet_y_16gf",
+    "efficientnet_v2_l": "jaxood.models.efficientnet:efficientnet_v2_l",
+    "vit_b_16": "jaxood.models.vit:vit_b_16",
+    "swin_t": "jaxood.models.swin:swin_t",
+    "swin_b": "jaxood.models.swin:swin_b",
+}
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register_model(name: str, factory: Callable[..., Any], *, overwrite: bool = False) -> None:
+    """Registers ``factory(num_classes=..., **kwargs) -> flax module`` under ``name``."""
+    if (name in _REGISTRY or name in _LAZY) and not overwrite:
+        raise ValueError(f"a model named {name!r} is already registered")
+    _LAZY.pop(name, None)
+    _REGISTRY[name] = factory
+
+
+def model_names() -> list[str]:
+    """All registered architecture names."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+def get_factory(name: str) -> Callable[..., Any]:
+    """The factory registered as ``name``; the error lists the valid names."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name not in _LAZY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(model_names())}")
+    module_name, attr = _LAZY[name].split(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    _REGISTRY[name] = factory
+    return factory
+
+
+def create(name: str, num_classes: int, **kwargs: Any):
+    """Builds the Flax module registered as ``name``."""
+    return get_factory(name)(num_classes=num_classes, **kwargs)
+
+
+def flax_model(module, *, name: str | None = None, input_shape=None, **meta: Any) -> Model:
+    """Wraps a Flax module following the jaxood convention as a pure ``Model``.
+
+    ``features(variables, x)`` runs ``module.apply(variables, x, train=False)`` (BatchNorm in
+    inference mode, dropout off); ``head(variables, feature)`` runs ``module.head``.
+    """
+
+    def features(variables, x):
+        return module.apply(variables, x, train=False)
+
+    def head(variables, feature):
+        return module.apply(variables, feature, method=type(module).head)
+
+    return Model(
+        features=features,
+        head=head,
+        name=name or type(module).__name__,
+        input_shape=None if input_shape is None else tuple(input_shape),
+        **meta,
+    )
+
+
+def init_variables(module, rng: jax.Array, input_shape: tuple[int, int, int]):
+    """Initialises ``module`` on a ``[1, *input_shape]`` zero batch (inference mode)."""
+    x = jax.numpy.zeros((1, *input_shape), jax.numpy.float32)
+    return module.init(rng, x, train=False)
+
+
+# --------------------------------------------------------------------------- saved models
+
+MANIFEST = "manifest.json"
+VARIABLES_DIR = "variables"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A saved model ready to score: pure functions, weights, preprocessing, metadata."""
+
+    model: Model
+    variables: Any
+    preprocess: PreprocessSpec | None
+    manifest: Mapping[str, Any]
+    module: Any
+
+
+def save(
+    directory: str | os.PathLike,
+    *,
+    arch: str,
+    num_classes: int,
+    variables: Any,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    preprocess: PreprocessSpec | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Writes ``directory/{manifest.json, variables/}`` atomically (temp dir + rename).
+
+    The manifest records the architecture and its kwargs, the class count, the feature
+    dimension, the input shape and the eval preprocessing, plus ``extra`` (e.g. source file
+    and SHA-256 of converted weights, training config, accuracy).
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory) and not overwrite:
+        raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    variables = jax.tree.map(np.asarray, variables)
+    module = create(arch, num_classes, **dict(arch_kwargs or {}))
+    feature_dim = _feature_dim(module, variables, input_shape)
+    manifest = {
+        "format": "jaxood-model/1",
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs or {}),
+        "num_classes": int(num_classes),
+        "feature_dim": feature_dim,
+        "input_shape": None if input_shape is None else list(input_shape),
+        "preprocess": None if preprocess is None else preprocess.to_dict(),
+        **dict(extra or {}),
+    }
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        ckptr = ocp.PyTreeCheckpointer()
+        ckptr.save(os.path.join(tmp, VARIABLES_DIR), variables)
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _feature_dim(module, variables, input_shape) -> int | None:
+    if input_shape is None:
+        return None
+    x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+    out = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
+    return int(out.feature.shape[-1])
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """Reads and checks ``manifest.json`` of a saved model directory."""
+    directory = os.fspath(directory)
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"model directory {directory!r} does not exist")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{directory!r} has no {MANIFEST}; it is not a jaxood saved model (train one with "
+            "`jaxood train` or convert torchvision weights with `jaxood convert`)"
+        )
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is corrupt (invalid JSON: {e})") from None
+    for key in ("arch", "num_classes"):
+        if key not in manifest:
+            raise ValueError(f"{path} lacks the required key {key!r}")
+    return manifest
+
+
+def load(directory: str | os.PathLike, *, expected_num_classes: int | None = None) -> LoadedModel:
+    """Loads a saved model directory: returns the ``Model``, variables and preprocessing.
+
+    Raises:
+      FileNotFoundError / ValueError: missing or corrupt directory, unknown architecture,
+        a class count different from ``expected_num_classes``, or weights whose structure or
+        shapes do not match the architecture.
+    """
+    import orbax.checkpoint as ocp
+
+    manifest = read_manifest(directory)
+    arch, num_classes = manifest["arch"], int(manifest["num_classes"])
+    if expected_num_classes is not None and num_classes != expected_num_classes:
+        raise ValueError(
+            f"{directory}: model has {num_classes} classes but {expected_num_classes} were "
+            "expected (checkpoint for another dataset?)"
+        )
+    module = create(arch, num_classes, **manifest.get("arch_kwargs", {}))
+    input_shape = manifest.get("input_shape")
+    vpath = os.path.join(os.path.abspath(os.fspath(directory)), VARIABLES_DIR)
+    if not os.path.isdir(vpath):
+        raise FileNotFoundError(f"{directory}: missing {VARIABLES_DIR}/ (incomplete save?)")
+    try:
+        variables = ocp.PyTreeCheckpointer().restore(vpath)
+    except Exception as e:  # orbax raises many types for corrupt data
+        raise ValueError(f"{directory}: could not read the weights ({type(e).__name__}: {e})") from e
+    if input_shape is not None:
+        check_variables(module, variables, tuple(input_shape), where=str(directory))
+    preprocess = manifest.get("preprocess")
+    model = flax_model(
+        module,
+        name=manifest.get("name", arch),
+        input_shape=input_shape,
+        num_classes=num_classes,
+        feature_dim=manifest.get("feature_dim"),
+        has_feature_map=bool(manifest.get("has_feature_map", True)),
+        has_attention=bool(manifest.get("has_attention", False)),
+    )
+    return LoadedModel(
+        model=model,
+        variables=variables,
+        preprocess=None if preprocess is None else PreprocessSpec.from_dict(preprocess),
+        manifest=manifest,
+        module=module,
+    )
+
+
+def check_variables(module, variables, input_shape, *, where: str = "variables") -> None:
+    """Raises ValueError listing missing/extra/mis-shaped leaves vs. a fresh init of ``module``."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+    expected = jax.eval_shape(
+        lambda x: module.init(jax.random.PRNGKey(0), x, train=False), x
+    )
+    exp = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    got = {
+        jax.tree_util.keystr(k): np.shape(v)
+        for k, v in jax.tree_util.tree_leaves_with_path(variables)
+    }
+    missing = sorted(set(exp) - set(got))
+    extra = sorted(set(got) - set(exp))
+    shapes = sorted(k for k in set(exp) & set(got) if tuple(exp[k]) != tuple(got[k]))
+    if missing or extra or shapes:
+        lines = [f"{where}: weights do not match architecture {type(module).__name__}"]
+        if missing:
+            lines.append(f"  missing ({len(missing)}): {missing[:5]}")
+        if extra:
+            lines.append(f"  unexpected ({len(extra)}): {extra[:5]}")
+        if shapes:
+            lines.append(
+                "  shape mismatch: "
+                + ", ".join(f"{k} expected {exp[k]} got {got[k]}" for k in shapes[:5])
+            )
+        raise ValueError("\n".join(lines))
