@@ -109,7 +109,8 @@ class Detector:
       score: ``score(model, variables, stats, inputs, **hparams) -> [B]`` float scores,
         higher = more in-distribution. Pure and jit-able with the hyperparameters in
         ``static_hparams`` marked static; all other hyperparameters may be traced arrays.
-        Receives every hyperparameter except those in ``extract_hparams``.
+        Receives every hyperparameter except those in ``extract_hparams`` and
+        ``fit_only_hparams``.
       fit: ``fit(model, variables, data, **fit_hparams) -> stats`` where ``data`` maps split
         names in ``fit_splits`` (``"train"``, ``"val"``) to ``Inputs``. ``None`` when the
         detector needs no statistics (then ``stats`` is ``None``).
@@ -119,6 +120,7 @@ class Detector:
       extract: ``extract(model, variables, x, **extract_hparams) -> dict[str, Array]``: extra
         per-sample arrays that need the network (cached per extract-hyperparameter values).
       extract_hparams: the hyperparameters ``extract`` consumes.
+      fit_only_hparams: hyperparameters only ``fit`` consumes (not passed to ``score``).
       static_hparams: hyperparameters that change array shapes (jit static arguments).
       defaults: default value of every hyperparameter.
       sweep: the APS grid: ordered mapping name -> list of values (Cartesian product in
@@ -134,6 +136,7 @@ class Detector:
     fit_hparams: tuple[str, ...] = ()
     extract: Callable[..., Mapping[str, Array]] | None = None
     extract_hparams: tuple[str, ...] = ()
+    fit_only_hparams: tuple[str, ...] = ()
     static_hparams: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sweep: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
@@ -146,7 +149,9 @@ class Detector:
             raise ValueError(
                 f"Detector {self.name!r}: unknown needs {sorted(unknown)}; allowed: {sorted(NEEDS)}"
             )
-        for key in (*self.fit_hparams, *self.extract_hparams, *self.static_hparams, *self.sweep):
+        hparam_lists = (self.fit_hparams, self.extract_hparams, self.fit_only_hparams,
+                        self.static_hparams, tuple(self.sweep))
+        for key in (k for keys in hparam_lists for k in keys):
             if key not in self.defaults:
                 raise ValueError(
                     f"Detector {self.name!r}: hyperparameter {key!r} has no default in `defaults`"
@@ -170,7 +175,8 @@ class Detector:
             )
         extract = {k: full[k] for k in self.extract_hparams}
         fit = {k: full[k] for k in self.fit_hparams}
-        score = {k: v for k, v in full.items() if k not in self.extract_hparams}
+        skip = set(self.extract_hparams) | set(self.fit_only_hparams)
+        score = {k: v for k, v in full.items() if k not in skip}
         return extract, fit, score
 
 
