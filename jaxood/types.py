@@ -174,7 +174,7 @@ class Detector:
                 f"valid: {sorted(self.defaults)}"
             )
         extract = {k: full[k] for k in self.extract_hparams}
-        fit = {k: full[k] for k in self.fit_hparams}
+        fit = {k: full[k] for k in (*self.fit_hparams, *self.fit_only_hparams)}
         skip = set(self.extract_hparams) | set(self.fit_only_hparams)
         score = {k: v for k, v in full.items() if k not in skip}
         return extract, fit, score
