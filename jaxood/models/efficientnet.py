@@ -13,6 +13,9 @@ residual branches, and dropout before the classifier. Both need a ``"dropout"`` 
 ``train=True``.
 
 :func:`convert_torchvision` maps a torchvision EfficientNetV2 state dict onto this module.
+Stage outputs are sown into the ``"intermediates"`` collection as ``stem``, ``stage1``, ...
+(torchvision ``features.0``, ``features.1``, ...); pass ``mutable=["intermediates"]`` to
+``apply`` to get them.
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ class EfficientNet(nn.Module):
 
     def setup(self):
         self.stem = ConvBN(
-            self.stages[0].input_channels, 3, 2, act=nn.silu, bn_eps=self.bn_eps, name="stem"
+            self.stages[0].input_channels, 3, 2, act=nn.silu, bn_eps=self.bn_eps, name="stem_conv"
         )
         total = sum(s.num_layers for s in self.stages)
         blocks, block_id = [], 0
@@ -224,8 +227,12 @@ class EfficientNet(nn.Module):
           negative), feature_map [B, H/32, W/32, last_channel])``.
         """
         x = self.stem(x, train)
-        for block in self.blocks:
-            x = block(x, train)
+        self.sow("intermediates", "stem", x)
+        blocks = iter(self.blocks)
+        for s, cfg in enumerate(self.stages):
+            for _ in range(cfg.num_layers):
+                x = next(blocks)(x, train)
+            self.sow("intermediates", f"stage{s + 1}", x)
         x = self.top(x, train)
         feature = jnp.mean(x, axis=(1, 2))
         logits = self.head(self.dropout(feature, deterministic=not train))
@@ -290,7 +297,7 @@ def convert_torchvision(sd, module: EfficientNet) -> dict[str, Any]:
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {}
     stem_out = module.stages[0].input_channels
-    params["stem"], stats["stem"] = convert_conv_bn(sd, "features.0", 3, stem_out, 3)
+    params["stem_conv"], stats["stem_conv"] = convert_conv_bn(sd, "features.0", 3, stem_out, 3)
     for s, cfg in enumerate(module.stages, 1):
         for i in range(cfg.num_layers):
             cin = cfg.input_channels if i == 0 else cfg.out_channels

@@ -10,13 +10,16 @@ Per-stage widths/depths/group widths are derived from the quantised-linear param
 ``BlockParams.from_init_params`` does (in float32, so rounding ties land the same way).
 
 :func:`convert_torchvision` maps a torchvision RegNet state dict onto this module.
+Stage outputs are sown into the ``"intermediates"`` collection as ``stem``, ``stage1`` ...
+``stage4`` (torchvision ``stem``, ``trunk_output.block1`` ... ``block4``); pass
+``mutable=["intermediates"]`` to ``apply`` to get them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -241,9 +244,9 @@ class RegNet(nn.Module):
 
     def setup(self):
         bp = self.block_params
-        self.stem = ConvBN(self.stem_width, 3, 2, name="stem")
+        self.stem = ConvBN(self.stem_width, 3, 2, name="stem_conv")
         self.stages = [
-            Stage(w, s, d, g, b, bp.se_ratio, name=f"stage{i + 1}")
+            Stage(w, s, d, g, b, bp.se_ratio, name=f"trunk{i + 1}")
             for i, (w, s, d, g, b) in enumerate(
                 zip(bp.widths, bp.strides, bp.depths, bp.group_widths, bp.bottleneck_multipliers)
             )
@@ -262,8 +265,10 @@ class RegNet(nn.Module):
           feature_map [B, H/32, W/32, C])`` with ``C = block_params.widths[-1]``.
         """
         x = self.stem(x, train)
-        for stage in self.stages:
+        self.sow("intermediates", "stem", x)
+        for i, stage in enumerate(self.stages):
             x = stage(x, train)
+            self.sow("intermediates", f"stage{i + 1}", x)
         feature = jnp.mean(x, axis=(1, 2))
         return Features(logits=self.head(feature), feature=feature, feature_map=x)
 
@@ -337,7 +342,7 @@ def convert_torchvision(sd, module: RegNet) -> dict[str, Any]:
     bp = module.block_params
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    params["stem"], stats["stem"] = convert_conv_bn(sd, "stem", 3, module.stem_width, 3)
+    params["stem_conv"], stats["stem_conv"] = convert_conv_bn(sd, "stem", 3, module.stem_width, 3)
     width_in = module.stem_width
     for s, (width, stride, depth, gw, bm) in enumerate(
         zip(bp.widths, bp.strides, bp.depths, bp.group_widths, bp.bottleneck_multipliers), 1
@@ -357,14 +362,9 @@ def convert_torchvision(sd, module: RegNet) -> dict[str, Any]:
                 bp_["proj"], bs_["proj"] = convert_conv_bn(sd, f"{pre}.proj", width_in, width, 1)
             sp[f"block{i}"], ss[f"block{i}"] = bp_, bs_
             width_in = width
-        params[f"stage{s}"], stats[f"stage{s}"] = sp, ss
+        params[f"trunk{s}"], stats[f"trunk{s}"] = sp, ss
     params["fc"] = {
         "kernel": sd.take("fc.weight", (module.num_classes, width_in)).T,
         "bias": sd.take("fc.bias", (module.num_classes,)),
     }
     return {"params": params, "batch_stats": stats}
-
-
-def stage_names(module: RegNet) -> Sequence[str]:
-    """Flax submodule names of the stem and stages, in order (for intermediate taps)."""
-    return ["stem", *[f"stage{i + 1}" for i in range(len(module.block_params.depths))]]

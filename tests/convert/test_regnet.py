@@ -5,18 +5,16 @@ random BatchNorm statistics (nothing is downloaded). Logits, the pooled feature,
 map and the stem/stage outputs must agree to 1e-4 relative to their scale.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxood.convert.common import StateDict
+from jaxood.models import create, regnet
+
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from jaxood.convert.common import StateDict  # noqa: E402
-from jaxood.models import create  # noqa: E402
-from jaxood.models import regnet  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ARCH = "regnet_y_16gf"
@@ -87,21 +85,12 @@ def _convert(state_dict, num_classes: int = 1000):
 def _run(module, variables, x):
     """Features and the stem/stage outputs of the Flax model, inference mode, f32-exact."""
     with jax.default_matmul_precision("highest"):
-        fn = jax.jit(
-            lambda v, x: module.apply(
-                v,
-                x,
-                capture_intermediates=lambda mdl, method: (
-                    method == "__call__" and mdl.name in STAGES
-                ),
-                mutable=["intermediates"],
-            )
-        )
+        fn = jax.jit(lambda v, x: module.apply(v, x, mutable=["intermediates"]))
         out, state = fn(variables, jnp.asarray(x))
         head = jax.jit(lambda v, f: module.apply(v, f, method=type(module).head))(
             variables, out.feature
         )
-    inter = {k: state["intermediates"][k]["__call__"][0] for k in STAGES}
+    inter = {k: state["intermediates"][k][0] for k in STAGES}
     return out, inter, head
 
 
