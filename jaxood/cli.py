@@ -12,6 +12,7 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "detectors": ("jaxood.cli_detectors", "list the registered detectors and their APS grids"),
+    "train": ("jaxood.train.cli", "train a CIFAR-style classifier (OpenOOD recipe), resumable"),
 }
 
 
