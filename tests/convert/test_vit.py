@@ -18,8 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxood.convert.common import StateDict  # noqa: E402
-from jaxood.models import create  # noqa: E402
-from jaxood.models import vit  # noqa: E402
+from jaxood.models import create, vit  # noqa: E402
 
 pytestmark = pytest.mark.slow
 IMAGE_SIZE = 64  # 4x4 patches + CLS = 17 tokens; keeps the 86M-parameter model quick
