@@ -45,6 +45,10 @@ _BUILTIN_MODULES = (
     "jaxood.detectors.logits",
     "jaxood.detectors.shaping",
     "jaxood.detectors.adascale",
+    "jaxood.detectors.nap",
+    "jaxood.detectors.knn",
+    "jaxood.detectors.oodd",
+    "jaxood.detectors.feature_space",
 )
 
 _REGISTRY: dict[str, Detector] = {}

@@ -1,0 +1,519 @@
+"""Feature-space and head-based detectors: MDS, RMDS, ViM, GEN, DICE, fDBD, GradNorm.
+
+Each follows the OpenOOD v1.5 postprocessor of the same name (``Jingkang50/OpenOOD``,
+``openood/postprocessors/<name>_postprocessor.py`` and ``configs/postprocessors/<name>.yml``);
+the exact source and any deviation are given in each function's docstring. Scores are
+``[B]`` floats, higher = more in-distribution.
+
+Class labels: MDS/RMDS need the ID-train labels. The runner passes them as
+``Inputs.extras["labels"]`` (``[N]`` int in ``[0, num_classes)``) on the ``"train"`` split.
+
+Head weights: ViM, DICE and fDBD need the final affine layer ``logits = W f + b``. Models
+are pure functions, so we read it off ``model.head`` (``b = head(0)``, ``W^T = head(I) - b``)
+at fit time and store it in the stats.
+
+Fitting statistics in float64 NumPy on the host; every fit has a chunked accumulator
+(:class:`ClassMoments`, :func:`vim_fit_chunks`) so the training features never need to be
+in memory at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from jaxood import validate
+from jaxood.detectors import register
+from jaxood.types import Detector, Inputs, Model
+
+LABELS_KEY = "labels"
+_HI = jax.lax.Precision.HIGHEST
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def head_affine(model: Model, variables: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The head as ``(W [K, D], b [K])`` with ``logits = f @ W.T + b`` (float64)."""
+    zero = jnp.zeros((1, dim), jnp.float32)
+    b = np.asarray(model.head(variables, zero), np.float64)[0]
+    wt = np.asarray(model.head(variables, jnp.eye(dim, dtype=jnp.float32)), np.float64) - b
+    return wt.T, b
+
+
+def train_labels(inputs: Inputs, num_classes: int | None = None) -> np.ndarray:
+    """``Inputs.extras["labels"]`` as ``[N]`` int64, checked against the features."""
+    labels = inputs.extras.get(LABELS_KEY) if inputs.extras else None
+    if labels is None:
+        raise ValueError(
+            "this detector needs the ID-train class labels: pass them as "
+            f"Inputs.extras[{LABELS_KEY!r}] ([N] int) on the 'train' split"
+        )
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D int array, got {labels.dtype} {labels.shape}")
+    if labels.shape[0] != inputs.batch_size:
+        raise ValueError(f"{labels.shape[0]} labels for {inputs.batch_size} feature rows")
+    if labels.size and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
+def _iter_chunks(x: Any, chunk: int = 65536) -> Iterable[np.ndarray]:
+    for start in range(0, x.shape[0], chunk):
+        yield np.asarray(x[start : start + chunk], np.float64)
+
+
+# --------------------------------------------------------------------- MDS / RMDS (fit)
+
+
+class ClassMoments:
+    """Streaming per-class counts, sums and the total second moment ``sum x x^T`` (float64).
+
+    Feed feature/label chunks with :meth:`update`, then :meth:`mds_stats` /
+    :meth:`rmds_stats`. Memory: ``C*D + D*D`` floats regardless of N.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        self.num_classes, self.dim = int(num_classes), int(dim)
+        self.count = np.zeros(self.num_classes, np.int64)
+        self.sum = np.zeros((self.num_classes, self.dim))
+        self.outer = np.zeros((self.dim, self.dim))
+
+    def update(self, features: Any, labels: Any) -> ClassMoments:
+        """Adds a chunk: ``features [n, D]``, ``labels [n]`` int."""
+        f = np.asarray(features, np.float64)
+        y = np.asarray(labels).astype(np.int64)
+        if f.ndim != 2 or f.shape[1] != self.dim or y.shape != (f.shape[0],):
+            raise ValueError(
+                f"expected features [n, {self.dim}] and labels [n], got {f.shape}, {y.shape}"
+            )
+        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes})")
+        self.count += np.bincount(y, minlength=self.num_classes)
+        np.add.at(self.sum, y, f)
+        self.outer += f.T @ f
+        return self
+
+    def _means(self) -> np.ndarray:
+        empty = np.flatnonzero(self.count == 0)
+        if empty.size:
+            raise ValueError(
+                f"class(es) {empty.tolist()} have no training samples; class means (MDS/RMDS) "
+                "need at least one sample per class (check labels / num_classes)"
+            )
+        return self.sum / self.count[:, None]
+
+    def mds_stats(self) -> dict[str, np.ndarray]:
+        """Class means ``[C, D]`` and the shared (pooled within-class, /N) covariance's
+        precision, as sklearn ``EmpiricalCovariance().fit(centered).precision_`` (pinvh)."""
+        means = self._means()
+        n = self.count.sum()
+        cov = (self.outer - (means * self.count[:, None]).T @ means) / n
+        return {"means": means, "precision": scipy.linalg.pinvh(cov)}
+
+    def rmds_stats(self) -> dict[str, np.ndarray]:
+        """MDS stats plus the class-agnostic mean ``[D]`` and precision (background model)."""
+        out = self.mds_stats()
+        n = self.count.sum()
+        mean = self.sum.sum(0) / n
+        cov = self.outer / n - np.outer(mean, mean)
+        out.update(whole_mean=mean, whole_precision=scipy.linalg.pinvh(cov))
+        return out
+
+
+def _whiten(precision: np.ndarray) -> np.ndarray:
+    """``L`` with ``L L^T = precision`` (PSD; eigendecomposition so pinv'd matrices work)."""
+    lam, vec = np.linalg.eigh((precision + precision.T) / 2)
+    return vec * np.sqrt(np.clip(lam, 0, None))
+
+
+def _gaussian_stats(means: np.ndarray, precision: np.ndarray) -> dict[str, jax.Array]:
+    lw = _whiten(precision)
+    return {"L": jnp.asarray(lw, jnp.float32), "m": jnp.asarray(means @ lw, jnp.float32)}
+
+
+def _sq_mahalanobis(x: jax.Array, g: dict[str, jax.Array]) -> jax.Array:
+    """``[B, D] -> [B, C]`` squared Mahalanobis distances to each (whitened) mean."""
+    z = jnp.dot(x, g["L"], precision=_HI)
+    m = g["m"]
+    d = (
+        jnp.sum(z * z, -1, keepdims=True)
+        - 2.0 * jnp.dot(z, m.T, precision=_HI)
+        + jnp.sum(m * m, -1)[None, :]
+    )
+    return jnp.maximum(d, 0.0)
+
+
+def mds_fit(features: Any, labels: Any, num_classes: int) -> dict[str, Any]:
+    """MDS statistics from ID-train ``features [N, D]`` and ``labels [N]`` (chunked)."""
+    validate.check_array(features, "train features", ndim=2)
+    acc = ClassMoments(num_classes, np.shape(features)[1])
+    for start in range(0, np.shape(features)[0], 65536):
+        acc.update(features[start : start + 65536], np.asarray(labels)[start : start + 65536])
+    return mds_stats_from(acc)
+
+
+def mds_stats_from(acc: ClassMoments) -> dict[str, Any]:
+    """Score-ready MDS stats from a filled :class:`ClassMoments`."""
+    s = acc.mds_stats()
+    return {"cls": _gaussian_stats(s["means"], s["precision"])}
+
+
+def rmds_stats_from(acc: ClassMoments) -> dict[str, Any]:
+    """Score-ready RMDS stats from a filled :class:`ClassMoments`."""
+    s = acc.rmds_stats()
+    return {
+        "cls": _gaussian_stats(s["means"], s["precision"]),
+        "bg": _gaussian_stats(s["whole_mean"][None], s["whole_precision"]),
+    }
+
+
+def mds_score(features: jax.Array, stats: dict[str, Any]) -> jax.Array:
+    """Mahalanobis (OpenOOD v1.5 ``mds``): ``max_c -(f - mu_c)^T P (f - mu_c)``.
+
+    Source: Lee et al. 2018; OpenOOD v1.5 ``mds_postprocessor.py`` (penultimate feature
+    only, no input noise, no layer ensemble; class means + shared covariance from ID-train,
+    ``sklearn.covariance.EmpiricalCovariance`` precision); ``mds.yml``: ``APS_mode: False``.
+    ``[B, D] -> [B]``, higher = more ID.
+    """
+    return -jnp.min(_sq_mahalanobis(jnp.asarray(features, jnp.float32), stats["cls"]), axis=-1)
+
+
+def rmds_score(features: jax.Array, stats: dict[str, Any]) -> jax.Array:
+    """Relative Mahalanobis: ``max_c [-MD_c(f) + MD_0(f)]`` with MD_0 the class-agnostic
+    Gaussian fitted on all ID-train features.
+
+    Source: Ren et al. 2021; OpenOOD v1.5 ``rmds_postprocessor.py``; ``rmds.yml``:
+    ``APS_mode: False``. ``[B, D] -> [B]``, higher = more ID.
+    """
+    f = jnp.asarray(features, jnp.float32)
+    bg = _sq_mahalanobis(f, stats["bg"])[:, 0]
+    return jnp.max(-_sq_mahalanobis(f, stats["cls"]) + bg[:, None], axis=-1)
+
+
+def _fit_moments(model, data, num_classes=None) -> ClassMoments:
+    inputs = data["train"]
+    f = inputs.features.feature
+    validate.check_array(f, "train features.feature", ndim=2)
+    k = num_classes or model.num_classes or int(inputs.features.logits.shape[-1])
+    labels = train_labels(inputs, k)
+    acc = ClassMoments(k, f.shape[1])
+    for start in range(0, f.shape[0], 65536):
+        acc.update(f[start : start + 65536], labels[start : start + 65536])
+    return acc
+
+
+# ------------------------------------------------------------------------------------ ViM
+
+
+def vim_fit_chunks(
+    chunks: Callable[[], Iterable[Any]], w: np.ndarray, b: np.ndarray, dim: int
+) -> dict[str, Any]:
+    """ViM statistics in two streaming passes over ID-train features.
+
+    Args:
+      chunks: a callable returning a fresh iterator of ``[n, D]`` feature chunks (called twice).
+      w, b: head ``[K, D]``, ``[K]``.
+      dim: principal-subspace dimension; the residual space is spanned by the ``D - dim``
+        eigenvectors of the smallest eigenvalues. Must satisfy ``0 <= dim < D``.
+    """
+    d = w.shape[1]
+    if not isinstance(dim, (int, np.integer)) or not 0 <= dim < d:
+        raise ValueError(
+            f"ViM `dim`={dim} must be an int in [0, feature dim {d}) (no residual space "
+            "otherwise); OpenOOD's grid [256, 1000] only fits features with D > dim"
+        )
+    u = -np.linalg.pinv(w) @ b  # origin shift: the point the head maps to logits 0
+    n, cov = 0, np.zeros((d, d))
+    for f in chunks():
+        c = np.asarray(f, np.float64) - u
+        cov += c.T @ c
+        n += c.shape[0]
+    lam, vec = np.linalg.eigh(cov / n)
+    order = np.argsort(-lam, kind="stable")
+    ns = vec[:, order[dim:]]
+    vsum = msum = 0.0
+    for f in chunks():
+        f = np.asarray(f, np.float64)
+        vsum += np.linalg.norm((f - u) @ ns, axis=-1).sum()
+        msum += (f @ w.T + b).max(-1).sum()
+    alpha = msum / vsum
+    return {"u": jnp.asarray(u, jnp.float32), "ns": jnp.asarray(ns, jnp.float32), "alpha": alpha}
+
+
+def vim_score(features: jax.Array, logits: jax.Array, stats: dict[str, Any]) -> jax.Array:
+    """ViM: ``logsumexp(logits) - alpha * ||(f - u) NS||``.
+
+    Source: Wang et al. 2022; OpenOOD v1.5 ``vim_postprocessor.py`` (``u = -pinv(W) b``,
+    ``EmpiricalCovariance(assume_centered=True)`` of ``f - u`` on ID-train, residual space =
+    eigenvectors past the top ``dim``, ``alpha = mean max-logit / mean residual norm`` on
+    ID-train); ``vim.yml``: ``dim: 256``, ``dim_list: [256, 1000]``, APS on.
+    We use ``eigh`` (the covariance is symmetric) where OpenOOD uses ``eig``.
+    ``[B, D], [B, K] -> [B]``, higher = more ID.
+    """
+    f = jnp.asarray(features, jnp.float32)
+    vlogit = jnp.linalg.norm(jnp.dot(f - stats["u"], stats["ns"], precision=_HI), axis=-1)
+    return jax.nn.logsumexp(logits, axis=-1) - stats["alpha"] * vlogit
+
+
+# ------------------------------------------------------------------------------------ GEN
+
+
+def gen_score(logits: jax.Array, gamma: Any, m: int) -> jax.Array:
+    """Generalized entropy: ``-sum_{top-M probs} p^gamma (1 - p)^gamma``.
+
+    Source: Liu et al. 2023 (GEN); OpenOOD v1.5 ``gen_postprocessor.py`` (M largest softmax
+    probabilities; ``M > K`` uses all K, as the torch slice does); ``gen.yml``:
+    ``gamma: 0.1, M: 100``, ``gamma_list [0.01, 0.1, 0.5, 1, 2, 5, 10]``,
+    ``M_list [10, 50, 100, 200, 500, 1000]``. ``[B, K] -> [B]``, higher = more ID.
+    """
+    # Numerics: with p_max close to 1, float32 ``1 - p_max`` (as OpenOOD computes it) keeps
+    # few correct digits and ``(1 - p)^gamma`` with small gamma amplifies that. We use
+    # ``1 - p_max = s / (1 + s)`` with ``s = sum_{j != max} exp(z_j - z_max)``, and
+    # ``-expm1(log p)`` for the other classes (p <= 1/2 there, so it is well-conditioned).
+    z = logits - jnp.max(logits, axis=-1, keepdims=True)
+    is_max = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=bool)
+    s = jnp.sum(jnp.where(is_max, 0.0, jnp.exp(z)), axis=-1, keepdims=True)
+    logp = z - jnp.log1p(s)
+    one_minus = jnp.where(is_max, s / (1.0 + s), -jnp.expm1(logp))
+    top, idx = jax.lax.top_k(logp, min(int(m), logits.shape[-1]))
+    rest = jnp.take_along_axis(one_minus, idx, axis=-1)
+    return -jnp.sum(jnp.exp(gamma * top) * rest**gamma, axis=-1)
+
+
+# ----------------------------------------------------------------------------------- DICE
+
+
+def dice_score(features: jax.Array, stats: dict[str, Any], p: Any) -> jax.Array:
+    """DICE: energy of logits from sparsified weights ``W * [mean_act * W > perc_p]``.
+
+    Source: Sun & Li 2022; OpenOOD v1.5 ``dice_postprocessor.py`` (``mean_act`` = mean
+    pooled ID-train feature; threshold ``np.percentile(contrib, p)`` over all ``K*D``
+    contributions, linear interpolation; strict ``>``); ``dice.yml``: ``p: 90``,
+    ``APS_mode: False`` (``p_list [90]``). ``[B, D] -> [B]``, higher = more ID.
+    """
+    contrib = stats["mean_act"][None, :] * stats["w"]
+    thresh = jnp.percentile(contrib, p)
+    masked = stats["w"] * (contrib > thresh)
+    logits = jnp.dot(features, masked.T, precision=_HI) + stats["b"]
+    return jax.nn.logsumexp(logits, axis=-1)
+
+
+# ----------------------------------------------------------------------------------- fDBD
+
+
+def fdbd_denominator(w: np.ndarray) -> np.ndarray:
+    """``[K, K]`` with ``[p, j] = ||w_j - w_p||`` and 1 on the diagonal."""
+    den = np.linalg.norm(w[None, :, :] - w[:, None, :], axis=-1) if w.shape[0] <= 256 else None
+    if den is None:  # Gram identity avoids the K x K x D tensor for big heads
+        sq = np.sum(w * w, -1)
+        den = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * w @ w.T, 0, None))
+    np.fill_diagonal(den, 1.0)
+    return den
+
+
+def fdbd_score(
+    features: jax.Array, logits: jax.Array, stats: dict[str, Any], distance_as_normalizer: bool
+) -> jax.Array:
+    """fDBD: mean-free sum of ``|z_max - z_j| / ||w_max - w_j||`` over classes, divided by
+    ``||f - mu_train||`` (or ``||f||`` when ``distance_as_normalizer`` is False).
+
+    Source: Liu & Qin 2024 (fDBD); OpenOOD v1.5 ``fdbd_postprocessor.py`` (sum over all j,
+    the ``j = pred`` term is 0/1); ``fdbd.yml``: ``distance_as_normalizer: True``,
+    sweep ``[True, False]``, APS on. ``[B, D], [B, K] -> [B]``, higher = more ID.
+    """
+    f = jnp.asarray(features, jnp.float32)
+    pred = jnp.argmax(logits, axis=-1)
+    diff = jnp.abs(logits - jnp.max(logits, axis=-1, keepdims=True))
+    num = jnp.sum(diff / stats["den"][pred], axis=-1)
+    ref = f - stats["train_mean"] if distance_as_normalizer else f
+    return num / jnp.linalg.norm(ref, axis=-1)
+
+
+# ------------------------------------------------------------------------------- GradNorm
+
+
+def gradnorm_score(features: jax.Array, logits: jax.Array) -> jax.Array:
+    """GradNorm: L1 norm of ``d/dW sum_k -log softmax_k(W f + b)`` for the last layer.
+
+    Source: Huang et al. 2021; OpenOOD v1.5 ``gradnorm_postprocessor.py`` (targets = all
+    ones of length ``num_classes``, gradient of the fc weight only, ``sum |grad|``);
+    ``gradnorm.yml``: no hyperparameters, no fit. In closed form
+    ``dL/dW_ij = (K p_i - 1) f_j``, so the score is ``sum_i |K p_i - 1| * sum_j |f_j|``.
+    ``[B, D], [B, K] -> [B]``, higher = more ID.
+    """
+    p = jax.nn.softmax(logits, axis=-1)
+    k = logits.shape[-1]
+    return jnp.sum(jnp.abs(k * p - 1.0), axis=-1) * jnp.sum(jnp.abs(features), axis=-1)
+
+
+# ------------------------------------------------------------------------- detector glue
+
+
+def _feat(inputs: Inputs) -> jax.Array:
+    validate.check_array(inputs.features.feature, "features.feature", ndim=2)
+    return inputs.features.feature
+
+
+def _logits(inputs: Inputs) -> jax.Array:
+    validate.check_array(inputs.features.logits, "features.logits", ndim=2)
+    return inputs.features.logits
+
+
+def _fit_mds(model, variables, data):
+    return mds_stats_from(_fit_moments(model, data))
+
+
+def _fit_rmds(model, variables, data):
+    return rmds_stats_from(_fit_moments(model, data))
+
+
+def _fit_vim(model, variables, data, *, dim):
+    f = data["train"].features.feature
+    validate.check_array(f, "train features.feature", ndim=2)
+    w, b = head_affine(model, variables, f.shape[1])
+    return vim_fit_chunks(functools.partial(_iter_chunks, f), w, b, dim)
+
+
+def _fit_dice(model, variables, data):
+    f = data["train"].features.feature
+    validate.check_array(f, "train features.feature", ndim=2)
+    w, b = head_affine(model, variables, f.shape[1])
+    total = sum(c.sum(0) for c in _iter_chunks(f))
+    return {
+        "mean_act": jnp.asarray(total / f.shape[0], jnp.float32),
+        "w": jnp.asarray(w, jnp.float32),
+        "b": jnp.asarray(b, jnp.float32),
+    }
+
+
+def _fit_fdbd(model, variables, data):
+    f = data["train"].features.feature
+    validate.check_array(f, "train features.feature", ndim=2)
+    w, _ = head_affine(model, variables, f.shape[1])
+    total = sum(c.sum(0) for c in _iter_chunks(f))
+    return {
+        "train_mean": jnp.asarray(total / f.shape[0], jnp.float32),
+        "den": jnp.asarray(fdbd_denominator(w), jnp.float32),
+    }
+
+
+def _check_head(stats_w, inputs):
+    if stats_w is not None and stats_w.shape[1] != inputs.features.feature.shape[1]:
+        raise ValueError("feature dimension differs from the one the detector was fitted on")
+
+
+def _score_vim(model, variables, stats, inputs, *, dim):
+    return vim_score(_feat(inputs), _logits(inputs), stats)
+
+
+def _score_dice(model, variables, stats, inputs, *, p):
+    validate.check_percentile(p, "p")
+    _check_head(stats["w"], inputs)
+    return dice_score(_feat(inputs), stats, p)
+
+
+def _score_gen(model, variables, stats, inputs, *, gamma, M):
+    validate.check_positive(gamma, "gamma")
+    if not isinstance(M, (int, np.integer)) or M < 1:
+        raise ValueError(f"GEN `M` must be a positive int (static), got {M!r}")
+    return gen_score(_logits(inputs), gamma, int(M))
+
+
+_FEATURE = frozenset({"feature"})
+_FEATURE_LOGITS = frozenset({"feature", "logits"})
+_OPENOOD = "OpenOOD v1.5 openood/postprocessors/"
+
+register(
+    Detector(
+        name="mds",
+        score=lambda model, variables, stats, inputs: mds_score(_feat(inputs), stats),
+        fit=_fit_mds,
+        fit_splits=("train",),
+        needs=_FEATURE,
+        reference=f"Lee et al. 2018; {_OPENOOD}mds_postprocessor.py, mds.yml (no APS). "
+        "Needs Inputs.extras['labels'] on the train split.",
+    )
+)
+register(
+    Detector(
+        name="rmds",
+        score=lambda model, variables, stats, inputs: rmds_score(_feat(inputs), stats),
+        fit=_fit_rmds,
+        fit_splits=("train",),
+        needs=_FEATURE,
+        reference=f"Ren et al. 2021; {_OPENOOD}rmds_postprocessor.py, rmds.yml (no APS). "
+        "Needs Inputs.extras['labels'] on the train split.",
+    )
+)
+register(
+    Detector(
+        name="vim",
+        score=_score_vim,
+        fit=_fit_vim,
+        fit_splits=("train",),
+        fit_hparams=("dim",),
+        defaults={"dim": 256},
+        sweep={"dim": [256, 1000]},
+        needs=_FEATURE_LOGITS,
+        reference=f"Wang et al. 2022; {_OPENOOD}vim_postprocessor.py, vim.yml "
+        "(dim 256, dim_list [256, 1000]; dim must be < D).",
+    )
+)
+register(
+    Detector(
+        name="gen",
+        score=_score_gen,
+        static_hparams=("M",),
+        defaults={"gamma": 0.1, "M": 100},
+        sweep={"gamma": [0.01, 0.1, 0.5, 1, 2, 5, 10], "M": [10, 50, 100, 200, 500, 1000]},
+        needs=frozenset({"logits"}),
+        reference=f"Liu et al. 2023; {_OPENOOD}gen_postprocessor.py, gen.yml.",
+    )
+)
+register(
+    Detector(
+        name="dice",
+        score=_score_dice,
+        fit=_fit_dice,
+        fit_splits=("train",),
+        defaults={"p": 90},
+        needs=_FEATURE,
+        reference=f"Sun & Li 2022; {_OPENOOD}dice_postprocessor.py, dice.yml (p 90, no APS).",
+    )
+)
+register(
+    Detector(
+        name="fdbd",
+        score=lambda model, variables, stats, inputs, *, distance_as_normalizer: fdbd_score(
+            _feat(inputs), _logits(inputs), stats, bool(distance_as_normalizer)
+        ),
+        fit=_fit_fdbd,
+        fit_splits=("train",),
+        static_hparams=("distance_as_normalizer",),
+        defaults={"distance_as_normalizer": True},
+        sweep={"distance_as_normalizer": [True, False]},
+        needs=_FEATURE_LOGITS,
+        reference=f"Liu & Qin 2024; {_OPENOOD}fdbd_postprocessor.py, fdbd.yml.",
+    )
+)
+register(
+    Detector(
+        name="gradnorm",
+        score=lambda model, variables, stats, inputs: gradnorm_score(
+            _feat(inputs), _logits(inputs)
+        ),
+        needs=_FEATURE_LOGITS,
+        reference=f"Huang et al. 2021; {_OPENOOD}gradnorm_postprocessor.py, gradnorm.yml "
+        "(closed form of the fc-weight gradient L1 norm).",
+    )
+)

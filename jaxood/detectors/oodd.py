@@ -1,0 +1,577 @@
+"""OODD: test-time OOD detection with a dynamic (priority-queue) OOD dictionary.
+
+Source: Yang et al., CVPR 2025 (arXiv 2503.10468); official code ``zxk1212/OODD``
+(``openood/postprocessors/knn_postprocessor.py``, ``bash.sh``), read through the fork
+``moxime/ooddict`` (same postprocessor); ``spec-methods-training.md`` §3.
+
+As released (``oodd``):
+
+* **ID dictionary (IIS)**: for every training image, 5 crops ``RandomResizedCrop(size,
+  scale=(0.95, 1.0), ratio=(3/4, 4/3))``; keep the crop with the highest MSP (its
+  L2-normalised feature and MSP); rank images by that MSP within their *labelled* class;
+  interleave the classes rank by rank; keep the first ``floor(alpha * N)``.
+* ``S_in(x)`` = the ``k_in``-th largest cosine similarity to the ID dictionary.
+* **OOD dictionary**: a queue of the ``queue_size`` lowest-``S_in`` features seen so far.
+  Stream processing in chunks (512): insert the whole chunk first, *then* score it, so a
+  low-``S_in`` sample finds itself (cos = 1) in the dictionary.
+* ``S_out(x)`` = the ``k_out``-th largest cosine similarity to queue (+ memory bank);
+  score ``S_in - S_out``, higher = more in-distribution.
+
+Release protocol (what a benchmark runner must do to reproduce the paper's numbers), per
+OOD test set separately: stream = ``concat(ID-test, OOD)`` permuted with
+``np.random.seed(100); np.random.permutation``, chunks of 512, queue reset to empty for each
+OOD set (so ID-test scores differ per OOD set). :func:`release_protocol` does exactly that.
+
+The queue state is an explicit pytree (:class:`OODDState`); :func:`oodd_step` is a pure,
+jit-able ``(state, chunk) -> (state, scores)`` and :func:`oodd_stream` scans it, so a stream
+in a given order always gives identical scores. Ties in ``S_in`` are broken in favour of
+entries already in the queue (the release's Python heap order is not reproduced; this only
+matters for exactly equal similarities).
+
+C-Out / DOS (``oodd_cout``): the paper initialises the queue and a fixed memory bank with
+low-confidence random crops of ID-train images; the release does not implement it. **Our
+implementation of the paper's description**: one ``RandomResizedCrop(scale=(0.08, 0.3))``
+per training image, the ``cout_queue + cout_bank`` lowest-MSP crops, randomly split into
+queue seeds (priority = their ``S_in``) and a fixed memory bank. All these choices are ours.
+
+Labels: IIS ranks by the ground-truth class: pass ``Inputs.extras["labels"]`` (``[N]`` int)
+on the train split. Crops: ``fit`` crops ``Inputs.x`` (normalised NHWC images) when given;
+or pass precomputed crop outputs as ``extras["crop_logits"] [N, M, K]`` and
+``extras["crop_features"] [N, M, D]``; with neither, it falls back to the single un-cropped
+view (logged; not the released IIS).
+
+Crop differences from torchvision: same sampling distribution but JAX PRNG (not torch's
+stream); the crop is resized with bilinear ``align_corners=False`` interpolation without
+antialiasing, which equals torchvision for upsampling (CIFAR: crops <= 32 px resized to
+32) but not for downsampling (ImageNet-style pre_size > image_size), where torchvision
+antialiases. Cropping the already-normalised image equals normalising the crop (bilinear
+weights sum to 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxood import validate
+from jaxood.detectors import register
+from jaxood.detectors.knn import _check_k, bank_size, chunk_bank, l2_normalize, topk_similarities
+from jaxood.types import Detector, Inputs, Model
+
+logger = logging.getLogger(__name__)
+
+#: Released per-benchmark defaults (``bash.sh``): K1 = k_in, K2 = k_out, ALPHA, queue_size.
+OODD_DEFAULTS = {
+    "cifar10": {"k_in": 5, "k_out": 5, "alpha": 0.5, "queue_size": 128},
+    "cifar100": {"k_in": 10, "k_out": 5, "alpha": 0.5, "queue_size": 512},
+    "imagenet200": {"k_in": 100, "k_out": 5, "alpha": 0.5, "queue_size": 2048},
+    "imagenet": {"k_in": 100, "k_out": 5, "alpha": 0.5, "queue_size": 2048},
+}
+CHUNK_SIZE = 512
+RELEASE_SEED = 100
+IIS_SCALE = (0.95, 1.0)
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+# ------------------------------------------------------------------------ random crops
+
+
+def crop_params(
+    key: jax.Array, height: int, width: int, scale=IIS_SCALE, ratio=RATIO, attempts: int = 10
+) -> jax.Array:
+    """torchvision ``RandomResizedCrop.get_params`` as a pure function of ``key``.
+
+    Returns ``int32 [4] = (top, left, h, w)``: the first of ``attempts`` candidates that
+    fits, else the centre-crop fallback with the ratio clamped.
+    """
+    k_area, k_ratio, k_i, k_j = jax.random.split(key, 4)
+    area = height * width
+    target = area * jax.random.uniform(k_area, (attempts,), minval=scale[0], maxval=scale[1])
+    logr = jax.random.uniform(
+        k_ratio, (attempts,), minval=math.log(ratio[0]), maxval=math.log(ratio[1])
+    )
+    aspect = jnp.exp(logr)
+    w = jnp.round(jnp.sqrt(target * aspect)).astype(jnp.int32)
+    h = jnp.round(jnp.sqrt(target / aspect)).astype(jnp.int32)
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = jnp.argmax(ok)
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(round(height * max(ratio)))
+    else:
+        fw, fh = width, height
+    h_sel = jnp.where(ok.any(), h[first], fh)
+    w_sel = jnp.where(ok.any(), w[first], fw)
+    u_i = jax.random.uniform(k_i, ())
+    u_j = jax.random.uniform(k_j, ())
+    top = jnp.where(
+        ok.any(), jnp.floor(u_i * (height - h_sel + 1)).astype(jnp.int32), (height - fh) // 2
+    )
+    left = jnp.where(
+        ok.any(), jnp.floor(u_j * (width - w_sel + 1)).astype(jnp.int32), (width - fw) // 2
+    )
+    return jnp.stack([top, left, h_sel, w_sel]).astype(jnp.int32)
+
+
+def _axis_weights(start, length, in_size: int, out_size: int):
+    """Source indices and weights of torch bilinear ``align_corners=False`` along one axis."""
+    o = jnp.arange(out_size, dtype=jnp.float32)
+    src = jnp.maximum((o + 0.5) * (length / out_size) - 0.5, 0.0)
+    i0 = jnp.floor(src).astype(jnp.int32)
+    i1 = jnp.minimum(i0 + 1, length - 1)
+    i0 = jnp.minimum(i0, length - 1)
+    frac = src - i0.astype(jnp.float32)
+    return jnp.clip(start + i0, 0, in_size - 1), jnp.clip(start + i1, 0, in_size - 1), frac
+
+
+def resized_crop(image: jax.Array, params: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """Crops ``image [H, W, C]`` to ``params = (top, left, h, w)`` and resizes to ``out_hw``
+    with bilinear interpolation (torch ``align_corners=False``, no antialias)."""
+    height, width = image.shape[:2]
+    y0, y1, fy = _axis_weights(params[0], params[2], height, out_hw[0])
+    x0, x1, fx = _axis_weights(params[1], params[3], width, out_hw[1])
+    rows = image[y0] * (1 - fy)[:, None, None] + image[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
+@functools.partial(jax.jit, static_argnames=("n_crops", "scale"))
+def random_resized_crops(
+    key: jax.Array, images: jax.Array, n_crops: int, scale: tuple[float, float] = IIS_SCALE
+) -> jax.Array:
+    """``n_crops`` independent random resized crops per image, resized back to ``[H, W]``.
+
+    Args:
+      key: PRNG key (the crops are a pure function of it).
+      images: ``[N, H, W, C]`` normalised images.
+
+    Returns:
+      ``[N, n_crops, H, W, C]``.
+    """
+    n, height, width, _ = images.shape
+    keys = jax.random.split(key, n * n_crops).reshape(n, n_crops, -1)
+    params = jax.vmap(jax.vmap(lambda k: crop_params(k, height, width, scale)))(keys)
+    one = lambda img, p: resized_crop(img, p, (height, width))
+    return jax.vmap(lambda img, ps: jax.vmap(lambda p: one(img, p))(ps))(images, params)
+
+
+def crop_outputs(
+    model: Model,
+    variables: Any,
+    x: Any,
+    key: jax.Array,
+    *,
+    n_crops: int,
+    scale: tuple[float, float] = IIS_SCALE,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the model on ``n_crops`` random crops of every image, in batches.
+
+    Returns ``(msp [N, M], features [N, M, D])`` as host arrays. Batch ``b`` uses
+    ``fold_in(key, b)``, so results do not depend on anything but ``key`` and ``batch_size``.
+    """
+    validate.check_images(x, "train x")
+    feats = jax.jit(model.features)
+    msps, outs = [], []
+    for b, start in enumerate(range(0, x.shape[0], batch_size)):
+        imgs = jnp.asarray(x[start : start + batch_size])
+        crops = random_resized_crops(jax.random.fold_in(key, b), imgs, n_crops, tuple(scale))
+        f = feats(variables, crops.reshape(-1, *crops.shape[2:]))
+        msp = jnp.max(jax.nn.softmax(f.logits, -1), -1)
+        msps.append(np.asarray(msp).reshape(imgs.shape[0], n_crops))
+        outs.append(np.asarray(f.feature).reshape(imgs.shape[0], n_crops, -1))
+    return np.concatenate(msps), np.concatenate(outs)
+
+
+# -------------------------------------------------------------------------------- IIS
+
+
+def iis_select(crop_msp: Any, crop_features: Any, labels: Any, alpha: float) -> np.ndarray:
+    """Informative In-distribution Sampling: the ID dictionary ``[floor(alpha N), D]``.
+
+    Args:
+      crop_msp: ``[N, M]`` MSP of each crop.
+      crop_features: ``[N, M, D]`` feature of each crop.
+      labels: ``[N]`` ground-truth classes.
+      alpha: fraction kept, in ``(0, 1]``.
+
+    Returns:
+      L2-normalised features, classes interleaved by within-class MSP rank (rank 1 of every
+      class in ascending class order, then rank 2, ...), truncated to ``int(alpha * N)``.
+    """
+    validate.check_range(alpha, "alpha", 0.0, 1.0)
+    msp = np.asarray(crop_msp, np.float64)
+    feats = np.asarray(crop_features, np.float32)
+    labels = np.asarray(labels)
+    if msp.ndim != 2 or feats.ndim != 3 or feats.shape[:2] != msp.shape:
+        raise ValueError(
+            f"crop_msp [N, M] and crop_features [N, M, D] expected, got {msp.shape}, {feats.shape}"
+        )
+    if labels.shape != (msp.shape[0],):
+        raise ValueError(f"labels must be [N={msp.shape[0]}], got {labels.shape}")
+    best = np.argmax(msp, axis=1)
+    n = msp.shape[0]
+    conf = msp[np.arange(n), best]
+    chosen = feats[np.arange(n), best]
+    rank = np.empty(n, np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx[np.argsort(-conf[idx], kind="stable")]] = np.arange(idx.size)
+    order = np.lexsort((labels, rank))  # by rank, then class
+    keep = int(alpha * n)
+    if keep < 1:
+        raise ValueError(f"alpha={alpha} of {n} training samples keeps nothing")
+    return l2_normalize(chosen[order[:keep]])
+
+
+# ------------------------------------------------------------------------------ queue
+
+
+class OODDState(NamedTuple):
+    """The OOD dictionary: ``feats [Q, D]`` (normalised) and ``keys [Q]`` (their ``S_in``;
+    ``+inf`` marks an empty slot)."""
+
+    feats: jax.Array
+    keys: jax.Array
+
+
+def empty_state(queue_size: int, dim: int) -> OODDState:
+    """An empty queue of capacity ``queue_size``."""
+    if not isinstance(queue_size, (int, np.integer)) or queue_size < 1:
+        raise ValueError(f"`queue_size` must be a positive int, got {queue_size!r}")
+    return OODDState(jnp.zeros((queue_size, dim), jnp.float32), jnp.full((queue_size,), jnp.inf))
+
+
+def s_in(features: jax.Array, id_bank: dict[str, Any], k_in: int) -> jax.Array:
+    """``k_in``-th largest cosine similarity to the ID dictionary: ``[B, D] -> [B]``."""
+    q = l2_normalize(jnp.asarray(features, jnp.float32))
+    return topk_similarities(q, id_bank["bank"], id_bank["bias"], k_in)[:, k_in - 1]
+
+
+def _insert(state: OODDState, feats: jax.Array, keys: jax.Array) -> OODDState:
+    """Keeps the ``Q`` smallest keys of queue ∪ new (queue entries win ties)."""
+    all_keys = jnp.concatenate([state.keys, keys])
+    all_feats = jnp.concatenate([state.feats, feats])
+    neg, idx = jax.lax.top_k(-all_keys, state.keys.shape[0])
+    return OODDState(all_feats[idx], -neg)
+
+
+def seeded_state(seeds: Any, id_bank: dict[str, Any], *, queue_size: int, k_in: int) -> OODDState:
+    """A queue pre-filled with ``seeds [S, D]`` (C-Out), priorities = their ``S_in``."""
+    seeds = l2_normalize(jnp.asarray(seeds, jnp.float32))
+    state = empty_state(queue_size, seeds.shape[1])
+    return _insert(state, seeds, s_in(seeds, id_bank, k_in))
+
+
+def oodd_step(
+    state: OODDState,
+    chunk: jax.Array,
+    valid: jax.Array | None = None,
+    *,
+    id_bank: dict[str, Any],
+    k_in: int,
+    k_out: int,
+    memory_bank: jax.Array | None = None,
+) -> tuple[OODDState, jax.Array]:
+    """One release step: insert the chunk into the queue, then score it. Pure and jit-able.
+
+    Args:
+      state: the queue before this chunk.
+      chunk: ``[C, D]`` features (normalised here).
+      valid: ``[C]`` bool; False rows (padding) are neither inserted nor meaningful.
+      id_bank: chunked ID dictionary (:func:`jaxood.detectors.knn.chunk_bank`).
+      k_in, k_out: static neighbour ranks.
+      memory_bank: ``[M, D]`` normalised fixed OOD features (C-Out), or None.
+
+    Returns:
+      ``(new_state, scores [C])`` with scores ``S_in - S_out`` (higher = more ID).
+    """
+    q = l2_normalize(jnp.asarray(chunk, jnp.float32))
+    sin = s_in(q, id_bank, k_in)
+    keys = sin if valid is None else jnp.where(valid, sin, jnp.inf)
+    state = _insert(state, q, keys)
+    sims = jnp.dot(q, state.feats.T, precision=jax.lax.Precision.HIGHEST)
+    sims = jnp.where(jnp.isfinite(state.keys)[None, :], sims, -jnp.inf)
+    if memory_bank is not None:
+        mb = jnp.dot(q, memory_bank.T, precision=jax.lax.Precision.HIGHEST)
+        sims = jnp.concatenate([sims, mb], axis=1)
+    s_out = jax.lax.top_k(sims, k_out)[0][:, k_out - 1]
+    return state, sin - s_out
+
+
+@functools.partial(jax.jit, static_argnames=("k_in", "k_out", "chunk_size"))
+def _stream(state, features, valid, id_bank, memory_bank, *, k_in, k_out, chunk_size):
+    d = features.shape[1]
+    chunks = features.reshape(-1, chunk_size, d)
+    masks = valid.reshape(-1, chunk_size)
+
+    def body(st, xs):
+        return oodd_step(
+            st, xs[0], xs[1], id_bank=id_bank, k_in=k_in, k_out=k_out, memory_bank=memory_bank
+        )
+
+    state, scores = jax.lax.scan(body, state, (chunks, masks))
+    return scores.reshape(-1), state
+
+
+def oodd_stream(
+    id_bank: dict[str, Any],
+    features: Any,
+    *,
+    queue_size: int,
+    k_in: int,
+    k_out: int,
+    chunk_size: int = CHUNK_SIZE,
+    memory_bank: Any = None,
+    state: OODDState | None = None,
+) -> tuple[jax.Array, OODDState]:
+    """Scores a stream ``features [N, D]`` in order, chunk by chunk (``lax.scan``).
+
+    Args:
+      id_bank: chunked ID dictionary (``fit`` stats ``["id_bank"]``).
+      features: ``[N, D]`` stream in processing order.
+      queue_size, k_in, k_out, chunk_size: release hyperparameters (static).
+      memory_bank: optional ``[M, D]`` fixed OOD features.
+      state: initial queue (default: empty, as the release).
+
+    Returns:
+      ``(scores [N] in stream order, final state)``; higher = more ID.
+    """
+    validate.check_array(features, "features", ndim=2)
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
+    k_in = _check_k(k_in, bank_size(id_bank), "k_in")
+    n, d = features.shape
+    if state is None:
+        state = empty_state(queue_size, d)
+    elif state.keys.shape[0] != queue_size:
+        raise ValueError(f"state holds {state.keys.shape[0]} slots, queue_size={queue_size}")
+    n_mb = 0 if memory_bank is None else int(np.shape(memory_bank)[0])
+    seeded = (
+        int(np.sum(np.isfinite(np.asarray(state.keys)))) if validate.is_concrete(state.keys) else 0
+    )
+    available = min(queue_size, seeded + min(chunk_size, n)) + n_mb
+    if not isinstance(k_out, (int, np.integer)) or not 1 <= k_out <= available:
+        raise ValueError(
+            f"`k_out`={k_out} must be in [1, {available}]: the OOD dictionary holds at most "
+            f"min(queue_size={queue_size}, first chunk) + memory bank {n_mb} entries"
+        )
+    pad = (-n) % chunk_size
+    x = jnp.pad(jnp.asarray(features, jnp.float32), ((0, pad), (0, 0)))
+    valid = jnp.arange(n + pad) < n
+    mb = None if memory_bank is None else l2_normalize(jnp.asarray(memory_bank, jnp.float32))
+    scores, state = _stream(
+        state, x, valid, id_bank, mb, k_in=int(k_in), k_out=int(k_out), chunk_size=int(chunk_size)
+    )
+    return scores[:n], state
+
+
+def release_permutation(n: int, seed: int = RELEASE_SEED) -> np.ndarray:
+    """``np.random.seed(seed); np.random.permutation(n)`` without touching global state."""
+    return np.random.RandomState(seed).permutation(n)
+
+
+def release_protocol(
+    stats: dict[str, Any],
+    id_features: Any,
+    ood_features: Any,
+    *,
+    k_in: int,
+    k_out: int,
+    queue_size: int,
+    chunk_size: int = CHUNK_SIZE,
+    seed: int = RELEASE_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores one (ID-test, OOD set) pair exactly as the release: stream
+    ``concat(id, ood)[perm(seed)]``, chunks of ``chunk_size``, fresh queue.
+
+    Call once per OOD dataset. Returns ``(id_scores, ood_scores)`` in the *input* order
+    (the release returns them in permuted order; AUROC/FPR are order-independent).
+    """
+    ids = np.asarray(id_features, np.float32)
+    ood = np.asarray(ood_features, np.float32)
+    z = np.concatenate([ids, ood])
+    perm = release_permutation(z.shape[0], seed)
+    state = _initial_state(stats, queue_size=queue_size, k_in=k_in, dim=z.shape[1])
+    scores, _ = oodd_stream(
+        stats["id_bank"],
+        z[perm],
+        queue_size=queue_size,
+        k_in=k_in,
+        k_out=k_out,
+        chunk_size=chunk_size,
+        memory_bank=stats.get("memory_bank"),
+        state=state,
+    )
+    out = np.empty(z.shape[0], np.float32)
+    out[perm] = np.asarray(scores)
+    return out[: ids.shape[0]], out[ids.shape[0] :]
+
+
+def _initial_state(stats, *, queue_size, k_in, dim):
+    seeds = stats.get("queue_seeds")
+    if seeds is None:
+        return empty_state(queue_size, dim)
+    return seeded_state(seeds, stats["id_bank"], queue_size=queue_size, k_in=k_in)
+
+
+# -------------------------------------------------------------------------------- C-Out
+
+
+def cout_outliers(
+    model: Model,
+    variables: Any,
+    x: Any,
+    key: jax.Array,
+    *,
+    n_queue: int,
+    n_bank: int,
+    scale: tuple[float, float] = (0.08, 0.3),
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """C-Out outliers (our implementation of the paper's description, absent in the release).
+
+    One small random crop per training image; the ``n_queue + n_bank`` crops with the lowest
+    MSP; a random (``key``) disjoint split into queue seeds and a fixed memory bank.
+
+    Returns:
+      ``(queue_seeds [n_queue, D], memory_bank [n_bank, D])``, L2-normalised.
+    """
+    if n_queue < 0 or n_bank < 0 or n_queue + n_bank < 1:
+        raise ValueError("C-Out needs n_queue >= 0, n_bank >= 0 and at least one outlier")
+    k_crop, k_split = jax.random.split(key)
+    msp, feats = crop_outputs(
+        model, variables, x, k_crop, n_crops=1, scale=tuple(scale), batch_size=batch_size
+    )
+    total = n_queue + n_bank
+    if total > msp.shape[0]:
+        raise ValueError(f"C-Out asks for {total} outliers from {msp.shape[0]} images")
+    low = np.argsort(msp[:, 0], kind="stable")[:total]
+    low = low[np.asarray(jax.random.permutation(k_split, total))]
+    chosen = l2_normalize(feats[low, 0])
+    return chosen[:n_queue], chosen[n_queue:]
+
+
+# -------------------------------------------------------------------------- detectors
+
+
+def _labels(inputs: Inputs) -> np.ndarray:
+    from jaxood.detectors.feature_space import train_labels
+
+    return train_labels(inputs)
+
+
+def _crop_data(model, variables, inputs: Inputs, *, n_crops, crop_seed):
+    extras = inputs.extras or {}
+    if "crop_features" in extras and "crop_logits" in extras:
+        logits = jnp.asarray(extras["crop_logits"])
+        return np.asarray(jnp.max(jax.nn.softmax(logits, -1), -1)), np.asarray(
+            extras["crop_features"]
+        )
+    if inputs.x is not None:
+        return crop_outputs(
+            model, variables, inputs.x, jax.random.PRNGKey(crop_seed), n_crops=n_crops
+        )
+    logger.warning(
+        "OODD fit: no train images (Inputs.x) and no precomputed crops; IIS uses the single "
+        "un-cropped view (differs from the release's 5-crop selection)"
+    )
+    f = inputs.features
+    msp = np.asarray(jnp.max(jax.nn.softmax(f.logits, -1), -1))[:, None]
+    return msp, np.asarray(f.feature)[:, None, :]
+
+
+def fit_oodd(model, variables, data, *, alpha, n_crops, crop_seed, bank_chunk, **_):
+    """IIS ID dictionary from ``data["train"]`` (labels in ``extras["labels"]``)."""
+    inputs = data["train"]
+    labels = _labels(inputs)
+    msp, feats = _crop_data(model, variables, inputs, n_crops=n_crops, crop_seed=crop_seed)
+    return {"id_bank": chunk_bank(iis_select(msp, feats, labels, alpha), bank_chunk)}
+
+
+def _fit_oodd_cout(model, variables, data, *, cout_queue, cout_bank, cout_seed, **kw):
+    stats = fit_oodd(model, variables, data, **kw)
+    x = data["train"].x
+    if x is None:
+        raise ValueError("oodd_cout needs the train images (Inputs.x) to make C-Out crops")
+    seeds, bank = cout_outliers(
+        model, variables, x, jax.random.PRNGKey(cout_seed), n_queue=cout_queue, n_bank=cout_bank
+    )
+    stats["queue_seeds"] = jnp.asarray(seeds) if cout_queue else None
+    stats["memory_bank"] = jnp.asarray(bank) if cout_bank else None
+    return stats
+
+
+def _score_oodd(model, variables, stats, inputs, *, k_in, k_out, queue_size, chunk_size, **_):
+    """The batch is the stream, in the given order, with a fresh (or C-Out-seeded) queue."""
+    f = inputs.features.feature
+    validate.check_array(f, "features.feature", ndim=2)
+    k_in = _check_k(k_in, bank_size(stats["id_bank"]), "k_in")
+    state = _initial_state(stats, queue_size=queue_size, k_in=k_in, dim=f.shape[1])
+    scores, _ = oodd_stream(
+        stats["id_bank"],
+        f,
+        queue_size=queue_size,
+        k_in=k_in,
+        k_out=k_out,
+        chunk_size=chunk_size,
+        memory_bank=stats.get("memory_bank"),
+        state=state,
+    )
+    return scores
+
+
+_FIT = ("alpha", "n_crops", "crop_seed", "bank_chunk")
+_DEFAULTS = {
+    **OODD_DEFAULTS["cifar10"],
+    "chunk_size": CHUNK_SIZE,
+    "n_crops": 5,
+    "crop_seed": 0,
+    "bank_chunk": 4096,
+}
+_COUT = {"cout_queue": 128, "cout_bank": 5, "cout_seed": 0}
+
+register(
+    Detector(
+        name="oodd",
+        score=_score_oodd,
+        fit=fit_oodd,
+        fit_splits=("train",),
+        fit_hparams=_FIT,
+        fit_only_hparams=_FIT,
+        static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
+        defaults=_DEFAULTS,
+        needs=frozenset({"feature", "logits"}),
+        reference=(
+            "Yang et al. CVPR 2025 (OODD), release zxk1212/OODD knn_postprocessor.py: IIS + "
+            "priority queue, insert-then-score, no APS. Defaults = CIFAR-10 (oodd.OODD_DEFAULTS "
+            "for others). score() treats the batch as the stream; use oodd.release_protocol "
+            "for the paper's per-OOD-set seed-100 permuted stream."
+        ),
+    )
+)
+register(
+    Detector(
+        name="oodd_cout",
+        score=_score_oodd,
+        fit=_fit_oodd_cout,
+        fit_splits=("train",),
+        fit_hparams=_FIT + tuple(_COUT),
+        fit_only_hparams=_FIT + tuple(_COUT),
+        static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
+        defaults={**_DEFAULTS, **_COUT},
+        needs=frozenset({"feature", "logits"}),
+        reference=(
+            "OODD + C-Out/DOS: OUR implementation of the paper's description (not in the "
+            "release): low-MSP crops (scale 0.08-0.3) of ID-train images seed the queue "
+            "(cout_queue) and form a fixed memory bank (cout_bank). Needs train Inputs.x."
+        ),
+    )
+)
