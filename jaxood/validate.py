@@ -44,7 +44,7 @@ def check_array(
             )
     if last_dim is not None and (not shape or shape[-1] != last_dim):
         raise ValueError(f"`{name}` must have last dimension {last_dim}, got shape {shape}")
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
     if floating and not np.issubdtype(dtype, np.floating):
         raise ValueError(
             f"`{name}` must be a floating-point array, got dtype {dtype}; convert images with "

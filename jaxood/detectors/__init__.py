@@ -59,9 +59,9 @@ def _load_builtins() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    _loaded = True
 
 
 def register(detector: Detector, *, overwrite: bool = False) -> Detector:
