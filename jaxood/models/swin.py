@@ -15,7 +15,9 @@ Mirrors ``torchvision.models.SwinTransformer`` (Liu et al., 2021) op for op:
   head. All LayerNorms use eps 1e-5 and the MLP uses exact GELU.
 
 :func:`convert_torchvision` maps a torchvision state dict (``features.*``, ``norm``,
-``head``) onto this module.
+``head``) onto this module. The patch embedding and the stage outputs (before each
+PatchMerging) are sown into the ``"intermediates"`` collection as ``patch_embed``,
+``stage1`` ... ``stage4`` (torchvision ``features.0``, ``features.1``, ``.3``, ``.5``, ``.7``).
 """
 
 from __future__ import annotations
@@ -320,8 +322,11 @@ class SwinTransformer(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"expected NHWC input [B, H, W, C], got shape {x.shape}")
         x = self.patch_norm(self.patch_embed(x))
+        # Sown values cost nothing unless "intermediates" is mutable (parity tests, probes).
+        self.sow("intermediates", "patch_embed", x)
         for i, stage in enumerate(self.stages):
             x = stage(x, train)
+            self.sow("intermediates", f"stage{i + 1}", x)
             if i < len(self.merges):
                 x = self.merges[i](x)
         feature_map = self.norm(x)

@@ -10,6 +10,10 @@ Attention is computed explicitly (rather than with ``nn.MultiHeadDotProductAtten
 the last block's post-softmax attention weights are available: ``Features.attention`` is the
 CLS-query row averaged over heads, ``[B, 1 + num_patches]``, the input of NAP's transformer
 score (``max_i a_i``).
+
+The patch embedding ``[B, h, w, D]`` and each block's output ``[B, S, D]`` are sown into the
+``"intermediates"`` collection as ``patch_embed`` and ``encoder_layer_{i}`` (torchvision's
+``conv_proj`` and ``encoder.layers.encoder_layer_{i}``).
 """
 
 from __future__ import annotations
@@ -160,13 +164,17 @@ class VisionTransformer(nn.Module):
                 "(the position embedding fixes the image size; build with image_size=...)"
             )
         b = x.shape[0]
-        x = self.conv_proj(x).reshape(b, -1, self.hidden_dim)  # row-major patches, as torch
+        x = self.conv_proj(x)
+        # Sown values cost nothing unless "intermediates" is mutable (parity tests, probes).
+        self.sow("intermediates", "patch_embed", x)
+        x = x.reshape(b, -1, self.hidden_dim)  # row-major patches, as torch
         cls = jnp.broadcast_to(self.class_token, (b, 1, self.hidden_dim)).astype(x.dtype)
         x = jnp.concatenate([cls, x], axis=1) + self.pos_embedding
         x = self.embed_dropout(x, deterministic=not train)
         attention = None
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x, attention = layer(x, train)
+            self.sow("intermediates", f"encoder_layer_{i}", x)
         feature = self.ln(x)[:, 0]
         return Features(
             logits=self.head(feature), feature=feature, feature_map=None, attention=attention

@@ -40,6 +40,13 @@ def _randomise(model: "torch.nn.Module", seed: int) -> None:
                 p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.2)
 
 
+def _zeros_like_torchvision(builder: str, **kwargs) -> dict[str, np.ndarray]:
+    """A torchvision model's state-dict keys and shapes (zeros), without the costly init."""
+    with torch.device("meta"):
+        model = getattr(torchvision.models, builder)(weights=None, **kwargs)
+    return {k: np.zeros(tuple(v.shape), np.float32) for k, v in model.state_dict().items()}
+
+
 def _rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
@@ -94,28 +101,38 @@ def _convert(state_dict, num_classes: int = NUM_CLASSES, image_size: int = IMAGE
     return module, variables
 
 
+@pytest.fixture(scope="module")
+def converted(torch_vit, tmp_path_factory):
+    """The real user path: .pth file -> convert() -> saved directory -> load_converted()."""
+    from jaxood.convert.torchvision import convert, load_converted
+
+    tmp = tmp_path_factory.mktemp("vit")
+    torch.save(torch_vit[1], tmp / "vit.pth")
+    out = convert(
+        tmp / "vit.pth",
+        "vit_b_16",
+        tmp / "converted",
+        num_classes=NUM_CLASSES,
+        arch_kwargs={"image_size": IMAGE_SIZE},
+        input_size=IMAGE_SIZE,
+    )
+    return load_converted(out)
+
+
 def _run(module, variables, x):
-    """Features + intermediates (eager: a one-off forward is faster than compiling)."""
-    names = {"conv_proj", *(f"layers_{i}" for i in LAYERS)}
+    """Features + sown intermediates (eager: one forward is faster than compiling)."""
     with jax.default_matmul_precision("highest"):
-        out, state = module.apply(
-            variables,
-            jnp.asarray(x),
-            capture_intermediates=lambda m, method: method == "__call__" and m.name in names,
-            mutable=["intermediates"],
-        )
-        head = module.apply(variables, out.feature, method=type(module).head)
+        out, state = module.apply(variables, jnp.asarray(x), mutable=["intermediates"])
     inter = state["intermediates"]
-    got = {"conv_proj": inter["conv_proj"]["__call__"][0]}
+    got = {"conv_proj": inter["patch_embed"][0]}
     for i in LAYERS:
-        got[f"layers_{i}"] = inter[f"layers_{i}"]["__call__"][0][0]  # (x, attention)
-    return out, got, head
+        got[f"layers_{i}"] = inter[f"encoder_layer_{i}"][0]
+    return out, got
 
 
-def test_parity_with_torchvision(torch_vit):
-    model, state_dict, x, ref = torch_vit
-    module, variables = _convert(state_dict)
-    out, inter, head = _run(module, variables, x)
+def test_parity_with_torchvision(torch_vit, converted):
+    model, _, x, ref = torch_vit
+    out, inter = _run(converted.module, converted.variables, x)
     # Earlier layers first, so a mismatch points at the first layer that differs.
     for name in ["conv_proj", *(f"layers_{i}" for i in LAYERS)]:
         assert _rel_err(inter[name], ref[name]) < RTOL, name
@@ -123,21 +140,30 @@ def test_parity_with_torchvision(torch_vit):
     assert out.feature.shape == (2, 768)
     assert _rel_err(out.feature, ref["feature"]) < RTOL
     assert _rel_err(out.logits, ref["logits"]) < RTOL
+    with jax.default_matmul_precision("highest"):
+        head = converted.model.head(converted.variables, out.feature)
     np.testing.assert_allclose(head, out.logits, rtol=1e-6, atol=1e-6)
     # NAP's input: last block's CLS-query attention row, head-averaged, post-softmax.
     assert out.attention.shape == (2, 1 + (IMAGE_SIZE // 16) ** 2)
     assert _rel_err(out.attention, ref["attention"]) < RTOL
     np.testing.assert_allclose(np.asarray(out.attention).sum(-1), 1.0, rtol=1e-5)
-    n_ours = sum(p.size for p in jax.tree.leaves(variables["params"]))
+    n_ours = sum(np.size(p) for p in jax.tree.leaves(converted.variables["params"]))
     assert n_ours == sum(p.numel() for p in model.parameters())
+
+
+def test_manifest(converted):
+    m = converted.manifest
+    assert m["arch"] == "vit_b_16" and m["num_classes"] == NUM_CLASSES
+    assert m["arch_kwargs"] == {"image_size": IMAGE_SIZE}
+    assert m["feature_dim"] == 768
+    assert m["has_attention"] and not m["has_feature_map"]
+    assert converted.model.has_attention
 
 
 def test_factory_matches_torchvision_shapes():
     """The default (224) module has torchvision vit_b_16's parameter shapes."""
-    ref = torchvision.models.vit_b_16(weights=None).state_dict()
-    shapes = {k: tuple(v.shape) for k, v in ref.items()}
     module = create("vit_b_16", 1000)
-    sd = StateDict({k: np.zeros(s, np.float32) for k, s in shapes.items()}, source="zeros")
+    sd = StateDict(_zeros_like_torchvision("vit_b_16"), source="zeros")
     variables = vit.convert_torchvision(sd, module)
     sd.finish()
     expected = jax.eval_shape(
@@ -149,7 +175,7 @@ def test_factory_matches_torchvision_shapes():
 
 def test_wrong_checkpoints_are_rejected(torch_vit):
     _, state_dict, _, _ = torch_vit
-    swin = torchvision.models.swin_t(weights=None).state_dict()
+    swin = _zeros_like_torchvision("swin_t")
     with pytest.raises(ValueError, match=r"'conv_proj\.weight' is missing"):
         _convert(swin)
     truncated = {k: v for k, v in state_dict.items() if "encoder_layer_11." not in k}
