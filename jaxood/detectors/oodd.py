@@ -90,13 +90,16 @@ def crop_params(
     Returns ``int32 [4] = (top, left, h, w)``: the first of ``attempts`` candidates that
     fits, else the centre-crop fallback with the ratio clamped.
     """
-    k_area, k_ratio, k_i, k_j = jax.random.split(key, 4)
+    u = jax.random.uniform(key, (2 * attempts + 2,))
+    return _params_from_uniforms(u, height, width, scale, ratio, attempts)
+
+
+def _params_from_uniforms(u, height, width, scale, ratio, attempts):
+    """``crop_params`` given ``2 * attempts + 2`` uniforms in [0, 1) (area, log-ratio, i, j)."""
     area = height * width
-    target = area * jax.random.uniform(k_area, (attempts,), minval=scale[0], maxval=scale[1])
-    logr = jax.random.uniform(
-        k_ratio, (attempts,), minval=math.log(ratio[0]), maxval=math.log(ratio[1])
-    )
-    aspect = jnp.exp(logr)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[:attempts])
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = jnp.exp(lo + (hi - lo) * u[attempts : 2 * attempts])
     w = jnp.round(jnp.sqrt(target * aspect)).astype(jnp.int32)
     h = jnp.round(jnp.sqrt(target / aspect)).astype(jnp.int32)
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -108,38 +111,41 @@ def crop_params(
         fh, fw = height, int(round(height * max(ratio)))
     else:
         fw, fh = width, height
-    h_sel = jnp.where(ok.any(), h[first], fh)
-    w_sel = jnp.where(ok.any(), w[first], fw)
-    u_i = jax.random.uniform(k_i, ())
-    u_j = jax.random.uniform(k_j, ())
-    top = jnp.where(
-        ok.any(), jnp.floor(u_i * (height - h_sel + 1)).astype(jnp.int32), (height - fh) // 2
-    )
-    left = jnp.where(
-        ok.any(), jnp.floor(u_j * (width - w_sel + 1)).astype(jnp.int32), (width - fw) // 2
-    )
+    found = ok.any()
+    h_sel = jnp.where(found, h[first], fh)
+    w_sel = jnp.where(found, w[first], fw)
+    # torch.randint(0, n + 1): uniform integer in [0, n]
+    top = jnp.floor(u[-2] * (height - h_sel + 1)).astype(jnp.int32)
+    left = jnp.floor(u[-1] * (width - w_sel + 1)).astype(jnp.int32)
+    top = jnp.where(found, top, (height - fh) // 2)
+    left = jnp.where(found, left, (width - fw) // 2)
     return jnp.stack([top, left, h_sel, w_sel]).astype(jnp.int32)
 
 
-def _axis_weights(start, length, in_size: int, out_size: int):
-    """Source indices and weights of torch bilinear ``align_corners=False`` along one axis."""
+def _axis_matrix(start, length, in_size: int, out_size: int) -> jax.Array:
+    """``[out, in]`` interpolation matrix of torch bilinear ``align_corners=False`` resizing
+    of the window ``[start, start + length)`` (two non-zeros per row, weights sum to 1)."""
     o = jnp.arange(out_size, dtype=jnp.float32)
     src = jnp.maximum((o + 0.5) * (length / out_size) - 0.5, 0.0)
-    i0 = jnp.floor(src).astype(jnp.int32)
+    i0 = jnp.minimum(jnp.floor(src).astype(jnp.int32), length - 1)
     i1 = jnp.minimum(i0 + 1, length - 1)
-    i0 = jnp.minimum(i0, length - 1)
-    frac = src - i0.astype(jnp.float32)
-    return jnp.clip(start + i0, 0, in_size - 1), jnp.clip(start + i1, 0, in_size - 1), frac
+    frac = (src - i0.astype(jnp.float32))[:, None]
+    cols = jnp.arange(in_size)[None, :]
+    return (1.0 - frac) * (cols == start + i0[:, None]) + frac * (cols == start + i1[:, None])
 
 
 def resized_crop(image: jax.Array, params: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
     """Crops ``image [H, W, C]`` to ``params = (top, left, h, w)`` and resizes to ``out_hw``
-    with bilinear interpolation (torch ``align_corners=False``, no antialias)."""
+    with bilinear interpolation (torch ``align_corners=False``, no antialias).
+
+    Written as two small matrix products (rows, then columns) so it compiles fast under vmap.
+    """
     height, width = image.shape[:2]
-    y0, y1, fy = _axis_weights(params[0], params[2], height, out_hw[0])
-    x0, x1, fx = _axis_weights(params[1], params[3], width, out_hw[1])
-    rows = image[y0] * (1 - fy)[:, None, None] + image[y1] * fy[:, None, None]
-    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    ry = _axis_matrix(params[0], params[2], height, out_hw[0])
+    rx = _axis_matrix(params[1], params[3], width, out_hw[1])
+    hi = jax.lax.Precision.HIGHEST
+    rows = jnp.einsum("sh,hwc->swc", ry, image, precision=hi)
+    return jnp.einsum("tw,swc->stc", rx, rows, precision=hi)
 
 
 @functools.partial(jax.jit, static_argnames=("n_crops", "scale"))
@@ -155,11 +161,13 @@ def random_resized_crops(
     Returns:
       ``[N, n_crops, H, W, C]``.
     """
-    n, height, width, _ = images.shape
-    keys = jax.random.split(key, n * n_crops).reshape(n, n_crops, -1)
-    params = jax.vmap(jax.vmap(lambda k: crop_params(k, height, width, scale)))(keys)
-    one = lambda img, p: resized_crop(img, p, (height, width))
-    return jax.vmap(lambda img, ps: jax.vmap(lambda p: one(img, p))(ps))(images, params)
+    n, height, width, ch = images.shape
+    # One RNG call for all crops (vmapping per-crop keys compiles very slowly on CPU).
+    u = jax.random.uniform(key, (n * n_crops, 22))
+    params = jax.vmap(lambda v: _params_from_uniforms(v, height, width, scale, RATIO, 10))(u)
+    src = jnp.repeat(images, n_crops, axis=0)
+    out = jax.vmap(lambda img, p: resized_crop(img, p, (height, width)))(src, params)
+    return out.reshape(n, n_crops, height, width, ch)
 
 
 def crop_outputs(
