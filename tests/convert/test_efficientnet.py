@@ -81,6 +81,17 @@ def torch_model():
     return model, model.state_dict(), x.numpy().transpose(0, 2, 3, 1), ref
 
 
+@pytest.fixture(scope="module")
+def converted(torch_model, tmp_path_factory):
+    """The real user path: .pth file -> convert() -> saved directory -> load_converted()."""
+    from jaxood.convert.torchvision import convert, load_converted
+
+    tmp = tmp_path_factory.mktemp("efficientnet")
+    torch.save(torch_model[1], tmp / "model.pth")
+    out = convert(tmp / "model.pth", ARCH, tmp / "converted", num_classes=1000, input_size=64)
+    return tmp / "model.pth", load_converted(out)
+
+
 def _convert(state_dict, module):
     sd = StateDict(state_dict, source="test")
     variables = efficientnet.convert_torchvision(sd, module)
@@ -97,11 +108,11 @@ def _run(module, variables, x):
     return out, {k: v[0] for k, v in state["intermediates"].items()}, head
 
 
-def test_parity_with_torchvision(torch_model):
-    model, state_dict, x, ref = torch_model
-    module = create(ARCH, 1000)
-    variables = _convert(state_dict, module)
-    out, inter, head = _run(module, variables, x)
+def test_parity_with_torchvision(torch_model, converted):
+    model, _, x, ref = torch_model
+    _, loaded = converted
+    variables = loaded.variables
+    out, inter, head = _run(loaded.module, variables, x)
     # Earlier layers first, so a mismatch points at the first layer that differs.
     for name in STAGES:
         assert _rel_err(inter[name], ref[name]) < RTOL, name
@@ -131,8 +142,15 @@ def test_wrong_architecture_is_rejected(torch_model):
         _convert(extra, module)
 
 
-def test_wrong_num_classes_is_rejected(torch_model):
+def test_wrong_num_classes_is_rejected(torch_model, converted, tmp_path):
+    from jaxood.convert.torchvision import convert
+
     _, state_dict, _, _ = torch_model
+    path, loaded = converted
+    assert loaded.manifest["num_classes"] == 1000
+    assert loaded.manifest["feature_dim"] == 1280
+    with pytest.raises(ValueError, match="expected 10 classes"):
+        convert(path, ARCH, tmp_path / "out", num_classes=10, input_size=64)
     with pytest.raises(
         ValueError, match=r"'classifier\.1\.weight' has shape \(1000, 1280\), expected \(10, 1280\)"
     ):

@@ -74,6 +74,17 @@ def torch_model():
     return model, model.state_dict(), x.numpy().transpose(0, 2, 3, 1), ref
 
 
+@pytest.fixture(scope="module")
+def converted(torch_model, tmp_path_factory):
+    """The real user path: .pth file -> convert() -> saved directory -> load_converted()."""
+    from jaxood.convert.torchvision import convert, load_converted
+
+    tmp = tmp_path_factory.mktemp("regnet")
+    torch.save(torch_model[1], tmp / "model.pth")
+    out = convert(tmp / "model.pth", ARCH, tmp / "converted", num_classes=1000, input_size=64)
+    return tmp / "model.pth", load_converted(out)
+
+
 def _convert(state_dict, num_classes: int = 1000):
     module = create(ARCH, num_classes)
     sd = StateDict(state_dict, source="test")
@@ -87,9 +98,7 @@ def _run(module, variables, x):
     with jax.default_matmul_precision("highest"):
         fn = jax.jit(lambda v, x: module.apply(v, x, mutable=["intermediates"]))
         out, state = fn(variables, jnp.asarray(x))
-        head = jax.jit(lambda v, f: module.apply(v, f, method=type(module).head))(
-            variables, out.feature
-        )
+        head = module.apply(variables, out.feature, method=type(module).head)
     inter = {k: state["intermediates"][k][0] for k in STAGES}
     return out, inter, head
 
@@ -119,10 +128,11 @@ def test_block_params_reject_bad_settings():
         regnet.BlockParams.from_init_params(depth=4, w_0=30, w_a=10.0, w_m=2.0, group_width=8)
 
 
-def test_parity_with_torchvision(torch_model):
-    model, state_dict, x, ref = torch_model
-    module, variables = _convert(state_dict)
-    out, inter, head = _run(module, variables, x)
+def test_parity_with_torchvision(torch_model, converted):
+    model, _, x, ref = torch_model
+    _, loaded = converted
+    variables = loaded.variables
+    out, inter, head = _run(loaded.module, variables, x)
     # Earlier layers first, so a mismatch points at the first layer that differs.
     for name in STAGES:
         assert _rel_err(inter[name], ref[name]) < RTOL, name
@@ -150,8 +160,15 @@ def test_wrong_architecture_is_rejected(torch_model):
         _convert(extra)
 
 
-def test_wrong_num_classes_is_rejected(torch_model):
+def test_wrong_num_classes_is_rejected(torch_model, converted, tmp_path):
+    from jaxood.convert.torchvision import convert
+
     _, state_dict, _, _ = torch_model
+    path, loaded = converted
+    assert loaded.manifest["num_classes"] == 1000
+    assert loaded.manifest["feature_dim"] == 3024
+    with pytest.raises(ValueError, match="expected 10 classes"):
+        convert(path, ARCH, tmp_path / "out", num_classes=10, input_size=64)
     with pytest.raises(
         ValueError, match=r"'fc\.weight' has shape \(1000, 3024\), expected \(10, 3024\)"
     ):
