@@ -173,3 +173,40 @@ def test_wrong_num_classes_is_rejected(torch_model, converted, tmp_path):
         ValueError, match=r"'fc\.weight' has shape \(1000, 3024\), expected \(10, 3024\)"
     ):
         _convert(state_dict, num_classes=10)
+
+
+def test_tiny_regnet_x_inference_and_train_mode_parity():
+    """A small RegNet-X (no SE, bottleneck 1) via torchvision's own RegNet class; train-mode BN."""
+    from torchvision.models.regnet import BlockParams as TorchBlockParams
+    from torchvision.models.regnet import RegNet as TorchRegNet
+
+    cfg = dict(depth=5, w_0=16, w_a=12.0, w_m=2.0, group_width=8)
+    torch.manual_seed(0)
+    tv = TorchRegNet(TorchBlockParams.from_init_params(**cfg), num_classes=5, stem_width=16)
+    tv.eval()
+    _randomise_bn(tv, seed=3)
+    module = regnet.RegNet(regnet.BlockParams.from_init_params(**cfg), num_classes=5, stem_width=16)
+    sd = StateDict(tv.state_dict(), source="tiny")
+    variables = regnet.convert_torchvision(sd, module)
+    sd.finish()
+    assert "se" not in variables["params"]["trunk1"]["block0"]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    x_nhwc = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    with torch.no_grad():
+        ref = tv(x).numpy()
+        tv.train()
+        ref_train = tv(x).numpy()
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(module.apply)(variables, x_nhwc)
+        train_fn = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"]))
+        out_train, state = train_fn(variables, x_nhwc)
+    assert _rel_err(out.logits, ref) < RTOL
+    assert _rel_err(out_train.logits, ref_train) < 1e-3
+    # Running means follow PyTorch's momentum 0.1 update (running vars differ by design:
+    # PyTorch stores the unbiased batch variance, Flax the biased one).
+    np.testing.assert_allclose(
+        state["batch_stats"]["stem_conv"]["bn"]["mean"],
+        tv.stem[1].running_mean.numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
