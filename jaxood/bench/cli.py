@@ -1,0 +1,101 @@
+"""``jaxood bench``: the full OOD benchmark table for a checkpoint and a set of detectors.
+
+Example::
+
+    jaxood bench --benchmark fashion-openset --model checkpoints/fashion_wrn \\
+        --data-root ../shared/data --out runs/bench
+    jaxood bench --benchmark cifar10 --model ckpt/s0 ckpt/s1 ckpt/s2 \\
+        --data-root /data/openood --detectors msp ebo react adascale_a
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(parser) -> None:
+    from jaxood.data import benchmarks
+
+    parser.add_argument(
+        "--benchmark", required=True, help=f"one of: {', '.join(benchmarks.names())}"
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        metavar="DIR",
+        help="saved-model directory; several = several runs (mean ± std)",
+    )
+    parser.add_argument(
+        "--detectors",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="detector names (default: every registered detector the model supports; "
+        "see `jaxood detectors`)",
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="OpenOOD data root / folder of .npz files"
+    )
+    parser.add_argument("--out", default="runs/bench", help="output directory (default runs/bench)")
+    parser.add_argument(
+        "--cache", default=None, help="feature cache directory (default <out>/cache)"
+    )
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--no-aps", action="store_true", help="use default hyperparameters")
+    parser.add_argument(
+        "--hparams",
+        default=None,
+        help='JSON of fixed hyperparameters per detector, e.g. \'{"react": {"percentile": 90}}\'',
+    )
+    parser.add_argument(
+        "--fsood", action="store_true", help="full-spectrum: add covariate-shifted ID sets"
+    )
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--checksums", default=None, help="sha256sum manifest of the image files")
+    parser.add_argument(
+        "--strict-counts", action="store_true", help="require OpenOOD v1.5 list sizes"
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at the first detector error")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args) -> int:
+    from jaxood.bench import runner
+
+    hparams = {}
+    if args.hparams:
+        try:
+            hparams = json.loads(args.hparams)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--hparams is not valid JSON ({e})") from None
+        if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
+            raise ValueError(
+                '--hparams must map detector names to dicts, e.g. {"react": {"percentile": 90}}'
+            )
+    cfg = runner.BenchConfig(
+        benchmark=args.benchmark,
+        models=args.model,
+        detectors=args.detectors,
+        data_root=args.data_root,
+        out_dir=args.out,
+        cache_dir=args.cache,
+        batch_size=args.batch_size,
+        aps=not args.no_aps,
+        hparams=hparams,
+        fsood=args.fsood,
+        plots=not args.no_plots,
+        progress=not args.quiet,
+        checksums=args.checksums,
+        strict_counts=args.strict_counts,
+        strict=args.strict,
+    )
+    result = runner.run(cfg)
+    if args.quiet:
+        from jaxood.bench import report
+
+        print(report.markdown(result))
+    print(
+        f"\nresults written to {result.out_dir}/ (results.md, results.csv, results.json, aps.json, plots/)"
+    )
+    return 0

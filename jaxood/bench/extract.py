@@ -1,0 +1,164 @@
+"""Sharded, padded + masked, cached and resumable extraction of per-sample arrays.
+
+``extract`` runs a jitted per-batch function (the model's features, or a detector's
+``extract``) over a data source:
+
+* batches are padded to a fixed size (``jaxood.parallel.pad_batch``) so there is one
+  compilation and the short last batch is scored exactly once (padded rows are dropped);
+* each batch is placed with ``batch_sharding`` over a 1-D mesh of all local devices, the
+  variables replicated, so the work splits across devices;
+* results are written in shards of ``shard_batches`` batches to a :class:`CacheEntry`;
+  finished shards are skipped on re-run, so an interrupted extraction resumes;
+* a tqdm progress bar counts batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from jaxood import parallel
+from jaxood.bench.cache import CacheEntry
+from jaxood.types import Model
+
+
+class Source(Protocol):
+    """What extraction reads: ``len``, ``labels``, ``batch(start, stop)``, ``fingerprint()``."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def batch(self, start: int, stop: int) -> np.ndarray: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def device_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
+    """``batch_size`` rounded up to a multiple of the mesh's device count."""
+    n = mesh.devices.size
+    return max(n, int(math.ceil(batch_size / n)) * n)
+
+
+def sharded_fn(
+    fn: Callable[[Any, jax.Array], Mapping[str, jax.Array]], mesh: jax.sharding.Mesh
+) -> Callable:
+    """``jax.jit(fn)`` with replicated variables and batch-sharded inputs/outputs."""
+    return jax.jit(
+        fn,
+        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=parallel.batch_sharding(mesh),
+    )
+
+
+def features_fn(model: Model, fields: Sequence[str]) -> Callable:
+    """``(variables, x) -> {field: array}`` for the requested ``Features`` fields."""
+    fields = tuple(fields)
+
+    def fn(variables, x):
+        feats = model.features(variables, x)
+        out = {}
+        for f in fields:
+            value = getattr(feats, f)
+            if value is None:
+                raise ValueError(f"model {model.name!r} does not provide `{f}`")
+            out[f] = value
+        return out
+
+    return fn
+
+
+def extract(
+    fn: Callable,
+    variables: Any,
+    source: Source,
+    groups: Sequence[tuple[CacheEntry, Sequence[str] | None]],
+    *,
+    batch_size: int = 256,
+    shard_batches: int = 8,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> list[dict[str, np.ndarray]]:
+    """Runs ``fn`` over ``source`` and caches the outputs; returns the cached arrays.
+
+    Args:
+      fn: ``(variables, x [B, H, W, C]) -> {name: [B, ...]}``, not yet jitted (it is jitted
+        here with the mesh's shardings).
+      variables: model variables (replicated on the mesh).
+      source: the dataset.
+      groups: ``(entry, names)`` pairs: each entry stores the listed output names (``None``
+        = all outputs). Complete entries are not recomputed; a shard is skipped only when
+        every entry has it.
+      batch_size: per-step global batch (rounded up to a multiple of the device count).
+      shard_batches: batches per cache shard (the resume granularity).
+      mesh: device mesh (default: all local devices).
+      progress: show a tqdm bar.
+      desc: bar label.
+
+    Returns:
+      For each group, its ``{name: array}`` (memory-mapped ``[N, ...]``), in source order.
+    """
+    pending = [(e, names) for e, names in groups if not e.complete]
+    if pending:
+        mesh = mesh or parallel.data_mesh()
+        bs = device_batch_size(batch_size, mesh)
+        n = len(source)
+        if n == 0:
+            raise ValueError(f"dataset {desc or 'source'} is empty")
+        shard_size = bs * shard_batches
+        num_shards = int(math.ceil(n / shard_size))
+        todo = [i for i in range(num_shards) if not all(e.has_shard(i) for e, _ in pending)]
+        if todo:
+            _run_shards(
+                fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc
+            )
+        for e, _ in pending:
+            e.finalize(num_shards, n)
+    return [e.load() for e, _ in groups]
+
+
+def _run_shards(fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc):
+    step = sharded_fn(fn, mesh)
+    variables = jax.device_put(variables, parallel.replicated(mesh))
+    in_sharding = parallel.batch_sharding(mesh)
+    total = sum(int(math.ceil((min(n, (i + 1) * shard_size) - i * shard_size) / bs)) for i in todo)
+    bar = _progress(total, desc, progress)
+    try:
+        for i in todo:
+            lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
+            parts: dict[str, list[np.ndarray]] = {}
+            for start in range(lo, hi, bs):
+                stop = min(hi, start + bs)
+                x, mask = parallel.pad_batch(source.batch(start, stop), bs)
+                out = step(variables, jax.device_put(x, in_sharding))
+                for k, v in out.items():
+                    parts.setdefault(k, []).append(np.asarray(v)[mask])
+                bar.update(1)
+            arrays = {k: np.concatenate(v) for k, v in parts.items()}
+            for entry, names in pending:
+                keep = arrays if names is None else {k: arrays[k] for k in names}
+                if not entry.has_shard(i):
+                    entry.write_shard(i, keep)
+    finally:
+        bar.close()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc or "extract", unit="batch", leave=False)

@@ -1,0 +1,569 @@
+"""The benchmark runner: model checkpoint(s) + benchmark + detectors -> OpenOOD result table.
+
+Flow (one direction)::
+
+    check everything (names, data, checkpoints, output dir)      before any compute
+    for each run (checkpoint):
+        extract logits/features (+ feature maps, + detector extras) once per dataset -> cache
+        for each detector:
+            APS over its sweep: fit (memoised per fit-hparams) + score ID-val / OOD-val
+            fit with the chosen point, score ID-test and every OOD set, metrics
+    aggregate runs (mean, population std), write MD/CSV/JSON + aps.json + plots
+
+Python API::
+
+    from jaxood.bench import runner
+    result = runner.run(runner.BenchConfig(benchmark="fashion-openset", models=[ckpt_dir],
+                                           data_root="../shared/data", out_dir="runs/bench"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxood import detectors as det_registry
+from jaxood import metrics, parallel
+from jaxood.bench import aps as aps_lib
+from jaxood.bench import extract as ex
+from jaxood.bench.cache import FeatureCache, variables_fingerprint
+from jaxood.data import benchmarks
+from jaxood.types import Detector
+
+METRIC_NAMES = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
+#: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
+STREAM_SEED = 100
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Everything a benchmark run needs.
+
+    Attributes:
+      benchmark: a name from ``jaxood.data.benchmarks.names()``.
+      models: saved-model directories, one per run (e.g. seeds s0, s1, s2).
+      detectors: detector names; ``None`` = every registered detector the model supports.
+      data_root: data root (OpenOOD layout, or the folder of the ``.npz`` files).
+      out_dir: results go to ``<out_dir>/<benchmark>/<model name>/``.
+      cache_dir: feature cache (default ``<out_dir>/cache``).
+      batch_size: extraction batch (rounded up to a multiple of the device count).
+      aps: run APS for detectors with a sweep (else use defaults / ``hparams``).
+      hparams: per-detector fixed hyperparameter overrides (``{"react": {"percentile": 90}}``);
+        with APS they are applied to every grid point.
+      fsood: full-spectrum mode: ID = ID-test ∪ covariate-shifted ID sets.
+      plots: write PNG plots.
+      progress: show progress bars / print the table.
+      checksums: optional SHA-256 manifest for the image files.
+      strict_counts: require OpenOOD v1.5 list line counts.
+      model_name: result sub-directory name (default: the manifest name / arch).
+      strict: re-raise a detector's error instead of recording it and going on.
+    """
+
+    benchmark: str
+    models: Sequence[str]
+    detectors: Sequence[str] | None = None
+    data_root: str | None = None
+    out_dir: str = "runs/bench"
+    cache_dir: str | None = None
+    batch_size: int = 256
+    aps: bool = True
+    hparams: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    fsood: bool = False
+    plots: bool = True
+    progress: bool = True
+    checksums: str | None = None
+    strict_counts: bool = False
+    model_name: str | None = None
+    strict: bool = False
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_writable(path: str) -> None:
+    """Creates ``path`` and writes/removes a probe file; clear error when not writable."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"output directory {path!r} is not writable ({e.strerror or e})") from None
+
+
+def model_capabilities(model, variables, sample_shape: tuple[int, ...]) -> set[str]:
+    """Which ``Features`` fields the model fills, found by shape evaluation (no compute)."""
+    x = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
+    try:
+        out = jax.eval_shape(model.features, variables, x)
+    except Exception as e:
+        raise ValueError(
+            f"model {model.name!r} cannot run on inputs of shape {tuple(sample_shape)} "
+            f"({type(e).__name__}: {e}); wrong benchmark/preprocessing for this checkpoint?"
+        ) from e
+    caps = {"logits", "feature", "input"}
+    if out.feature_map is not None:
+        caps.add("feature_map")
+    if out.attention is not None:
+        caps.add("attention")
+    return caps
+
+
+def select_detectors(names: Sequence[str] | None, caps: set[str]) -> list[Detector]:
+    """Resolves names (errors list valid ones) and checks the model supports their needs.
+
+    With ``names=None`` every registered detector whose ``needs`` the model meets is used.
+    """
+    if names is None:
+        return [d for d in det_registry.all_detectors().values() if set(d.needs) <= caps]
+    dets = [det_registry.get(n) for n in names]  # ValueError listing valid names
+    for d in dets:
+        missing = set(d.needs) - caps
+        if missing:
+            raise ValueError(
+                f"detector {d.name!r} needs {sorted(missing)}, which this model does not "
+                f"provide (it provides {sorted(caps - {'input'})})"
+            )
+    return dets
+
+
+def _cheap_images(src, limit_bytes: float = 1.5e9) -> bool:
+    """True for in-memory array datasets small enough to hand to ``fit`` as float32."""
+    return isinstance(src, benchmarks.ArraySource) and src.images.size * 4 <= limit_bytes
+
+
+def model_hparams(det: Detector, spec) -> dict[str, Any]:
+    """Hyperparameters that describe the model's input normalisation (ODIN's ``std``)."""
+    out = {}
+    if spec is not None:
+        for name in ("std", "mean"):
+            if name in det.defaults:
+                out[name] = tuple(getattr(spec, name))
+    return out
+
+
+def is_stream(det: Detector) -> bool:
+    """Streaming detectors (OODD) score a whole permuted stream at once, not per chunk."""
+    return bool(getattr(det, "stream", False))
+
+
+# --------------------------------------------------------------------------- data store
+
+
+class DataStore:
+    """Lazily extracted, cached per-sample arrays of every dataset of one run.
+
+    Keys are ``"id_train"``, ``"id_val"``, ``"id_test"``, ``"ood_val"``, ``"near/<name>"``,
+    ``"far/<name>"``, ``"csid/<name>"``.
+    """
+
+    def __init__(
+        self, opened, loaded, cache: FeatureCache, *, batch_size, mesh, progress, map_splits=()
+    ):
+        self.sources = opened.all_sources()
+        self.model, self.variables = loaded.model, loaded.variables
+        self.model_fp = {
+            "arch": loaded.manifest.get("arch"),
+            "arch_kwargs": loaded.manifest.get("arch_kwargs", {}),
+            "weights": variables_fingerprint(loaded.variables),
+        }
+        self.cache, self.batch_size, self.mesh, self.progress = cache, batch_size, mesh, progress
+        self.map_splits = set(map_splits)  # splits whose feature maps some detector reads
+        self._mem: dict[tuple, dict] = {}
+        self.network_passes = 0  # how many datasets needed a network pass (cache misses)
+
+    def _key(self, split: str, what: Mapping[str, Any]) -> dict:
+        src = self.sources[split]
+        return {"model": self.model_fp, "data": src.fingerprint(), "n": len(src), **what}
+
+    def _run(self, split, fn, groups, desc):
+        if not all(e.complete for e, _ in groups):
+            self.network_passes += 1
+        return ex.extract(
+            fn,
+            self.variables,
+            self.sources[split],
+            groups,
+            batch_size=self.batch_size,
+            mesh=self.mesh,
+            progress=self.progress,
+            desc=desc,
+        )
+
+    def base(self, split: str, fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """``{"logits", "feature", *fields}`` of ``split`` (cached on disk and in memory)."""
+        fields = ["logits", "feature", *fields]
+        if split in self.map_splits and "feature_map" not in fields:
+            fields.append("feature_map")
+        out = {}
+        todo = []
+        for f in fields:
+            if ("base", split, f) in self._mem:
+                out[f] = self._mem[("base", split, f)]
+            else:
+                todo.append(f)
+        if todo:
+            entries = [
+                (self.cache.entry(self._key(split, {"kind": "features", "field": f})), [f])
+                for f in todo
+            ]
+            results = self._run(
+                split, ex.features_fn(self.model, todo), entries, f"{split} features"
+            )
+            for f, r in zip(todo, results):
+                self._mem[("base", split, f)] = out[f] = r[f]
+        return out
+
+    def extras(
+        self, det: Detector, split: str, extract_hp: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """The detector's ``extract`` outputs for ``split`` at ``extract_hp`` (cached)."""
+        if det.extract is None:
+            return {}
+        hp = {k: aps_lib.hashable(v) for k, v in sorted(extract_hp.items())}
+        fn_id = f"{det.extract.__module__}.{getattr(det.extract, '__qualname__', det.name)}"
+        mem_key = ("extra", split, fn_id, tuple(hp.items()))
+        if mem_key not in self._mem:
+            entry = self.cache.entry(
+                self._key(split, {"kind": "extract", "fn": fn_id, "hparams": hp})
+            )
+            model, extract = self.model, det.extract
+
+            def fn(variables, x):
+                return dict(extract(model, variables, x, **hp))
+
+            (self._mem[mem_key],) = self._run(
+                split, fn, [(entry, None)], f"{split} {det.name} extract"
+            )
+        return self._mem[mem_key]
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.asarray(self.sources[split].labels)
+
+
+# --------------------------------------------------------------------------- one detector
+
+
+class DetectorRun:
+    """Fits, searches and scores one detector on one run's DataStore."""
+
+    def __init__(self, det: Detector, store: DataStore, overrides: Mapping[str, Any] | None = None):
+        self.det, self.store = det, store
+        self.overrides = dict(overrides or {})
+        self.scorer = aps_lib.Scorer(det, store.model, store.mesh)
+        self.fields = [f for f in ("feature_map", "attention") if f in det.needs]
+        self._stats: dict[tuple, Any] = {}
+
+    def arrays(self, split: str, hp: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        extract_kw, _, _ = self.det.split_hparams(hp)
+        return {
+            **self.store.base(split, self.fields),
+            **self.store.extras(self.det, split, extract_kw),
+        }
+
+    def fit(self, hp: Mapping[str, Any]):
+        """Fitted statistics for ``hp``, memoised on the (extract, fit) hyperparameters."""
+        if self.det.fit is None:
+            return None
+        extract_kw, fit_kw, _ = self.det.split_hparams(hp)
+        key = tuple((k, aps_lib.hashable(v)) for k, v in sorted({**extract_kw, **fit_kw}.items()))
+        if key not in self._stats:
+            data = {}
+            split_of = {"train": "id_train", "val": "id_val"}
+            for s in self.det.fit_splits:
+                arrays = dict(self.arrays(split_of[s], hp))
+                arrays["labels"] = self.store.labels(split_of[s])
+                x = None
+                src = self.store.sources[split_of[s]]
+                if self.det.needs_network or _cheap_images(src):
+                    # Some fits use the images when they are available (OODD's crops):
+                    # give them in-memory arrays, but never decode a large image list.
+                    x = src.batch(0, len(src))
+                data[s] = aps_lib.to_inputs(arrays, x=x)
+            # Keep one fitted state at a time: APS visits fit settings in order and a
+            # state can be large (e.g. a KNN bank).
+            self._stats = {
+                key: det_registry.fit(self.det, self.store.model, self.store.variables, data, **hp)
+            }
+        return self._stats[key]
+
+    def score(self, split: str, hp: Mapping[str, Any]) -> np.ndarray:
+        """``[N]`` scores of a dataset (higher = more ID)."""
+        stats = self.fit(hp)
+        if self.det.needs_network:
+            return self._score_images(split, stats, hp)
+        return self.scorer.score(self.store.variables, stats, self.arrays(split, hp), hp)
+
+    def score_stream(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
+        """Stream protocol (OODD): permute ID ∪ OOD with seed 100, score the stream once."""
+        stats = self.fit(hp)
+        a, b = self.arrays(id_split, hp), self.arrays(ood_split, hp)
+        n_id = len(a["logits"])
+        perm = np.random.RandomState(STREAM_SEED).permutation(n_id + len(b["logits"]))
+        joined = {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])])[perm] for k in a}
+        s = self.scorer.score_inputs(self.store.variables, stats, aps_lib.to_inputs(joined), hp)
+        unperm = np.empty_like(s)
+        unperm[perm] = s
+        return unperm[:n_id], unperm[n_id:]
+
+    def _score_images(self, split: str, stats, hp) -> np.ndarray:
+        """Detectors that need the network: feed padded image batches (no score cache)."""
+        src = self.store.sources[split]
+        model, det = self.store.model, self.det
+        extract_kw, _, _ = det.split_hparams(hp)
+        mesh = self.store.mesh
+        bs = ex.device_batch_size(self.store.batch_size, mesh)
+        out = np.empty(len(src), np.float32)
+        for start in range(0, len(src), bs):
+            stop = min(len(src), start + bs)
+            x, mask = parallel.pad_batch(src.batch(start, stop), bs)
+            x = jax.device_put(x, parallel.batch_sharding(mesh))
+            inputs = det_registry.prepare_inputs(det, model, self.store.variables, x, **extract_kw)
+            s = self.scorer.score_inputs(self.store.variables, stats, inputs, hp)
+            out[start:stop] = s[mask]
+        return out
+
+    def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
+        if is_stream(self.det):
+            return self.score_stream(id_split, ood_split, hp)
+        return self.score(id_split, hp), self.score(ood_split, hp)
+
+    def search(self, use_aps: bool) -> aps_lib.APSResult:
+        """APS over the detector's sweep (or the defaults + overrides when off/empty)."""
+        grid = [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det)]
+        if not use_aps or not self.det.sweep:
+            grid = [{**self.det.defaults, **self.overrides}]
+
+        def evaluate(hp):
+            s_id, s_ood = self.pair_scores("id_val", "ood_val", hp)
+            return metrics.auroc(s_id, s_ood)
+
+        if len(grid) == 1:
+            return aps_lib.APSResult(best=grid[0], best_auroc=float("nan"), table=[])
+        return aps_lib.search(grid, evaluate)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """What :func:`run` returns (and writes).
+
+    Attributes:
+      table: ``{detector: {dataset|"nearood"|"farood": {metric: (mean, std)}}}`` (percent).
+      per_run: ``{detector: [ {dataset: {metric: value}} per run ]}``.
+      aps: ``{detector: [ {"chosen", "aps_auroc", "grid"} per run ]}``.
+      scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` (for plots).
+      info: benchmark, model, runs, devices, timings.
+      out_dir: where the files went.
+    """
+
+    table: dict
+    per_run: dict
+    aps: dict
+    scores: dict
+    info: dict
+    out_dir: str
+
+
+def prepare(cfg: BenchConfig):
+    """All checks that must pass before compute. Returns (benchmark, manifests, out_dir)."""
+    from jaxood import models
+
+    bench = benchmarks.get(cfg.benchmark)  # ValueError lists valid names
+    if not cfg.models:
+        raise ValueError("no model checkpoint given (pass at least one saved-model directory)")
+    if cfg.detectors is not None:
+        for n in cfg.detectors:
+            det_registry.get(n)  # unknown names fail here, listing the valid ones
+        if not cfg.detectors:
+            raise ValueError(f"empty detector list; valid names: {', '.join(det_registry.names())}")
+    unknown = set(cfg.hparams) - set(det_registry.names())
+    if unknown:
+        raise ValueError(f"hparams given for unknown detector(s) {sorted(unknown)}")
+    manifests = []
+    for d in cfg.models:
+        m = models.read_manifest(d)
+        if int(m["num_classes"]) != bench.num_classes:
+            raise ValueError(
+                f"checkpoint {d!r} has {m['num_classes']} classes but benchmark "
+                f"{bench.name!r} has {bench.num_classes}; use a model trained on its ID classes"
+            )
+        manifests.append(m)
+    name = cfg.model_name or manifests[0].get("name") or manifests[0]["arch"]
+    out = os.path.join(cfg.out_dir, bench.name, str(name))
+    check_writable(out)
+    return bench, manifests, out
+
+
+def run(cfg: BenchConfig) -> BenchResult:
+    """Runs a benchmark end to end and writes the results (see module docstring)."""
+    from jaxood import models
+    from jaxood.bench import report
+
+    t_start = time.perf_counter()
+    bench, _, out_dir = prepare(cfg)
+    cache = FeatureCache(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
+    mesh = parallel.data_mesh()
+    per_run: dict[str, list] = {}
+    aps_out: dict[str, list] = {}
+    scores: dict[str, dict] = {}
+    timings: list[dict] = []
+    passes = 0
+    det_names: list[str] = []
+    failed: dict[str, str] = {}
+    for r, model_dir in enumerate(cfg.models):
+        t0 = time.perf_counter()
+        loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
+        if loaded.preprocess is None and bench.preprocess is None:
+            raise ValueError(
+                f"{model_dir}: manifest has no 'preprocess' spec; cannot prepare images"
+            )
+        # Open (and verify) the data before choosing what to extract.
+        pre = benchmarks.open_benchmark(
+            bench,
+            cfg.data_root,
+            loaded.preprocess,
+            need_train=False,
+            csid=cfg.fsood,
+            checksums=cfg.checksums,
+            strict_counts=cfg.strict_counts,
+        )
+        sample_shape = pre.id_val.batch(0, 1).shape[1:]
+        caps = model_capabilities(loaded.model, loaded.variables, sample_shape)
+        dets = select_detectors(cfg.detectors, caps)
+        det_names = [d.name for d in dets]
+        need_train = any("train" in d.fit_splits for d in dets)
+        opened = pre
+        if need_train:
+            opened = benchmarks.open_benchmark(
+                bench,
+                cfg.data_root,
+                loaded.preprocess,
+                need_train=True,
+                csid=cfg.fsood,
+                checksums=cfg.checksums,
+                strict_counts=cfg.strict_counts,
+            )
+        map_splits = set()
+        for d in dets:
+            if "feature_map" in d.needs and "train" in d.fit_splits:
+                map_splits.add("id_train")
+        store = DataStore(
+            opened,
+            loaded,
+            cache,
+            batch_size=cfg.batch_size,
+            mesh=mesh,
+            progress=cfg.progress,
+            map_splits=map_splits,
+        )
+        id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
+        id_labels = np.concatenate([store.labels(k) for k in id_keys])
+        id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
+        acc = metrics.accuracy(np.argmax(id_logits, -1), id_labels)
+        t_extract = time.perf_counter() - t0
+        det_times = {}
+        for det in dets:
+            t1 = time.perf_counter()
+            overrides = {**model_hparams(det, opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+            try:
+                dr = DetectorRun(det, store, overrides)
+                found = dr.search(cfg.aps)
+                hp = found.best
+                row, run_scores = _evaluate(dr, store, opened, id_keys, hp, acc)
+            except Exception as e:  # one broken detector must not lose the whole table
+                if cfg.strict:
+                    raise
+                msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                failed.setdefault(det.name, msg)
+                print(f"[run {r}] {det.name}: FAILED ({msg})", flush=True)
+                continue
+            per_run.setdefault(det.name, []).append(row)
+            aps_out.setdefault(det.name, []).append(
+                {
+                    "chosen": report.plain(hp),
+                    "aps_auroc": found.best_auroc,
+                    "grid": [{"hparams": report.plain(p), "auroc": a} for p, a in found.table],
+                }
+            )
+            if r == 0:
+                scores[det.name] = run_scores
+            det_times[det.name] = time.perf_counter() - t1
+            if cfg.progress:
+                print(
+                    f"[run {r}] {det.name:<14} near AUROC {row['nearood']['AUROC']:6.2f}  "
+                    f"far AUROC {row['farood']['AUROC']:6.2f}  ({det_times[det.name]:.1f}s)",
+                    flush=True,
+                )
+        passes += store.network_passes
+        timings.append(
+            {"model": model_dir, "extract_and_acc_s": t_extract, "detectors_s": det_times}
+        )
+    table = aggregate(per_run)
+    info = {
+        "benchmark": bench.name,
+        "description": bench.description,
+        "model": os.path.basename(out_dir),
+        "runs": list(cfg.models),
+        "detectors": det_names,
+        "devices": int(mesh.devices.size),
+        "fsood": cfg.fsood,
+        "near": list(bench.ood_names["near"]),
+        "far": list(bench.ood_names["far"]),
+        "network_passes": passes,
+        "failed": failed,
+        "timings": timings,
+        "total_s": time.perf_counter() - t_start,
+    }
+    result = BenchResult(table, per_run, aps_out, scores, info, out_dir)
+    report.write_all(result, plots=cfg.plots)
+    if cfg.progress:
+        print(report.markdown(result))
+    return result
+
+
+def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
+    """Per-OOD-set metrics (+ near/far means) for one detector at ``hp``."""
+    row: dict[str, dict] = {}
+    run_scores: dict[str, np.ndarray] = {}
+    id_scores = None
+    if not is_stream(dr.det):
+        id_scores = np.concatenate([dr.score(k, hp) for k in id_keys])
+        run_scores["id"] = id_scores
+    for group in ("near", "far"):
+        names = list(getattr(opened, group))
+        for name in names:
+            key = f"{group}/{name}"
+            if is_stream(dr.det):
+                # The stream re-mixes ID with each OOD set, so ID scores differ per set.
+                s_id, s_ood = dr.score_stream("id_test", key, hp)
+                run_scores.setdefault("id", s_id)
+            else:
+                s_id, s_ood = id_scores, dr.score(key, hp)
+            m = metrics.compute_all_metrics(s_id, s_ood, acc)
+            row[name] = dict(zip(METRIC_NAMES, m))
+            run_scores[key] = s_ood
+        row[f"{group}ood"] = {k: float(np.mean([row[n][k] for n in names])) for k in METRIC_NAMES}
+    return row, run_scores
+
+
+def aggregate(per_run: Mapping[str, list]) -> dict:
+    """``{det: {dataset: {metric: (mean, population std over runs)}}}``."""
+    table = {}
+    for det, runs in per_run.items():
+        table[det] = {}
+        for ds in runs[0]:
+            table[det][ds] = {}
+            for k in METRIC_NAMES:
+                vals = np.asarray([r[ds][k] for r in runs], np.float64)
+                table[det][ds][k] = (float(vals.mean()), float(vals.std(ddof=0)))
+    return table

@@ -1,0 +1,191 @@
+"""Array benchmarks that run on a laptop CPU: ``fashion-openset`` (real data) and ``demo``.
+
+Both return uint8 NHWC images (``[N, H, W, 1]``) with labels; ID labels are remapped to
+``0..K-1`` and OOD labels are ``-1``. Splits are deterministic (fixed NumPy seeds).
+
+``fashion-openset`` (Fashion-MNIST open-set split):
+  * ID classes T-shirt/top 0, Trouser 1, Pullover 2, Dress 3, Sandal 5, Bag 8 (-> 0..5);
+    train = their train-split images; val = 100 test images per class; test = the rest.
+  * near-OOD: Coat 4, Shirt 6, Sneaker 7, Ankle boot 9 from the test split.
+  * OOD-val: 400 images of those four classes (100 each) from the *train* split.
+  * far-OOD: the 10,000 MNIST digits, scikit-learn's 1,797 8x8 digits upsampled to 28x28,
+    and 2,000 uniform-noise images.
+
+``demo`` (needs only scikit-learn's bundled data):
+  * ID = digits 0-4, near-OOD = digits 5-9 (8x8, scikit-learn ``load_digits``);
+  * far-OOD = uniform noise and 8x8 grey patches cut from ``load_sample_images``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+FASHION_ID = (0, 1, 2, 3, 5, 8)
+FASHION_NEAR = (4, 6, 7, 9)
+FASHION_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DEFAULT_DATA_DIR = os.path.join("..", "shared", "data")
+
+
+def _remap(y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    lut = np.full(10, -1, np.int64)
+    lut[list(classes)] = np.arange(len(classes))
+    return lut[y]
+
+
+def _per_class_split(y: np.ndarray, classes: Sequence[int], per_class: int, seed: int):
+    """Indices: ``per_class`` random samples of each class, and the remaining ones (sorted)."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} samples, fewer than {per_class}")
+        picked.append(rng.choice(idx, per_class, replace=False))
+    picked = np.sort(np.concatenate(picked))
+    in_classes = np.flatnonzero(np.isin(y, classes))
+    rest = np.setdiff1d(in_classes, picked)
+    return picked, rest
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    return x[..., None] if x.ndim == 3 else x
+
+
+def _ood(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return _nhwc(x), np.full(len(x), -1, np.int64)
+
+
+def upsample_digits(images: np.ndarray, size: int = 28) -> np.ndarray:
+    """scikit-learn digits (``[N, 8, 8]`` values 0..16) -> ``[N, size, size]`` uint8 (bilinear)."""
+    from PIL import Image
+
+    u8 = np.clip(np.round(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return np.stack(
+        [np.asarray(Image.fromarray(im, "L").resize((size, size), Image.BILINEAR)) for im in u8]
+    )
+
+
+def noise_images(n: int, size: int, seed: int) -> np.ndarray:
+    """``[n, size, size]`` uint8 uniform noise."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
+
+
+def _load_npz(data_dir: str, name: str) -> dict:
+    path = os.path.join(data_dir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{name} not found in {data_dir!r}; fashion-openset reads fashion_mnist.npz and "
+            "mnist_10k.npz from --data-root (default ../shared/data)"
+        )
+    with np.load(path) as f:
+        return dict(f)
+
+
+def fashion_openset(data_dir: str | None = None) -> dict:
+    """The fashion-openset benchmark arrays.
+
+    Args:
+      data_dir: folder with ``fashion_mnist.npz`` (x_train, y_train, x_test, y_test) and
+        ``mnist_10k.npz`` (x, y); default ``../shared/data``.
+
+    Returns:
+      ``{"train"|"val"|"test"|"ood_val": (x [N,28,28,1] uint8, y [N]),
+      "near": {"fashion_near": ...}, "far": {"mnist": ..., "sk_digits": ..., "noise": ...}}``.
+    """
+    data_dir = data_dir or DEFAULT_DATA_DIR
+    fm = _load_npz(data_dir, "fashion_mnist.npz")
+    mn = _load_npz(data_dir, "mnist_10k.npz")
+    from sklearn.datasets import load_digits
+
+    xtr, ytr, xte, yte = fm["x_train"], fm["y_train"], fm["x_test"], fm["y_test"]
+    train_idx = np.flatnonzero(np.isin(ytr, FASHION_ID))
+    val_idx, test_idx = _per_class_split(yte, FASHION_ID, 100, seed=0)
+    ood_val_idx, _ = _per_class_split(ytr, FASHION_NEAR, 100, seed=1)
+    near_idx = np.flatnonzero(np.isin(yte, FASHION_NEAR))
+    return {
+        "train": (_nhwc(xtr[train_idx]), _remap(ytr[train_idx], FASHION_ID)),
+        "val": (_nhwc(xte[val_idx]), _remap(yte[val_idx], FASHION_ID)),
+        "test": (_nhwc(xte[test_idx]), _remap(yte[test_idx], FASHION_ID)),
+        "ood_val": _ood(xtr[ood_val_idx]),
+        "near": {"fashion_near": _ood(xte[near_idx])},
+        "far": {
+            "mnist": _ood(mn["x"]),
+            "sk_digits": _ood(upsample_digits(load_digits().images)),
+            "noise": _ood(noise_images(2000, 28, seed=2)),
+        },
+    }
+
+
+def grey_patches(n: int, size: int = 8, seed: int = 3) -> np.ndarray:
+    """``[n, size, size]`` uint8 grey patches cut at random from scikit-learn's sample photos."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [np.asarray(im, np.float64) for im in load_sample_images().images]
+    grey = [(p @ np.array([0.299, 0.587, 0.114])).astype(np.uint8) for p in photos]
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size), np.uint8)
+    for i in range(n):
+        g = grey[i % len(grey)]
+        r = rng.integers(0, g.shape[0] - size)
+        c = rng.integers(0, g.shape[1] - size)
+        out[i] = g[r : r + size, c : c + size]
+    return out
+
+
+def demo_dataset(data_dir: str | None = None) -> dict:
+    """The demo benchmark arrays (8x8 digits; ``data_dir`` is ignored).
+
+    ID digits 0-4 are split per class into val (20 each), test (40 each) and train (the
+    rest, ~540). Digits 5-9: 20 each for OOD-val, the rest as near-OOD test. Far-OOD:
+    500 noise images and 500 photo patches.
+    """
+    del data_dir
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    y = d.target.astype(np.int64)
+    id_classes, near_classes = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+    val_idx, rest = _per_class_split(y, id_classes, 20, seed=0)
+    test_idx, _ = _per_class_split(
+        np.where(np.isin(np.arange(len(y)), rest), y, -1), id_classes, 40, seed=1
+    )
+    train_idx = np.setdiff1d(rest, test_idx)
+    ood_val_idx, near_idx = _per_class_split(y, near_classes, 20, seed=2)
+    return {
+        "train": (_nhwc(x[train_idx]), y[train_idx]),
+        "val": (_nhwc(x[val_idx]), y[val_idx]),
+        "test": (_nhwc(x[test_idx]), y[test_idx]),
+        "ood_val": _ood(x[ood_val_idx]),
+        "near": {"digits_5_9": _ood(x[near_idx])},
+        "far": {
+            "noise": _ood(noise_images(500, 8, seed=4)),
+            "photo_patches": _ood(grey_patches(500)),
+        },
+    }
+
+
+#: Benchmark metadata consumed by :mod:`jaxood.data.benchmarks`.
+SPECS = {
+    "fashion-openset": {
+        "num_classes": len(FASHION_ID),
+        "near": ("fashion_near",),
+        "far": ("mnist", "sk_digits", "noise"),
+        "loader": fashion_openset,
+        "description": "Fashion-MNIST open set: 6 ID classes; near = the other 4; far = MNIST, "
+        "sklearn digits, noise",
+    },
+    "demo": {
+        "num_classes": 5,
+        "near": ("digits_5_9",),
+        "far": ("noise", "photo_patches"),
+        "loader": demo_dataset,
+        "description": "sklearn 8x8 digits: ID 0-4, near 5-9, far = noise and photo patches",
+    },
+}
