@@ -21,6 +21,17 @@ hyperparameters (they only move a threshold stored in the stats) and are not sta
 
 Model heads are only available as functions. OptFS needs the weight matrix itself, which
 :func:`affine_head_params` recovers from any affine head (``W^T`` = Jacobian, ``b = head(0)``).
+
+Registered names: ``react``, ``ash`` (= ASH-B, as OpenOOD), ``ash_b``, ``ash_s``, ``ash_p``,
+``scale``, ``bfact``, ``lts``, ``optfs`` (OptFS's default "vanilla" score) and
+``optfs_energy`` (its ``-o energy`` option; a separate name rather than a string
+hyperparameter so that both appear as methods in tables and neither needs a static string).
+
+Degenerate rows: where a top-k sum is exactly 0 (an all-zero activation vector) the SCALE /
+ASH-S / LTS ratio is defined as 1 instead of the references' 0/0 = NaN. Fits validate their
+inputs (NaN/Inf -> ValueError); the fits are NumPy on the host (ReAct/BFAct:
+``np.percentile`` of the flattened split, OptFS: quantiles + a chunked pass over the rows),
+so they hold the split's ``N x D`` features in memory, as the references do.
 """
 
 from __future__ import annotations

@@ -227,6 +227,13 @@ def test_react_matches_openood(percentile):
     np.testing.assert_allclose(got, want, rtol=RTOL)
 
 
+def test_react_threshold_traced_matches_numpy():
+    val = _features(seed=2, n=200)
+    for p in (85.0, 99.0):
+        got = jax.jit(shaping.react_threshold)(val, p)  # jnp.percentile path
+        np.testing.assert_allclose(float(got), np.percentile(val.flatten(), p), rtol=1e-5)
+
+
 @pytest.mark.parametrize("negative", [False, True])
 def test_bfact_matches_optfs(negative):
     v, train, test = _variables(), _features(seed=2, n=300), _features(seed=3, negative=negative)
@@ -465,9 +472,9 @@ def test_nan_features_raise(name):
         )
 
 
-@pytest.mark.parametrize("split", ["val", "train"])
-def test_nan_fit_features_raise(split):
-    name = "react" if split == "val" else "bfact"
+@pytest.mark.parametrize("name", ["react", "bfact", "optfs"])
+def test_nan_fit_features_raise(name):
+    split = "val" if name == "react" else "train"
     f = _features()
     f[0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN/Inf"):
