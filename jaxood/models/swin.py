@@ -288,7 +288,7 @@ class SwinTransformer(nn.Module):
                 f"depths {self.depths} and num_heads {self.num_heads} differ in length"
             )
         patch, window = _pair(self.patch_size), _pair(self.window_size)
-        self.patch_embed = nn.Conv(self.embed_dim, patch, strides=patch, padding="VALID")
+        self.patch_conv = nn.Conv(self.embed_dim, patch, strides=patch, padding="VALID")
         self.patch_norm = nn.LayerNorm(epsilon=LN_EPS)
         total = sum(self.depths)
         probs = [self.stochastic_depth_prob * i / max(total - 1, 1) for i in range(total)]
@@ -321,7 +321,7 @@ class SwinTransformer(nn.Module):
         """
         if x.ndim != 4:
             raise ValueError(f"expected NHWC input [B, H, W, C], got shape {x.shape}")
-        x = self.patch_norm(self.patch_embed(x))
+        x = self.patch_norm(self.patch_conv(x))
         # Sown values cost nothing unless "intermediates" is mutable (parity tests, probes).
         self.sow("intermediates", "patch_embed", x)
         for i, stage in enumerate(self.stages):
@@ -408,7 +408,7 @@ def convert_torchvision(sd, module: SwinTransformer) -> dict[str, Any]:
 
     e = module.embed_dim
     params: dict[str, Any] = {
-        "patch_embed": {
+        "patch_conv": {
             "kernel": sd.take("features.0.0.weight", (e, 3, *patch)).transpose(2, 3, 1, 0),
             "bias": sd.take("features.0.0.bias", (e,)),
         },
