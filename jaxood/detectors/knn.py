@@ -195,6 +195,10 @@ def knn_score(features: Any, stats: dict[str, Any], k: int) -> jax.Array:
     q = l2_normalize(jnp.asarray(features, jnp.float32))
     if isinstance(stats["bank"], np.ndarray):  # host bank: stream chunks to the device
         top = topk_similarities_host(q, stats["bank"], k, chunk=stats["chunk"], bias=stats["bias"])
+    elif stats["bank"].ndim == 2:  # a host bank moved to the device (e.g. stats under jit)
+        chunk = stats["chunk"] if validate.is_concrete(stats["chunk"]) else 4096
+        chunked = chunk_bank(stats["bank"], int(chunk), bias=stats["bias"])
+        top = topk_similarities(q, chunked["bank"], chunked["bias"], k)
     else:
         top = topk_similarities(q, stats["bank"], stats["bias"], k)
     # ||x - b||^2 = ||x||^2 - 2 (x.b - ||b||^2/2); clamp tiny negative rounding to 0.

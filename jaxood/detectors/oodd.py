@@ -22,6 +22,11 @@ OOD test set separately: stream = ``concat(ID-test, OOD)`` permuted with
 ``np.random.seed(100); np.random.permutation``, chunks of 512, queue reset to empty for each
 OOD set (so ID-test scores differ per OOD set). :func:`release_protocol` does exactly that.
 
+The registered ``score`` treats the batch it is given as the whole stream (fresh queue,
+chunks of ``chunk_size`` in the given order). A caller that pads batches (e.g. to a fixed
+jit shape) must not feed the padding through it: padded rows would enter the queue. Use
+:func:`oodd_stream` (which masks padding) or :func:`release_protocol` instead.
+
 The queue state is an explicit pytree (:class:`OODDState`); :func:`oodd_step` is a pure,
 jit-able ``(state, chunk) -> (state, scores)`` and :func:`oodd_stream` scans it, so a stream
 in a given order always gives identical scores. Ties in ``S_in`` are broken in favour of
@@ -170,6 +175,12 @@ def random_resized_crops(
     return out.reshape(n, n_crops, height, width, ch)
 
 
+@functools.lru_cache(maxsize=8)
+def _jit_features(model: Model):
+    # Models hash by identity: one compiled feature function per model, reused across fits.
+    return jax.jit(model.features)
+
+
 def crop_outputs(
     model: Model,
     variables: Any,
@@ -186,7 +197,7 @@ def crop_outputs(
     ``fold_in(key, b)``, so results do not depend on anything but ``key`` and ``batch_size``.
     """
     validate.check_images(x, "train x")
-    feats = jax.jit(model.features)
+    feats = _jit_features(model)
     msps, outs = [], []
     for b, start in enumerate(range(0, x.shape[0], batch_size)):
         imgs = jnp.asarray(x[start : start + batch_size])
