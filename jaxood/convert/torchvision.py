@@ -223,7 +223,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         tensors = _read_torch(path)
     if not tensors:
         raise ValueError(f"{name}: the file contains no tensors")
-    return _unwrap(tensors, name)
+    return _unwrap(tensors)
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -235,11 +235,48 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         ) from None
     try:
         return dict(load_file(path))
+    except TypeError as e:
+        if "bfloat16" not in str(e):
+            raise
+        return _read_safetensors_bf16(path)  # NumPy has no bfloat16: parse via ml_dtypes
     except Exception as e:  # safetensors raises SafetensorError / OSError / ValueError
         raise ValueError(
             f"{os.path.basename(path)}: not a readable safetensors file (truncated or corrupt?): "
             f"{type(e).__name__}: {e}"
         ) from e
+
+
+_ST_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def _read_safetensors_bf16(path: str) -> dict[str, np.ndarray]:
+    """Minimal safetensors reader (8-byte header size, JSON header, raw little-endian data)."""
+    import json
+
+    import ml_dtypes
+
+    with open(path, "rb") as f:
+        buf = f.read()
+    n = int.from_bytes(buf[:8], "little")
+    header = json.loads(buf[8 : 8 + n])
+    header.pop("__metadata__", None)
+    out = {}
+    for k, h in header.items():
+        dtype = ml_dtypes.bfloat16 if h["dtype"] == "BF16" else np.dtype(_ST_DTYPES[h["dtype"]])
+        start, end = h["data_offsets"]
+        arr = np.frombuffer(buf[8 + n + start : 8 + n + end], dtype=dtype).reshape(h["shape"])
+        out[k] = arr.astype(np.float32) if h["dtype"] == "BF16" else arr.copy()
+    return out
 
 
 def _read_torch(path: str) -> dict[str, Any]:
@@ -291,7 +328,8 @@ def _read_torch(path: str) -> dict[str, Any]:
     return out
 
 
-def _unwrap(tensors: dict[str, Any], name: str) -> dict[str, np.ndarray]:
+def _unwrap(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Strips a DataParallel ``module.`` prefix."""
     keys = list(tensors)
     if keys and all(k.startswith("module.") for k in keys):
         tensors = {k[len("module.") :]: v for k, v in tensors.items()}
