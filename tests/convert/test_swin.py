@@ -274,3 +274,43 @@ def test_swin_b_parity_with_torchvision():
     out, inter, head = _run(module, variables, x.numpy().transpose(0, 2, 3, 1))
     assert out.feature.shape == (1, 1024)
     _check(out, inter, head, ref)
+
+
+# ------------------------------------------------------------------ general module, tiny
+
+
+def test_tiny_config_matches_torchvision_and_trains():
+    """A non-default configuration (3 stages, 4x6 window, patch 2) of the general module."""
+    cfg = dict(
+        patch_size=[2, 2], embed_dim=8, depths=[2, 1, 2], num_heads=[1, 2, 4], window_size=[4, 6]
+    )
+    torch.manual_seed(6)
+    tv = tv_swin.SwinTransformer(**cfg, num_classes=5).eval()
+    x = torch.randn(2, 3, 30, 44)
+    with torch.no_grad():
+        ref = tv(x).numpy()
+    module = swin.SwinTransformer(
+        num_classes=5,
+        patch_size=(2, 2),
+        embed_dim=8,
+        depths=(2, 1, 2),
+        num_heads=(1, 2, 4),
+        window_size=(4, 6),
+        stochastic_depth_prob=0.5,
+    )
+    sd = StateDict(tv.state_dict(), source="tiny")
+    variables = swin.convert_torchvision(sd, module)
+    sd.finish()
+    x_nhwc = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    with jax.default_matmul_precision("highest"):
+        apply = jax.jit(module.apply, static_argnames="train")
+        out = apply(variables, x_nhwc)
+        assert _rel_err(out.logits, ref) < RTOL
+        assert out.feature.shape == (2, 32)
+        # Training mode: stochastic depth drops whole residual branches per sample, driven
+        # by the "dropout" rng (deterministic given it, different from inference).
+        rngs = {"dropout": jax.random.PRNGKey(0)}
+        a = apply(variables, x_nhwc, train=True, rngs=rngs)
+        b = apply(variables, x_nhwc, train=True, rngs=rngs)
+        np.testing.assert_array_equal(a.logits, b.logits)
+        assert not np.allclose(a.logits, out.logits)

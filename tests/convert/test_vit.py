@@ -201,3 +201,24 @@ def test_bad_input_shape_is_rejected():
                 jax.random.PRNGKey(0), jnp.zeros((1, 40, 40, 3))
             )
         )
+
+
+def test_tiny_config_matches_torchvision():
+    """A non-default configuration of the general module against torchvision's class."""
+    from torchvision.models.vision_transformer import VisionTransformer as TorchViT
+
+    torch.manual_seed(3)
+    kw = dict(image_size=24, patch_size=8, num_layers=2, num_heads=4, hidden_dim=16, mlp_dim=20)
+    tv = TorchViT(**kw, num_classes=5).eval()
+    _randomise(tv, seed=4)
+    x = torch.randn(2, 3, 24, 24)
+    with torch.no_grad():
+        ref = tv(x).numpy()
+    module = vit.VisionTransformer(num_classes=5, **kw)
+    sd = StateDict(tv.state_dict(), source="tiny")
+    variables = vit.convert_torchvision(sd, module)
+    sd.finish()
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(module.apply)(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+    assert _rel_err(out.logits, ref) < RTOL
+    assert out.attention.shape == (2, 10)
