@@ -263,7 +263,8 @@ class SwinTransformer(nn.Module):
       window_size: ``(Wh, Ww)`` attention window.
       mlp_ratio: MLP hidden width / channels.
       dropout, attention_dropout: training-time dropout rates.
-      stochastic_depth_prob: maximum drop-path rate (linearly increasing over blocks).
+      stochastic_depth_prob: maximum drop-path rate (linearly increasing over blocks);
+        ``train=True`` then needs a ``"dropout"`` rng (``apply(..., rngs={"dropout": key})``).
     """
 
     num_classes: int = 1000
