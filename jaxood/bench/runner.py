@@ -63,6 +63,9 @@ class BenchConfig:
       strict_counts: require OpenOOD v1.5 list line counts.
       model_name: result sub-directory name (default: the manifest name / arch).
       strict: re-raise a detector's error instead of recording it and going on.
+      fit_images_mb: in-memory (array) ID splits up to this size (as float32) are also given
+        to ``fit`` as images (``Inputs.x``), for fits that use them when present (OODD's
+        crops); image-list splits are given only to detectors that need the network.
     """
 
     benchmark: str
@@ -81,6 +84,7 @@ class BenchConfig:
     strict_counts: bool = False
     model_name: str | None = None
     strict: bool = False
+    fit_images_mb: float = 64.0
 
 
 # --------------------------------------------------------------------------- checks
@@ -134,9 +138,9 @@ def select_detectors(names: Sequence[str] | None, caps: set[str]) -> list[Detect
     return dets
 
 
-def _cheap_images(src, limit_bytes: float = 1.5e9) -> bool:
+def _cheap_images(src, limit_mb: float) -> bool:
     """True for in-memory array datasets small enough to hand to ``fit`` as float32."""
-    return isinstance(src, benchmarks.ArraySource) and src.images.size * 4 <= limit_bytes
+    return isinstance(src, benchmarks.ArraySource) and src.images.size * 4 <= limit_mb * 1e6
 
 
 def model_hparams(det: Detector, spec) -> dict[str, Any]:
@@ -254,8 +258,15 @@ class DataStore:
 class DetectorRun:
     """Fits, searches and scores one detector on one run's DataStore."""
 
-    def __init__(self, det: Detector, store: DataStore, overrides: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        det: Detector,
+        store: DataStore,
+        overrides: Mapping[str, Any] | None = None,
+        fit_images_mb: float = 64.0,
+    ):
         self.det, self.store = det, store
+        self.fit_images_mb = fit_images_mb
         self.overrides = dict(overrides or {})
         self.scorer = aps_lib.Scorer(det, store.model, store.mesh)
         self.fields = [f for f in ("feature_map", "attention") if f in det.needs]
@@ -282,7 +293,7 @@ class DetectorRun:
                 arrays["labels"] = self.store.labels(split_of[s])
                 x = None
                 src = self.store.sources[split_of[s]]
-                if self.det.needs_network or _cheap_images(src):
+                if self.det.needs_network or _cheap_images(src, self.fit_images_mb):
                     # Some fits use the images when they are available (OODD's crops):
                     # give them in-memory arrays, but never decode a large image list.
                     x = src.batch(0, len(src))
@@ -476,7 +487,7 @@ def run(cfg: BenchConfig) -> BenchResult:
             t1 = time.perf_counter()
             overrides = {**model_hparams(det, opened.id_val.spec), **cfg.hparams.get(det.name, {})}
             try:
-                dr = DetectorRun(det, store, overrides)
+                dr = DetectorRun(det, store, overrides, cfg.fit_images_mb)
                 found = dr.search(cfg.aps)
                 hp = found.best
                 row, run_scores = _evaluate(dr, store, opened, id_keys, hp, acc)

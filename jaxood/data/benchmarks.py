@@ -121,8 +121,7 @@ def _cifar(bench: str, k: int, near_other: str, counts: dict[str, int]) -> Bench
 
 
 def _imagenet(bench: str, k: int, *, paper: bool = False) -> Benchmark:
-    lst = "imagenet" if bench.startswith("imagenet-") or bench == "imagenet" else bench
-    lst = "imagenet200" if k == 200 else "imagenet"
+    lst = "imagenet200" if k == 200 else "imagenet"  # list folder under benchmark_imglist/
     r = lambda name, file, n=None, d=_L, **kw: _ref(lst, name, file, d, n, **kw)
     near = (r("ssb_hard", "test_ssb_hard.txt", 49_000), r("ninco", "test_ninco.txt", 5_879))
     far = (
@@ -206,6 +205,14 @@ _BUILDERS: dict[str, Callable[[], Benchmark]] = {
     "fashion-openset": lambda: _array_benchmark("fashion-openset"),
     "demo": lambda: _array_benchmark("demo"),
 }
+
+
+def register(bench: Benchmark, *, overwrite: bool = False) -> Benchmark:
+    """Adds a user-defined benchmark (e.g. a custom image-list set) under ``bench.name``."""
+    if bench.name in _BUILDERS and not overwrite:
+        raise ValueError(f"a benchmark named {bench.name!r} exists; pass overwrite=True")
+    _BUILDERS[bench.name] = lambda: bench
+    return bench
 
 
 def names() -> list[str]:
