@@ -55,6 +55,7 @@ weights sum to 1).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -547,6 +548,9 @@ def _score_oodd(model, variables, stats, inputs, *, k_in, k_out, queue_size, chu
     return scores
 
 
+# Marks OODD as a streaming detector for the benchmark runner (``runner.is_stream``) when
+# the Detector record has that field.
+_STREAM = {"stream": True} if "stream" in {f.name for f in dataclasses.fields(Detector)} else {}
 _FIT = ("alpha", "n_crops", "crop_seed", "bank_chunk")
 _DEFAULTS = {
     **OODD_DEFAULTS["cifar10"],
@@ -568,6 +572,7 @@ register(
         static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
         defaults=_DEFAULTS,
         needs=frozenset({"feature", "logits"}),
+        **_STREAM,
         reference=(
             "Yang et al. CVPR 2025 (OODD), release zxk1212/OODD knn_postprocessor.py: IIS + "
             "priority queue, insert-then-score, no APS. Defaults = CIFAR-10 (oodd.OODD_DEFAULTS "
@@ -587,6 +592,7 @@ register(
         static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
         defaults={**_DEFAULTS, **_COUT},
         needs=frozenset({"feature", "logits"}),
+        **_STREAM,
         reference=(
             "OODD + C-Out/DOS: OUR implementation of the paper's description (not in the "
             "release): low-MSP crops (scale 0.08-0.3) of ID-train images seed the queue "
