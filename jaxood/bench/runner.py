@@ -464,10 +464,14 @@ def run(cfg: BenchConfig) -> BenchResult:
                 checksums=cfg.checksums,
                 strict_counts=cfg.strict_counts,
             )
+        # Feature maps are extracted in the same network pass as logits/features for every
+        # split a feature-map detector reads (ID-train only if it fits on train).
         map_splits = set()
         for d in dets:
-            if "feature_map" in d.needs and "train" in d.fit_splits:
-                map_splits.add("id_train")
+            if "feature_map" in d.needs:
+                map_splits |= set(opened.all_sources()) - {"id_train"}
+                if "train" in d.fit_splits:
+                    map_splits.add("id_train")
         store = DataStore(
             opened,
             loaded,
