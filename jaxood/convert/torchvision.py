@@ -519,6 +519,8 @@ def convert(
         "torchvision_weights": None if w is None else w.name,
         "torchvision_builder": info.builder,
         "published_top1": None if w is None else w.top1,
+        # Unknown weights (fine-tuned, random) get the architecture's default transform.
+        "preprocess_source": (w or info.default_weights).name + (" (default)" if w is None else ""),
         "has_feature_map": info.has_feature_map,
         "has_attention": info.has_attention,
     }
