@@ -290,8 +290,6 @@ def train(
     run_cfg = dataclasses.replace(
         cfg, num_classes=num_classes, mean=mean, std=std, input_shape=input_shape
     )
-    if is_main:
-        run_cfg.save(os.path.join(workdir, "config.json"))
     log = _Log(os.path.join(workdir, "metrics.jsonl"), is_main)
 
     batches = TrainBatches(
@@ -306,6 +304,33 @@ def train(
     steps_per_epoch = batches.steps_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
     end_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+
+    meta_static = {
+        "arch": cfg.arch,
+        "arch_kwargs": dict(cfg.arch_kwargs),
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "steps_per_epoch": steps_per_epoch,
+    }
+    best_val, best_step, history = -1.0, None, []
+    if latest is not None:  # check the checkpoint matches before building anything
+        meta = ckpt.restore_meta(latest)
+        for key in ("arch", "arch_kwargs", "num_classes", "input_shape"):
+            if meta.get(key) != meta_static[key]:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.directory}/{latest} was written for {key}={meta.get(key)!r}, "
+                    f"this run has {key}={meta_static[key]!r}; use a new workdir"
+                )
+        for key in ("seed", "batch_size", "steps_per_epoch"):
+            if meta.get(key) != meta_static[key]:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.directory}/{latest}: {key}={meta.get(key)!r} differs from this "
+                    f"run's {meta_static[key]!r}; resuming would not reproduce the run"
+                )
+    if is_main:  # only after the checks, so a refused resume leaves the run's config alone
+        run_cfg.save(os.path.join(workdir, "config.json"))
 
     # ---- initial state
     init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), -1 & 0x7FFFFFFF)
@@ -332,30 +357,7 @@ def train(
     }
     state = jax.device_put(state, repl)
 
-    meta_static = {
-        "arch": cfg.arch,
-        "arch_kwargs": dict(cfg.arch_kwargs),
-        "num_classes": num_classes,
-        "input_shape": list(input_shape),
-        "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "steps_per_epoch": steps_per_epoch,
-    }
-    best_val, best_step, history = -1.0, None, []
     if latest is not None:
-        meta = ckpt.restore_meta(latest)
-        for key in ("arch", "arch_kwargs", "num_classes", "input_shape"):
-            if meta.get(key) != meta_static[key]:
-                raise CheckpointError(
-                    f"checkpoint {ckpt.directory}/{latest} was written for {key}={meta.get(key)!r}, "
-                    f"this run has {key}={meta_static[key]!r}; use a new workdir"
-                )
-        for key in ("seed", "batch_size", "steps_per_epoch"):
-            if meta.get(key) != meta_static[key]:
-                raise CheckpointError(
-                    f"checkpoint {ckpt.directory}/{latest}: {key}={meta.get(key)!r} differs from this "
-                    f"run's {meta_static[key]!r}; resuming would not reproduce the run"
-                )
         state = ckpt.restore_state(latest, state)
         best_val, best_step, history = meta["best_val_acc"], meta["best_step"], meta["history"]
         log.write({"event": "resume", "step": latest, "time": time.time()})

@@ -13,7 +13,6 @@ from jaxood.train.ish import ish_dense, ish_kernel_grad, keep_count, shape_activ
 torch = pytest.importorskip("torch")
 
 
-
 def _np_ce(z, y):
     z = z - z.max(-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(-1, keepdims=True))

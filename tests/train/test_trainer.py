@@ -69,14 +69,14 @@ def finished_run(tmp_path_factory):
     x, y = toy_data()
     xv, yv = toy_data(30, seed=1)
     result = train(
-        cfg_for(wd), train_data=(x[:100], y[:100]), val_data=(xv, yv), test_data=(x[100:], y[100:])
+        cfg_for(wd), train_data=(x[:96], y[:96]), val_data=(xv, yv), test_data=(x[96:], y[96:])
     )
     return wd, result, (xv, yv)
 
 
 def test_api_result_and_saved_model_agree_with_training(finished_run):
     wd, result, (xv, yv) = finished_run
-    assert result.final_step == 14  # 100 / 16 -> 7 steps per epoch (last one of 4), 2 epochs
+    assert result.final_step == 12  # 96 / 16 = 6 steps per epoch, 2 epochs
     assert (
         len(result.history) == 2 and 0 <= result.best_val_acc <= 1 and result.test_acc is not None
     )
@@ -106,7 +106,7 @@ _KILLED_RUN = textwrap.dedent(
             yield item
     T.prefetch = slow
     x, y = toy_data(); xv, yv = toy_data(30, seed=1)
-    T.train(cfg_for({wd!r}), train_data=(x[:100], y[:100]), val_data=(xv, yv))
+    T.train(cfg_for({wd!r}), train_data=(x[:96], y[:96]), val_data=(xv, yv))
     """
 )
 
@@ -127,11 +127,11 @@ def test_kill9_then_resume_gives_identical_final_weights(finished_run, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     step_killed, _ = final_params(wd)
-    assert step_killed < 14
+    assert step_killed < 12
     x, y = toy_data()
     xv, yv = toy_data(30, seed=1)
-    resumed = train(cfg_for(wd), train_data=(x[:100], y[:100]), val_data=(xv, yv), resume=True)
-    assert resumed.final_step == 14
+    resumed = train(cfg_for(wd), train_data=(x[:96], y[:96]), val_data=(xv, yv), resume=True)
+    assert resumed.final_step == 12
     _, a = final_params(wd)
     _, b = final_params(wd_full)
     for (path, u), v in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
@@ -163,7 +163,7 @@ def test_existing_checkpoints_wrong_model_and_corruption_are_clear_errors(finish
             f.write_bytes(b"garbage")
     before = sorted(p.name for p in (bad / "checkpoints").iterdir())
     with pytest.raises(CheckpointError, match="corrupt"):
-        train(cfg_for(bad), train_data=(x[:100], y[:100]), resume=True)
+        train(cfg_for(bad), train_data=(x[:96], y[:96]), resume=True)
     assert sorted(p.name for p in (bad / "checkpoints").iterdir()) == before
 
 
