@@ -126,6 +126,7 @@ class Scorer:
         self.chunk = max(n, (chunk // n) * n)
         self._all_static = False
         self._jit = jax.jit(self._score, static_argnames=("static",))
+        self._jit_x = None
 
     def _score(self, variables, stats, inputs, dyn, static):
         return self.det.score(self.model, variables, stats, inputs, **dyn, **dict(static))
@@ -165,6 +166,39 @@ class Scorer:
             s = self._call(variables, stats, to_inputs(part), hparams)
             out[start:stop] = np.asarray(s)[mask]
         return out
+
+    def _score_x(self, variables, stats, x, dyn, static):
+        # Network detectors: features (+ the detector's extract) and score in one program.
+        hp = {**dyn, **dict(static)}
+        extract_kw = {k: hp.pop(k) for k in self.det.extract_hparams if k in hp}
+        feats = self.model.features(variables, x)
+        extras = {}
+        if self.det.extract is not None:
+            extras = dict(self.det.extract(self.model, variables, x, **extract_kw))
+        inputs = Inputs(features=feats, x=x, extras=extras)
+        return self.det.score(self.model, variables, stats, inputs, **hp)
+
+    def score_images(self, variables, stats, x, hparams) -> np.ndarray:
+        """``[B]`` scores of a (padded, sharded) image batch for detectors that need the
+        network; one compiled program per static-hyperparameter setting."""
+        extract_kw, _, score_kw = self.det.split_hparams(hparams)
+        full = {**score_kw, **extract_kw}
+        dyn, static = {}, {}
+        for k, v in full.items():
+            if self._all_static or k in self.det.static_hparams or k in extract_kw or not _is_numeric(v):
+                static[k] = hashable(v)
+            else:
+                dyn[k] = jnp.asarray(v, jnp.float32 if _is_float(v) else jnp.int32)
+        static = tuple(sorted(static.items()))
+        if self._jit_x is None:
+            self._jit_x = jax.jit(self._score_x, static_argnames=("static",))
+        try:
+            return np.asarray(self._jit_x(variables, stats, x, dyn, static))
+        except _TRACER_ERRORS:
+            if self._all_static:
+                raise
+            self._all_static = True
+            return self.score_images(variables, stats, x, hparams)
 
     def score_inputs(self, variables, stats, inputs: Inputs, hparams) -> np.ndarray:
         """Scores one ready ``Inputs`` (no chunking; for stream detectors and image batches)."""

@@ -327,18 +327,16 @@ class DetectorRun:
     def _score_images(self, split: str, stats, hp) -> np.ndarray:
         """Detectors that need the network: feed padded image batches (no score cache)."""
         src = self.store.sources[split]
-        model, det = self.store.model, self.det
-        extract_kw, _, _ = det.split_hparams(hp)
         mesh = self.store.mesh
+        variables = jax.device_put(self.store.variables, parallel.replicated(mesh))
+        stats = jax.device_put(stats, parallel.replicated(mesh))
         bs = ex.device_batch_size(self.store.batch_size, mesh)
         out = np.empty(len(src), np.float32)
         for start in range(0, len(src), bs):
             stop = min(len(src), start + bs)
             x, mask = parallel.pad_batch(src.batch(start, stop), bs)
             x = jax.device_put(x, parallel.batch_sharding(mesh))
-            inputs = det_registry.prepare_inputs(det, model, self.store.variables, x, **extract_kw)
-            s = self.scorer.score_inputs(self.store.variables, stats, inputs, hp)
-            out[start:stop] = s[mask]
+            out[start:stop] = self.scorer.score_images(variables, stats, x, hp)[mask]
         return out
 
     def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
