@@ -183,6 +183,11 @@ def _array_benchmark(name: str) -> Benchmark:
         far=tuple(SetRef(n, "", "") for n in spec["far"]),
         arrays=spec["loader"],
         description=spec["description"],
+        preprocess=(
+            PreprocessSpec(None, None, "bilinear", *spec["preprocess"], 3)
+            if "preprocess" in spec
+            else None
+        ),
     )
 
 
@@ -203,6 +208,7 @@ _BUILDERS: dict[str, Callable[[], Benchmark]] = {
     "imagenet": lambda: _imagenet("imagenet", 1000),
     "imagenet-adascale": lambda: _imagenet("imagenet-adascale", 1000, paper=True),
     "fashion-openset": lambda: _array_benchmark("fashion-openset"),
+    "cifar10-tfds": lambda: _array_benchmark("cifar10-tfds"),
     "demo": lambda: _array_benchmark("demo"),
 }
 

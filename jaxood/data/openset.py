@@ -171,6 +171,50 @@ def demo_dataset(data_dir: str | None = None) -> dict:
     }
 
 
+def _tfds_split(name: str, split: str, data_dir: str | None, limit: int | None = None):
+    """``(x uint8 [N, H, W, C], y [N])`` of a prepared TFDS split (nothing is downloaded)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises several error types for a missing dataset
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} ({split}) is not prepared in "
+            f"{data_dir or '~/tensorflow_datasets'} ({type(e).__name__}); prepare it once with "
+            f"`tfds build {name} --file_format=array_record` and pass --data-root"
+        ) from e
+    n = len(src) if limit is None else min(limit, len(src))
+    xs, ys = zip(
+        *(
+            (np.asarray(ex["image"], np.uint8), int(ex["label"]))
+            for ex in (src[i] for i in range(n))
+        )
+    )
+    return _nhwc(np.stack(xs)), np.asarray(ys, np.int64)
+
+
+def cifar10_tfds(data_dir: str | None = None) -> dict:
+    """CIFAR-10 vs TFDS-available OOD sets (offline approximation of OpenOOD's CIFAR-10).
+
+    ID: CIFAR-10 train; val = 100 test images per class (seeded, as OpenOOD's 1,000-image
+    val), test = the rest. OOD-val: 1,000 CIFAR-100 *train* images (OpenOOD uses TIN, which
+    is not in TFDS). Near-OOD: CIFAR-100 test. Far-OOD: SVHN (``svhn_cropped``) test.
+    """
+    x, y = _tfds_split("cifar10", "train", data_dir)
+    xt, yt = _tfds_split("cifar10", "test", data_dir)
+    per_class = min(100, int(np.bincount(yt, minlength=10).min()) // 2)
+    val_idx, test_idx = _per_class_split(yt, range(10), per_class, seed=0)
+    x100, _ = _tfds_split("cifar100", "train", data_dir, limit=1000)
+    return {
+        "train": (x, y),
+        "val": (xt[val_idx], yt[val_idx]),
+        "test": (xt[test_idx], yt[test_idx]),
+        "ood_val": _ood(x100),
+        "near": {"cifar100": _ood(_tfds_split("cifar100", "test", data_dir)[0])},
+        "far": {"svhn": _ood(_tfds_split("svhn_cropped", "test", data_dir)[0])},
+    }
+
+
 #: Benchmark metadata consumed by :mod:`jaxood.data.benchmarks`.
 SPECS = {
     "fashion-openset": {
@@ -180,6 +224,14 @@ SPECS = {
         "loader": fashion_openset,
         "description": "Fashion-MNIST open set: 6 ID classes; near = the other 4; far = MNIST, "
         "sklearn digits, noise",
+    },
+    "cifar10-tfds": {
+        "num_classes": 10,
+        "near": ("cifar100",),
+        "far": ("svhn",),
+        "loader": cifar10_tfds,
+        "description": "CIFAR-10 from TFDS; OOD-val CIFAR-100 train, near CIFAR-100, far SVHN",
+        "preprocess": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     },
     "demo": {
         "num_classes": 5,

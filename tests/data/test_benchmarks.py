@@ -124,3 +124,15 @@ def test_array_source_preprocessing_matches_numpy():
         benchmarks.ArraySource(imgs.astype(np.float32), np.zeros(5), spec)
     with pytest.raises(ValueError, match="5 images but 4 labels"):
         benchmarks.ArraySource(imgs, np.zeros(4), spec)
+
+
+def test_cifar10_tfds_benchmark_with_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    b = benchmarks.get("cifar10-tfds")
+    with tfds.testing.mock_data(num_examples=40):
+        opened = benchmarks.open_benchmark(b, None, None)
+    assert opened.id_train.images.shape == (40, 32, 32, 3)
+    assert len(opened.id_val) + len(opened.id_test) == 40
+    assert np.all(opened.near["cifar100"].labels == -1) and np.all(opened.far["svhn"].labels == -1)
+    x = opened.id_val.batch(0, 2)
+    assert x.shape == (2, 32, 32, 3) and abs(float(x.mean())) < 3  # normalised
