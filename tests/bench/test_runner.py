@@ -227,3 +227,28 @@ def test_bad_inputs_fail_before_compute(setup, tmp_path, monkeypatch):
         runner.run(runner.BenchConfig("toy-imglist", [nomap], detectors=["msp", "nap"], **base))
     with pytest.raises(ValueError, match="unknown detector"):
         runner.run(runner.BenchConfig("toy-imglist", [model_dir], hparams={"nope": {}}, **base))
+
+
+def test_cli_bench(setup, tmp_path, capsys):
+    from jaxood import cli
+
+    root, model_dir = setup
+    argv = [
+        "bench",
+        "--benchmark",
+        "toy-imglist",
+        "--model",
+        model_dir,
+        "--data-root",
+        str(root / "data"),
+    ]
+    assert cli.main([*argv[:2], "cifar9", *argv[3:]]) == 2
+    assert "valid names" in capsys.readouterr().err
+    assert cli.main([*argv, "--detectors", "msq"]) == 2
+    assert "unknown detector 'msq'" in capsys.readouterr().err
+    out = str(tmp_path / "cli")
+    assert cli.main([*argv, "--detectors", "mls", "--out", out, "--quiet", "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "| mls |" in text and os.path.isfile(
+        os.path.join(out, "toy-imglist", "bench_tiny", "results.csv")
+    )
