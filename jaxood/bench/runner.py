@@ -181,11 +181,14 @@ class DataStore:
         self.cache, self.batch_size, self.mesh, self.progress = cache, batch_size, mesh, progress
         self.map_splits = set(map_splits)  # splits whose feature maps some detector reads
         self._mem: dict[tuple, dict] = {}
+        self._fingerprints: dict[str, str] = {}
         self.network_passes = 0  # how many datasets needed a network pass (cache misses)
 
     def _key(self, split: str, what: Mapping[str, Any]) -> dict:
         src = self.sources[split]
-        return {"model": self.model_fp, "data": src.fingerprint(), "n": len(src), **what}
+        if split not in self._fingerprints:  # hashing a large list/array once is enough
+            self._fingerprints[split] = src.fingerprint()
+        return {"model": self.model_fp, "data": self._fingerprints[split], "n": len(src), **what}
 
     def _run(self, split, fn, groups, desc):
         if not all(e.complete for e, _ in groups):
