@@ -57,7 +57,9 @@ def main() -> None:
         "arch": f"WRN-{args.depth}-{args.widen}",
         "config": cfg.to_dict(),
         "wall_time_s": round(wall, 1),
-        "train_images_per_s": None if result.images_per_s is None else round(result.images_per_s, 1),
+        "train_images_per_s": None
+        if result.images_per_s is None
+        else round(result.images_per_s, 1),
         "best_val_acc": result.best_val_acc,
         "test_acc": result.test_acc,
         "test_split": "Fashion-MNIST test minus the 1,000 val images (9,000)",

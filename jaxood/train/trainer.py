@@ -462,8 +462,7 @@ def train(
     # ---- the loop
     pending: list[tuple[int, dict]] = []  # device metrics not yet checked on the host
     ep_loss = ep_correct = ep_count = 0.0
-    if start_step % steps_per_epoch:  # resumed mid-epoch: epoch metrics restart from here
-        pass
+    # (After a mid-epoch resume the epoch's train loss/acc cover only the resumed part.)
     progress = None
     if cfg.progress and is_main and start_step < end_step:
         from tqdm.auto import tqdm
