@@ -19,6 +19,8 @@ torchvision = pytest.importorskip("torchvision")
 pytestmark = pytest.mark.slow
 ARCH = "regnet_y_16gf"
 RTOL = 1e-4  # max|jax - torch| / max|torch|
+# 72 -> 36 -> 18 -> 9 -> 5 -> 3: strided convs also see odd sizes (floor in the output size).
+SIZE = 72
 STAGES = ["stem", "stage1", "stage2", "stage3", "stage4"]
 
 
@@ -51,7 +53,7 @@ def torch_model():
     torch.manual_seed(0)
     model = torchvision.models.regnet_y_16gf(weights=None).eval()
     _randomise_bn(model, seed=1)
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     taps = {
         "stem": model.stem,
         **{f"stage{i}": getattr(model.trunk_output, f"block{i}") for i in range(1, 5)},
@@ -81,7 +83,7 @@ def converted(torch_model, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("regnet")
     torch.save(torch_model[1], tmp / "model.pth")
-    out = convert(tmp / "model.pth", ARCH, tmp / "converted", num_classes=1000, input_size=64)
+    out = convert(tmp / "model.pth", ARCH, tmp / "converted", num_classes=1000, input_size=SIZE)
     return tmp / "model.pth", load_converted(out)
 
 
@@ -136,7 +138,7 @@ def test_parity_with_torchvision(torch_model, converted):
     # Earlier layers first, so a mismatch points at the first layer that differs.
     for name in STAGES:
         assert _rel_err(inter[name], ref[name]) < RTOL, name
-    assert out.feature_map.shape == (1, 2, 2, 3024)
+    assert out.feature_map.shape == (1, 3, 3, 3024)
     assert _rel_err(out.feature_map, ref["stage4"]) < RTOL
     assert _rel_err(out.feature, ref["feature"]) < RTOL
     assert float(jnp.min(out.feature)) >= 0.0  # post-ReLU
@@ -168,7 +170,7 @@ def test_wrong_num_classes_is_rejected(torch_model, converted, tmp_path):
     assert loaded.manifest["num_classes"] == 1000
     assert loaded.manifest["feature_dim"] == 3024
     with pytest.raises(ValueError, match="expected 10 classes"):
-        convert(path, ARCH, tmp_path / "out", num_classes=10, input_size=64)
+        convert(path, ARCH, tmp_path / "out", num_classes=10, input_size=SIZE)
     with pytest.raises(
         ValueError, match=r"'fc\.weight' has shape \(1000, 3024\), expected \(10, 3024\)"
     ):
