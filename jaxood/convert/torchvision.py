@@ -386,14 +386,15 @@ def convert_state_dict(
     if info.head_key not in sd:
         raise ValueError(
             f"{source}: no {info.head_key!r} (the {arch} classifier weight); is this a checkpoint "
-            f"for another architecture? {_describe_keys(sd.keys())}"
+            f"for another architecture? {_describe_keys(sd.keys())}.{_guess_hint(tensors, arch)}"
         )
     head = np.shape(tensors[info.head_key])
     file_classes, file_dim = int(head[0]), int(head[1]) if len(head) == 2 else -1
     if file_dim != info.feature_dim:
         raise ValueError(
             f"{source}: {info.head_key} has shape {tuple(head)}, i.e. a {file_dim}-d feature, but "
-            f"{arch} has {info.feature_dim}-d features; is this a checkpoint for another architecture?"
+            f"{arch} has {info.feature_dim}-d features; is this a checkpoint for another "
+            f"architecture?{_guess_hint(tensors, arch)}"
         )
     if num_classes is not None and int(num_classes) != file_classes:
         raise ValueError(
@@ -401,14 +402,41 @@ def convert_state_dict(
             f"{info.head_key} has {file_classes} (shape {tuple(head)})"
         )
     module = models.create(arch, file_classes, **dict(arch_kwargs or {}))
-    variables = converter_for(module)(sd, module)
-    sd.finish()
-    size = input_size or info.default_weights.preprocess.crop_size
     try:
+        variables = converter_for(module)(sd, module)
+        sd.finish()
+        size = input_size or info.default_weights.preprocess.crop_size
         models.check_variables(module, variables, (size, size, 3), where=source)
     except ValueError as e:
-        raise ValueError(f"{e}\n(is this a checkpoint for another variant of {arch}?)") from None
+        hint = _guess_hint(tensors, arch) or f" Is this a checkpoint for another variant of {arch}?"
+        raise ValueError(f"{e}\n{hint.strip()}") from None
     return module, variables, file_classes
+
+
+def guess_arch(tensors: Mapping[str, Any]) -> list[str]:
+    """Architectures of :data:`ARCHS` a state dict plausibly belongs to (cheap fingerprint).
+
+    Matches the classifier key and feature dimension, then tells the ResNets apart by the
+    number of blocks in ``layer3`` and the grouped ``conv2`` of ResNeXt.
+    """
+    found = []
+    for a in ARCHS.values():
+        head = np.shape(tensors[a.head_key]) if a.head_key in tensors else ()
+        if len(head) == 2 and head[1] == a.feature_dim:
+            found.append(a.arch)
+    resnets = {"resnet18", "resnet50", "resnet101", "resnext50_32x4d"}
+    if resnets & set(found):
+        blocks = {k.split(".")[1] for k in tensors if k.startswith("layer3.")}
+        conv2 = np.shape(tensors.get("layer1.0.conv2.weight", np.zeros(0)))
+        grouped = len(conv2) == 4 and conv2[1] != conv2[0]
+        want = {2: "resnet18", 6: "resnext50_32x4d" if grouped else "resnet50", 23: "resnet101"}
+        found = [a for a in found if a not in resnets or a == want.get(len(blocks))]
+    return found
+
+
+def _guess_hint(tensors: Mapping[str, Any], arch: str) -> str:
+    guess = [a for a in guess_arch(tensors) if a != arch]
+    return f" It looks like a {' or '.join(guess)} checkpoint (--arch {guess[0]})." if guess else ""
 
 
 def _describe_keys(keys: Iterable[str]) -> str:

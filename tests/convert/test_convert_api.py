@@ -69,7 +69,7 @@ def test_weights_inferred_from_official_name_and_hash(tmp_path, resnet18_sd):
 
 
 def test_file_of_another_architecture(tmp_path, resnet18_pth):
-    with pytest.raises(ValueError, match=r"512-d feature.*resnet50 has 2048"):
+    with pytest.raises(ValueError, match=r"512-d feature.*resnet50 has 2048.*--arch resnet18"):
         tvc.convert(resnet18_pth, "resnet50", tmp_path / "out")
     with pytest.raises(ValueError, match="classifier.weight"):
         tvc.convert(resnet18_pth, "densenet201", tmp_path / "out")
@@ -83,8 +83,11 @@ def test_same_keys_other_variant_is_a_shape_error(tmp_path):
 
     path = tmp_path / "r50.safetensors"
     save_file(torchvision.models.resnet50(num_classes=3).state_dict(), str(path))
-    with pytest.raises(ValueError, match=r"(?s)shape mismatch.*layer1_0.*resnext50_32x4d"):
+    with pytest.raises(ValueError, match=r"(?s)shape mismatch.*layer1_0.*--arch resnet50"):
         tvc.convert(path, "resnext50_32x4d", tmp_path / "out")
+    # ... and a ResNet-50 file read as ResNet-101 misses layer3.6 onwards.
+    with pytest.raises(ValueError, match=r"(?s)layer3\.6\..*missing.*--arch resnet50"):
+        tvc.convert(path, "resnet101", tmp_path / "out")
 
 
 def test_missing_extra_and_misshaped_keys(tmp_path, resnet18_sd):
