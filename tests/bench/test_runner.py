@@ -25,6 +25,7 @@ def _write_imglist_benchmark(root) -> benchmarks.Benchmark:
     sets = {
         "id_train": data["train"], "id_val": data["val"], "id_test": data["test"],
         "ood_val": data["ood_val"], **data["near"], **data["far"],
+        "csid": (np.clip(data["test"][0].astype(int) + 40, 0, 255).astype(np.uint8), data["test"][1]),
     }  # fmt: skip
     refs = {}
     for name, (x, y) in sets.items():
@@ -48,6 +49,7 @@ def _write_imglist_benchmark(root) -> benchmarks.Benchmark:
         ood_val=refs["ood_val"],
         near=(refs["near_a"], refs["near_b"]),
         far=(refs["noise"],),
+        csid=(refs["csid"],),
         description="toy image list",
     )
     benchmarks.register(bench, overwrite=True)
@@ -252,3 +254,25 @@ def test_cli_bench(setup, tmp_path, capsys):
     assert "| mls |" in text and os.path.isfile(
         os.path.join(out, "toy-imglist", "bench_tiny", "results.csv")
     )
+
+
+def test_full_spectrum_mode_adds_covariate_shifted_id(setup):
+    root, model_dir = setup
+    cfg = runner.BenchConfig(
+        "toy-imglist", [model_dir], detectors=["msp"], data_root=str(root / "data"),
+        out_dir=str(root / "out_fs"), cache_dir=str(root / "cache"), fsood=True, progress=False,
+        plots=False, strict=True,
+    )  # fmt: skip
+    res = runner.run(cfg)
+    test, csid = (
+        _reference_outputs(root, model_dir, "id_test"),
+        _reference_outputs(root, model_dir, "csid"),
+    )
+    logits = np.concatenate([test[0], csid[0]])
+    labels = np.concatenate([test[2], csid[2]])
+    s_id = softmax(logits, -1).max(-1)
+    s_ood = softmax(_reference_outputs(root, model_dir, "noise")[0], -1).max(-1)
+    y = np.r_[np.zeros(len(s_id)), np.ones(len(s_ood))]
+    row = res.table["msp"]["noise"]
+    assert row["AUROC"][0] == pytest.approx(100 * roc_auc_score(y, -np.r_[s_id, s_ood]), abs=1e-3)
+    assert row["ACC"][0] == pytest.approx(100 * np.mean(logits.argmax(-1) == labels))
