@@ -335,11 +335,17 @@ class DetectorRun:
         stats = jax.device_put(stats, parallel.replicated(mesh))
         bs = ex.device_batch_size(self.store.batch_size, mesh)
         out = np.empty(len(src), np.float32)
-        for start in range(0, len(src), bs):
-            stop = min(len(src), start + bs)
-            x, mask = parallel.pad_batch(src.batch(start, stop), bs)
-            x = jax.device_put(x, parallel.batch_sharding(mesh))
-            out[start:stop] = self.scorer.score_images(variables, stats, x, hp)[mask]
+        n_batches = -(-len(src) // bs)
+        bar = ex._progress(n_batches, f"{split} {self.det.name} score", self.store.progress)
+        try:
+            for start in range(0, len(src), bs):
+                stop = min(len(src), start + bs)
+                x, mask = parallel.pad_batch(src.batch(start, stop), bs)
+                x = jax.device_put(x, parallel.batch_sharding(mesh))
+                out[start:stop] = self.scorer.score_images(variables, stats, x, hp)[mask]
+                bar.update(1)
+        finally:
+            bar.close()
         return out
 
     def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
