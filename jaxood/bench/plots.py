@@ -46,7 +46,7 @@ def score_histograms(det: str, scores: dict, path: str) -> str:
         ax.hist(s_ood, bins, alpha=0.55, density=True, label=key.split("/")[-1])
         ax.set_title(key, fontsize=9)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{det}: scores (higher = more ID)", fontsize=10)
+    fig.suptitle(f"{det}: scores (higher = more ID)", fontsize=10, y=1.06)
     return _save(fig, path)
 
 
