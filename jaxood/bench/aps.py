@@ -154,6 +154,15 @@ class Scorer:
         n = len(arrays["logits"])
         out = np.empty(n, np.float32)
         sharding = parallel.batch_sharding(self.mesh)
+        if _host_stats(stats):
+            # Statistics deliberately kept on the host (e.g. a KNN bank too big for device
+            # memory): call the detector eagerly so it can stream them itself.
+            for start in range(0, n, self.chunk):
+                part = {k: np.asarray(v[start : start + self.chunk]) for k, v in arrays.items()}
+                _, _, kw = self.det.split_hparams(hparams)
+                s = self.det.score(self.model, variables, stats, to_inputs(part), **kw)
+                out[start : start + len(part["logits"])] = np.asarray(s)
+            return out
         stats = jax.device_put(stats, parallel.replicated(self.mesh))
         variables = jax.device_put(variables, parallel.replicated(self.mesh))
         # One fixed padded chunk size for every dataset: one compilation per static setting.
@@ -185,7 +194,12 @@ class Scorer:
         full = {**score_kw, **extract_kw}
         dyn, static = {}, {}
         for k, v in full.items():
-            if self._all_static or k in self.det.static_hparams or k in extract_kw or not _is_numeric(v):
+            if (
+                self._all_static
+                or k in self.det.static_hparams
+                or k in extract_kw
+                or not _is_numeric(v)
+            ):
                 static[k] = hashable(v)
             else:
                 dyn[k] = jnp.asarray(v, jnp.float32 if _is_float(v) else jnp.int32)
@@ -216,6 +230,17 @@ class Scorer:
             self._all_static = True
             dyn, static = self._split(hparams)
             return self._jit(variables, stats, inputs, dyn, static)
+
+
+#: NumPy leaves of fitted statistics above this size mean "keep on the host".
+HOST_STATS_BYTES = 256 * 2**20
+
+
+def _host_stats(stats: Any) -> bool:
+    return any(
+        isinstance(leaf, np.ndarray) and leaf.nbytes > HOST_STATS_BYTES
+        for leaf in jax.tree.leaves(stats)
+    )
 
 
 def _is_float(v: Any) -> bool:

@@ -218,3 +218,24 @@ def test_eight_devices_give_the_same_scores_as_one(tmp_path):
         # samples, which amplifies those last-bit differences (~1e-4 relative).
         tol = 1e-3 if k.startswith("mds") else 2e-5
         np.testing.assert_allclose(results[8][k], results[1][k], rtol=tol, atol=tol, err_msg=k)
+
+
+def test_scorer_keeps_large_numpy_stats_on_host(monkeypatch):
+    from jaxood.types import Detector, Features, Model
+
+    seen = []
+
+    def score(model, variables, stats, inputs):
+        seen.append(type(stats["bank"]))
+        return jnp.asarray(inputs.features.logits[:, 0] + float(stats["bank"][0, 0]))
+
+    monkeypatch.setattr(aps, "HOST_STATS_BYTES", 1000)
+    det = Detector("host", score, defaults={})
+    model = Model(features=lambda v, x: Features(x, x), head=lambda v, f: f)
+    bank = np.full((100, 8), 2.0, np.float32)  # 3.2 kB > the patched limit
+    logits = np.arange(30, dtype=np.float32).reshape(10, 3)
+    s = aps.Scorer(det, model, chunk=4).score(
+        None, {"bank": bank}, {"logits": logits, "feature": logits}, {}
+    )
+    np.testing.assert_allclose(s, logits[:, 0] + 2.0)
+    assert seen and all(t is np.ndarray for t in seen)  # never traced / moved to the device
