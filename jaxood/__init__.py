@@ -3,8 +3,19 @@
 Scores are one float per sample, **higher = more in-distribution**, everywhere.
 """
 
-from jaxood import detectors, metrics
-from jaxood.types import Detector, Features, Inputs, Model, PreprocessSpec
+import os as _os
+
+# jaxlib 0.10's CPU backend can corrupt its heap ("free(): invalid pointer", seen here on
+# ~1 in 3 runs) when YNNPACK fusions execute a jitted network whose weights are closed over
+# as constants. Turning those fusions off costs nothing measurable for our workloads. The
+# flag must be set before JAX initialises its backend; JAXOOD_KEEP_XLA_FLAGS=1 opts out.
+if not _os.environ.get("JAXOOD_KEEP_XLA_FLAGS"):
+    _flags = _os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" not in _flags:
+        _os.environ["XLA_FLAGS"] = (_flags + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+
+from jaxood import detectors, metrics  # noqa: E402
+from jaxood.types import Detector, Features, Inputs, Model, PreprocessSpec  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -127,6 +127,10 @@ class Detector:
         this order, first maximum wins). Empty when the method has no search.
       needs: subset of ``NEEDS``: what ``score``/``fit`` read from ``Inputs``.
       reference: where the formula comes from (paper/code), for users and docs.
+      stream: True for test-time adaptive detectors whose score of a sample depends on the
+        samples scored before it (OODD's OOD queue). ``score`` is then called once per
+        evaluation stream (e.g. ID-test and one OOD set, permuted with a seed, as the
+        release does) rather than per batch; it must not be batch-invariant.
     """
 
     name: str
@@ -142,6 +146,7 @@ class Detector:
     sweep: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
     needs: frozenset[str] = frozenset({"logits"})
     reference: str = ""
+    stream: bool = False
 
     def __post_init__(self):
         unknown = set(self.needs) - NEEDS

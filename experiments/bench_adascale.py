@@ -1,0 +1,129 @@
+"""AdaSCALE scoring cost on this CPU (issue: core library, performance section).
+
+Measures, in one process and interleaved so machine noise hits all of them alike:
+  * MSP: one jitted forward pass (logits -> max softmax) on a WRN batch;
+  * AdaSCALE-A end to end: forward with a vjp to the input + forward of the perturbed input
+    + post-feature arithmetic (target <= 3.0x MSP);
+  * the post-feature arithmetic alone (Q', eCDF, percentile, scaling, head): target < 2% of
+    AdaSCALE's time;
+  * re-scoring all 36 APS percentile pairs for 10,000 cached samples: target < 1 s, with
+    the vectorised grid path and with a plain loop over the jitted per-pair score.
+
+Usage: python experiments/bench_adascale.py [--depth 16 --width 4 --batch 128 --repeats 7]
+Writes experiments/results/bench_adascale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxood import models
+from jaxood.detectors import adascale
+from jaxood.detectors.logits import msp
+
+
+def timed(fn, *args, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``fn(*args)`` after one warm-up (compile) call."""
+    jax.block_until_ready(fn(*args))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--depth", type=int, default=16)
+    ap.add_argument("--width", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--cached", type=int, default=10_000, help="samples for the APS re-score")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                   "bench_adascale.json"))
+    args = ap.parse_args()
+
+    module = models.create("wrn", 10, depth=args.depth, widen_factor=args.width)
+    variables = models.init_variables(module, jax.random.PRNGKey(0), (32, 32, 3))
+    model = models.flax_model(module)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(args.batch, 32, 32, 3)), jnp.float32)
+    stats = adascale.fit_batch(model, variables, x)  # eCDF on one batch (cost not measured)
+
+    f_msp = jax.jit(lambda v, x: msp(model.features(v, x).logits))
+    f_ada = jax.jit(lambda v, s, x: adascale.score_batch(model, v, s, x, percentile=(60, 90)))
+    feats, ft = jax.jit(lambda v, x: adascale.perturbed_features(model, v, x))(variables, x)
+    f_post = jax.jit(
+        lambda v, s, f, ft: adascale.score_from_features(model, v, s, f, ft, percentile=(60, 90))
+    )
+
+    t_msp, t_ada, t_post = [], [], []
+    for _ in range(args.repeats):  # interleave so load changes affect all three alike
+        t_msp += timed(f_msp, variables, x, repeats=1)
+        t_ada += timed(f_ada, variables, stats, x, repeats=1)
+        t_post += timed(f_post, variables, stats, feats.feature, ft, repeats=1)
+    med = {k: statistics.median(v) for k, v in
+           {"msp": t_msp, "adascale": t_ada, "post": t_post}.items()}
+
+    # APS re-scoring from cached features of N samples (features drawn like real ones:
+    # we tile the batch's features with noise to reach N distinct rows).
+    reps = -(-args.cached // args.batch)
+    noise = jnp.asarray(rng.uniform(0.9, 1.1, size=(reps * args.batch, feats.feature.shape[1])),
+                        jnp.float32)
+    f_cached = (jnp.tile(feats.feature, (reps, 1)) * noise)[: args.cached]
+    ft_cached = (jnp.tile(ft, (reps, 1)) * noise)[: args.cached]
+    grid = jnp.asarray(adascale.PERCENTILE_GRID, jnp.float32)
+
+    def grid_path(v, s, f, ft):
+        cache = adascale.grid_cache(model, v, f, ft)
+        return adascale.grid_scores(s, cache, grid, variant="a")
+
+    t_grid = timed(jax.jit(grid_path), variables, stats, f_cached, ft_cached,
+                   repeats=args.repeats)
+    per_pair = jax.jit(
+        lambda v, s, f, ft, p: adascale.score_from_features(model, v, s, f, ft, percentile=p)
+    )
+
+    def loop_path():
+        return [per_pair(variables, stats, f_cached, ft_cached, p) for p in grid]
+
+    t_loop = timed(loop_path, repeats=max(2, args.repeats // 2))
+
+    result = {
+        "script": "experiments/bench_adascale.py",
+        "model": f"WRN-{args.depth}-{args.width}, 32x32x3, random init",
+        "batch": args.batch,
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "median_seconds": med,
+        "adascale_over_msp": med["adascale"] / med["msp"],
+        "post_feature_fraction_of_adascale": med["post"] / med["adascale"],
+        "aps_36_pairs": {
+            "samples": args.cached,
+            "grid_path_seconds": statistics.median(t_grid),
+            "loop_path_seconds": statistics.median(t_loop),
+        },
+        "targets": {"adascale_over_msp": 3.0, "post_feature_fraction": 0.02, "aps_seconds": 1.0},
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, args.out)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
