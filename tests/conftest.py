@@ -9,6 +9,8 @@ import pathlib
 
 import pytest
 
+import jaxood  # noqa: F401 - sets XLA_FLAGS (see jaxood/__init__.py) before JAX starts
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("JAXOOD_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
