@@ -39,6 +39,11 @@ def main() -> None:
         "--results", default=os.path.join(ROOT, "experiments", "results", "fashion_openset")
     )
     p.add_argument("--detectors", nargs="+", default=None)
+    p.add_argument(
+        "--bench-out",
+        default=None,
+        help="benchmark output + feature cache (default: --work); a fresh one = a cold run",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -103,7 +108,7 @@ def main() -> None:
             models=[model_dir],
             detectors=args.detectors,
             data_root=args.data_root,
-            out_dir=args.work,
+            out_dir=args.bench_out or args.work,
             model_name=arch,
             hparams=hparams,
         )
@@ -132,7 +137,11 @@ def main() -> None:
         shutil.copy(os.path.join(result.out_dir, name), os.path.join(args.results, name))
     plots = os.path.join(args.results, "plots")
     shutil.rmtree(plots, ignore_errors=True)
-    shutil.copytree(os.path.join(result.out_dir, "plots"), plots)
+    os.makedirs(plots)
+    keep = ("msp", "react", "knn", "mds", "oodd", "adascale_a", "adascale_l")  # keep the repo small
+    wanted = {"auroc_near_far.png"} | {f"{p}_{k}.png" for p in ("hist", "roc") for k in keep}
+    for name in sorted(set(os.listdir(os.path.join(result.out_dir, "plots"))) & wanted):
+        shutil.copy(os.path.join(result.out_dir, "plots", name), plots)
     with open(os.path.join(args.results, "timing.json"), "w") as f:
         json.dump(timing, f, indent=1)
     print(json.dumps({k: v for k, v in timing.items() if k != "per_detector_s"}, indent=1))

@@ -59,6 +59,10 @@ def variables_fingerprint(variables: Any) -> str:
     return h.hexdigest()
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -66,6 +70,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results should be readable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -66,6 +66,8 @@ class BenchConfig:
       fit_images_mb: in-memory (array) ID splits up to this size (as float32) are also given
         to ``fit`` as images (``Inputs.x``), for fits that use them when present (OODD's
         crops); image-list splits are given only to detectors that need the network.
+      plot_detectors: detectors that get histogram/ROC plots (default all; the near/far
+        bar chart always shows every detector).
     """
 
     benchmark: str
@@ -85,6 +87,7 @@ class BenchConfig:
     model_name: str | None = None
     strict: bool = False
     fit_images_mb: float = 64.0
+    plot_detectors: Sequence[str] | None = None
 
 
 # --------------------------------------------------------------------------- checks
@@ -524,7 +527,7 @@ def run(cfg: BenchConfig) -> BenchResult:
                     "grid": [{"hparams": report.plain(p), "auroc": a} for p, a in found.table],
                 }
             )
-            if r == 0:
+            if r == 0 and (cfg.plot_detectors is None or det.name in cfg.plot_detectors):
                 scores[det.name] = run_scores
             det_times[det.name] = time.perf_counter() - t1
             if cfg.progress:
