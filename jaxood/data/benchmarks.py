@@ -171,7 +171,7 @@ def _imagenet(bench: str, k: int, *, paper: bool = False) -> Benchmark:
 def _array_benchmark(name: str) -> Benchmark:
     from jaxood.data import openset
 
-    spec = openset.SPECS[name]
+    spec = openset.npz_spec(name[4:]) if name.startswith("npz:") else openset.SPECS[name]
     return Benchmark(
         name=name,
         num_classes=spec["num_classes"],
@@ -228,8 +228,12 @@ def names() -> list[str]:
 
 def get(name: str) -> Benchmark:
     """The benchmark called ``name``; the error lists the valid names."""
+    if name.startswith("npz:"):
+        return _array_benchmark(name)
     if name not in _BUILDERS:
-        raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(names())}")
+        raise ValueError(
+            f"unknown benchmark {name!r}; valid names: {', '.join(names())}, or npz:<file.npz>"
+        )
     return _BUILDERS[name]()
 
 

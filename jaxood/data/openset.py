@@ -215,6 +215,49 @@ def cifar10_tfds(data_dir: str | None = None) -> dict:
     }
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_ood_val")
+
+
+def npz_spec(path: str) -> dict:
+    """Benchmark metadata of a user ``.npz`` benchmark (see :func:`npz_benchmark`)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"benchmark file {path!r} does not exist")
+    with np.load(path) as f:
+        files = set(f.files)
+        missing = [k for k in NPZ_KEYS if k not in files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {missing}; an npz benchmark needs {list(NPZ_KEYS)} plus "
+                "x_near_<name> / x_far_<name> OOD arrays"
+            )
+        near = sorted(k[len("x_near_") :] for k in files if k.startswith("x_near_"))
+        far = sorted(k[len("x_far_") :] for k in files if k.startswith("x_far_"))
+        if not near and not far:
+            raise ValueError(f"{path} has no x_near_<name> or x_far_<name> arrays")
+        k = int(f["num_classes"]) if "num_classes" in files else int(f["y_train"].max()) + 1
+    return {
+        "num_classes": k,
+        "near": tuple(near),
+        "far": tuple(far),
+        "loader": lambda data_dir=None: npz_benchmark(path),
+        "description": f"arrays from {os.path.basename(path)}",
+    }
+
+
+def npz_benchmark(path: str) -> dict:
+    """A benchmark stored as one ``.npz``: uint8 images ``x_*`` ([N, H, W] or [N, H, W, C]),
+    int labels ``y_train/y_val/y_test``, OOD arrays ``x_ood_val``, ``x_near_<name>``,
+    ``x_far_<name>`` (labels -1), optional ``num_classes``."""
+    with np.load(path) as f:
+        out = {
+            s: (_nhwc(f[f"x_{s}"]), f[f"y_{s}"].astype(np.int64)) for s in ("train", "val", "test")
+        }
+        out["ood_val"] = _ood(f["x_ood_val"])
+        out["near"] = {k[7:]: _ood(f[k]) for k in sorted(f.files) if k.startswith("x_near_")}
+        out["far"] = {k[6:]: _ood(f[k]) for k in sorted(f.files) if k.startswith("x_far_")}
+    return out
+
+
 #: Benchmark metadata consumed by :mod:`jaxood.data.benchmarks`.
 SPECS = {
     "fashion-openset": {

@@ -136,3 +136,28 @@ def test_cifar10_tfds_benchmark_with_mock_data():
     assert np.all(opened.near["cifar100"].labels == -1) and np.all(opened.far["svhn"].labels == -1)
     x = opened.id_val.batch(0, 2)
     assert x.shape == (2, 32, 32, 3) and abs(float(x.mean())) < 3  # normalised
+
+
+def test_npz_benchmark(tmp_path):
+    rng = np.random.default_rng(0)
+    img = lambda n: rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)  # noqa: E731
+    path = tmp_path / "b.npz"
+    np.savez(
+        path, x_train=img(8), y_train=np.arange(8) % 4, x_val=img(4), y_val=np.arange(4),
+        x_test=img(6), y_test=np.arange(6) % 4, x_ood_val=img(3), x_near_a=img(2), x_far_z=img(5),
+    )  # fmt: skip
+    b = benchmarks.get(f"npz:{path}")
+    assert b.num_classes == 4 and b.ood_names == {"near": ["a"], "far": ["z"]}
+    spec = PreprocessSpec(None, None, "bilinear", (0.5,), (0.5,), 1)
+    opened = benchmarks.open_benchmark(b, None, spec)
+    assert len(opened.far["z"]) == 5 and np.all(opened.near["a"].labels == -1)
+    np.testing.assert_allclose(
+        opened.id_test.batch(0, 1)[0, ..., 0],
+        (np.load(path)["x_test"][0] / 255 - 0.5) / 0.5,
+        atol=1e-6,
+    )
+    np.savez(tmp_path / "bad.npz", x_train=img(2))
+    with pytest.raises(ValueError, match="lacks"):
+        benchmarks.get(f"npz:{tmp_path / 'bad.npz'}")
+    with pytest.raises(FileNotFoundError):
+        benchmarks.get(f"npz:{tmp_path / 'none.npz'}")
