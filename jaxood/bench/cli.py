@@ -17,7 +17,9 @@ def add_arguments(parser) -> None:
     from jaxood.data import benchmarks
 
     parser.add_argument(
-        "--benchmark", required=True, help=f"one of: {', '.join(benchmarks.names())}"
+        "--benchmark",
+        required=True,
+        help=f"one of: {', '.join(benchmarks.names())}, or npz:<file.npz>",
     )
     parser.add_argument(
         "--model",

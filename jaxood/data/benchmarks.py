@@ -172,6 +172,8 @@ def _array_benchmark(name: str) -> Benchmark:
     from jaxood.data import openset
 
     spec = openset.npz_spec(name[4:]) if name.startswith("npz:") else openset.SPECS[name]
+    if name.startswith("npz:"):  # a name that is safe as a results folder
+        name = "npz-" + os.path.splitext(os.path.basename(name[4:]))[0]
     return Benchmark(
         name=name,
         num_classes=spec["num_classes"],

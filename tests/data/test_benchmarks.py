@@ -148,6 +148,7 @@ def test_npz_benchmark(tmp_path):
     )  # fmt: skip
     b = benchmarks.get(f"npz:{path}")
     assert b.num_classes == 4 and b.ood_names == {"near": ["a"], "far": ["z"]}
+    assert b.name == "npz-b"  # usable as a results folder
     spec = PreprocessSpec(None, None, "bilinear", (0.5,), (0.5,), 1)
     opened = benchmarks.open_benchmark(b, None, spec)
     assert len(opened.far["z"]) == 5 and np.all(opened.near["a"].labels == -1)
