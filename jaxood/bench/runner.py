@@ -156,9 +156,8 @@ def model_hparams(det: Detector, spec) -> dict[str, Any]:
     return out
 
 
-#: Detectors whose score depends on the order of the test stream (OODD's dictionary grows
-#: while scoring). ``Detector`` has no field for this yet, so they are named here; a
-#: detector can also opt in with a truthy ``stream`` attribute.
+#: Detectors treated as streaming even if registered without ``stream=True`` (OODD's
+#: dictionary grows while scoring); ``Detector.stream`` is the normal way to opt in.
 STREAM_DETECTORS = frozenset({"oodd", "oodd_cout"})
 
 

@@ -142,8 +142,6 @@ def test_scorer_compiles_once_across_traced_grid_points():
 
 
 def test_stream_detector_scores_permuted_stream_and_unpermutes(tmp_path):
-    import dataclasses
-
     from jaxood import models
     from jaxood.bench import runner
     from jaxood.data import benchmarks
@@ -151,14 +149,11 @@ def test_stream_detector_scores_permuted_stream_and_unpermutes(tmp_path):
 
     from . import tiny_model
 
-    @dataclasses.dataclass(frozen=True)
-    class StreamDetector(Detector):
-        stream: bool = True
-
     # Score = position in the stream: reveals the order the runner fed.
-    det = StreamDetector(
-        "pos", lambda m, v, s, inputs: jnp.arange(inputs.batch_size, dtype=jnp.float32)
+    det = Detector(
+        "pos", lambda m, v, s, inputs: jnp.arange(inputs.batch_size, dtype=jnp.float32), stream=True
     )
+    assert runner.is_stream(det)
     tiny_model.register_toy_arrays()
     model_dir = tiny_model.save_tiny(str(tmp_path / "m"), 3, input_shape=(8, 8, 3))
     loaded = models.load(model_dir)
