@@ -156,15 +156,12 @@ def model_hparams(det: Detector, spec) -> dict[str, Any]:
     return out
 
 
-#: Detectors treated as streaming even if registered without ``stream=True`` (OODD's
-#: dictionary grows while scoring); ``Detector.stream`` is the normal way to opt in.
-STREAM_DETECTORS = frozenset({"oodd", "oodd_cout"})
 
 
 def is_stream(det: Detector) -> bool:
     """Streaming detectors score a whole permuted stream at once, not in chunks: ID ∪ each OOD
     set separately, permuted with NumPy seed 100 (OODD release protocol)."""
-    return bool(getattr(det, "stream", False)) or det.name in STREAM_DETECTORS
+    return det.stream
 
 
 # --------------------------------------------------------------------------- data store

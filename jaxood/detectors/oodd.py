@@ -55,7 +55,6 @@ weights sum to 1).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -550,7 +549,6 @@ def _score_oodd(model, variables, stats, inputs, *, k_in, k_out, queue_size, chu
 
 # Marks OODD as a streaming detector for the benchmark runner (``runner.is_stream``) when
 # the Detector record has that field.
-_STREAM = {"stream": True} if "stream" in {f.name for f in dataclasses.fields(Detector)} else {}
 _FIT = ("alpha", "n_crops", "crop_seed", "bank_chunk")
 _DEFAULTS = {
     **OODD_DEFAULTS["cifar10"],
@@ -572,7 +570,7 @@ register(
         static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
         defaults=_DEFAULTS,
         needs=frozenset({"feature", "logits"}),
-        **_STREAM,
+        stream=True,
         reference=(
             "Yang et al. CVPR 2025 (OODD), release zxk1212/OODD knn_postprocessor.py: IIS + "
             "priority queue, insert-then-score, no APS. Defaults = CIFAR-10 (oodd.OODD_DEFAULTS "
@@ -592,7 +590,7 @@ register(
         static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
         defaults={**_DEFAULTS, **_COUT},
         needs=frozenset({"feature", "logits"}),
-        **_STREAM,
+        stream=True,
         reference=(
             "OODD + C-Out/DOS: OUR implementation of the paper's description (not in the "
             "release): low-MSP crops (scale 0.08-0.3) of ID-train images seed the queue "
