@@ -53,7 +53,7 @@ class TrainResult:
 
     Attributes:
       model_dir: saved-model directory (``jaxood.models.load``) of the best-val checkpoint
-        (the final weights when there is no val data).
+        (the final weights when there is no val data); ``<workdir>/best`` is a symlink to it.
       best_val_acc: best ID-val accuracy in [0, 1] (``None`` without val data).
       test_acc: accuracy of the best model on the test data (``None`` without test data).
       history: one dict per epoch (epoch, step, train_loss, train_acc, val_acc, lr, time).
@@ -549,6 +549,11 @@ def train(
             ):
                 flush(done)
             if epoch_end:
+                if not _all_finite(state["params"]):  # never evaluate/export a diverged model
+                    raise TrainingDiverged(
+                        f"parameters became non-finite by step {done}; nothing was saved after "
+                        f"the last good checkpoint (step {ckpt.latest_step()})"
+                    )
                 variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
                 val_acc = (
                     accuracy(variables, val_set)
@@ -605,7 +610,7 @@ def train(
         )
     rate = t_images / t_seconds if t_seconds > 0 else None
     result = TrainResult(
-        model_dir=best_dir,
+        model_dir=os.path.realpath(best_dir),
         best_val_acc=best_val if best_val >= 0 else None,
         test_acc=test_acc,
         history=history,
