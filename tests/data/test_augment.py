@@ -34,7 +34,9 @@ def test_normalize_matches_numpy_and_padding_maps_to_minus_mean_over_std():
     x = np.array([[[[0, 128, 255]]]], np.uint8)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     want = (x / 255.0 - np.array(mean)) / np.array(std)
-    np.testing.assert_allclose(augment.normalize(jnp.asarray(x), mean, std), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        augment.normalize(jnp.asarray(x), mean, std), want, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_random_crop_flip_draws_every_offset_and_both_flips():
