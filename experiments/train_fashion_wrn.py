@@ -6,7 +6,7 @@ selection) and test accuracy on the remaining 9,000 test images. Prints and save
 ``experiments/results/train_fashion_wrn.json`` with the command, wall time, throughput
 (compile excluded), accuracies and the machine load (the box is shared).
 
-  python experiments/train_fashion_wrn.py --depth 10 --widen 1 --epochs 2
+  python experiments/train_fashion_wrn.py --depth 10 --widen 1 --epochs 10 --crop-padding 0
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--widen", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--crop-padding", type=int, default=2)
+    p.add_argument("--crop-padding", type=int, default=0)
     p.add_argument("--workdir", default="experiments/runs/fashion_wrn")
     p.add_argument("--out", default="experiments/results/train_fashion_wrn.json")
     args = p.parse_args()
