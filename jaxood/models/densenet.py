@@ -20,10 +20,9 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxood.models.wrn import TORCH_DEFAULT, conv
+from jaxood.models.layers import TORCH_DEFAULT, conv
+from jaxood.models.layers import BatchNorm as _BatchNorm
 from jaxood.types import Features
-
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
 class DenseLayer(nn.Module):

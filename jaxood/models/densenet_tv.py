@@ -25,23 +25,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.models.layers import HE_FAN_IN, conv
+from jaxood.models.layers import BatchNorm as _BatchNorm
 from jaxood.types import Features
 
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-_kaiming = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # torchvision: fan_in
-
-
-def _conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> nn.Conv:
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        use_bias=False,
-        kernel_init=_kaiming,
-        name=name,
-    )
+# torchvision DenseNet initialises convs with kaiming_normal_ on the fan-in.
+_conv = functools.partial(conv, init=HE_FAN_IN)
 
 
 class DenseLayer(nn.Module):

@@ -22,26 +22,9 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxood.models.layers import BatchNorm as _BatchNorm
+from jaxood.models.layers import conv as _conv  # fan-out He init, as torchvision
 from jaxood.types import Features
-
-# torchvision's BatchNorm2d: eps 1e-5, momentum 0.1 (== Flax momentum 0.9).
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-
-
-def _conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: str | None = None):
-    """Bias-free conv with PyTorch padding ``kernel // 2`` on every side."""
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        feature_group_count=groups,
-        use_bias=False,
-        # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu").
-        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-        name=name,
-    )
 
 
 class BasicBlock(nn.Module):

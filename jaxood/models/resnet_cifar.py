@@ -17,10 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxood.models.wrn import TORCH_DEFAULT, conv
+from jaxood.models.layers import TORCH_DEFAULT, conv
+from jaxood.models.layers import BatchNorm as _BatchNorm
 from jaxood.types import Features
-
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
 def _torch_bias_init(fan_in: int):

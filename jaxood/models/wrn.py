@@ -19,32 +19,9 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxood.models.layers import TORCH_DEFAULT, conv
+from jaxood.models.layers import BatchNorm as _BatchNorm
 from jaxood.types import Features
-
-# PyTorch BatchNorm2d(eps=1e-5, momentum=0.1) == Flax momentum 0.9.
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-# PyTorch: normal_(0, sqrt(2 / (k*k*out_channels))), i.e. He-normal on the fan-out.
-HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-# PyTorch nn.Linear / nn.Conv2d default weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-TORCH_DEFAULT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def conv(features: int, kernel: int, stride: int = 1, *, name: str, init=HE_FAN_OUT) -> nn.Conv:
-    """Bias-free conv with PyTorch's symmetric padding ``kernel // 2``.
-
-    Flax ``'SAME'`` pads stride-2 convs asymmetrically; explicit padding keeps the sampling
-    grid of the reference so converted weights give the same outputs.
-    """
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        use_bias=False,
-        kernel_init=init,
-        name=name,
-    )
 
 
 class WRNBlock(nn.Module):

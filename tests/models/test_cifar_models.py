@@ -347,7 +347,7 @@ def test_wrn_init_statistics():
 
 def test_batchnorm_matches_torch_train_and_running_stats():
     """The models' BatchNorm (momentum 0.9, eps 1e-5) == torch BatchNorm2d(momentum=0.1)."""
-    from jaxood.models.wrn import _BatchNorm
+    from jaxood.models.layers import BatchNorm as _BatchNorm
 
     x = np.random.default_rng(0).normal(1.0, 2.0, size=(6, 5, 5, 3)).astype(np.float32)
     bn = _BatchNorm(use_running_average=False)
