@@ -172,7 +172,14 @@ def save(
     }
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
-        ckptr = ocp.PyTreeCheckpointer()
+        # Host NumPy arrays into this process's own temp dir: a process-local save, with no
+        # barrier across processes (multi-host training exports from process 0 only).
+        me = jax.process_index()
+        local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+        ckptr = ocp.Checkpointer(
+            ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+            multiprocessing_options=local,
+        )
         ckptr.save(os.path.join(tmp, VARIABLES_DIR), variables)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)

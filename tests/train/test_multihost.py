@@ -82,14 +82,6 @@ def _load(out: pathlib.Path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="jaxood.models.save (used by the trainer's process-0-only best-model export) saves "
-    "with a default orbax PyTreeCheckpointer, whose barriers wait for ALL processes: "
-    "'sync_global_devices name mismatch (Checkpointer:save_start)'. Fix: a process-local "
-    "checkpointer in models.save (MultiprocessingOptions(primary_host=me, "
-    "active_processes={me})); with it this test passes. Remove this mark with the fix.",
-)
 def test_two_processes_match_one_process(tmp_path):
     port = _free_port()
     shared = tmp_path / "multi"  # one run directory, as on a shared filesystem
