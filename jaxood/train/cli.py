@@ -71,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--num-devices", type=int, help="use the first N devices (default: all)")
     a("--no-progress", dest="progress", action="store_false", default=None)
     a("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
+    a(
+        "--coordinator-address",
+        help="with --distributed: host:port of process 0 (when the cluster "
+        "is not auto-detected, e.g. plain machines without SLURM/MPI)",
+    )
+    a("--num-processes", type=int, help="with --distributed: total number of processes")
+    a("--process-id", type=int, help="with --distributed: this process's index")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -95,7 +102,15 @@ def main(args: argparse.Namespace) -> int:
     import jax
 
     if args.distributed:
-        jax.distributed.initialize()
+        # CPU processes need a cross-process collectives backend; GPU/TPU ignore this setting.
+        # (Must not query the backend here: initialize() has to run before it starts.)
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # None lets JAX auto-detect the cluster (SLURM, MPI, TPU, Kubernetes).
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
     from jaxood.train.trainer import train
 
     cfg = config_from_args(args)
