@@ -93,6 +93,42 @@ def _to_layout(t: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
     return t
 
 
+def convert_via_file(
+    state_dict,
+    arch: str,
+    tmp_path,
+    *,
+    input_size: int,
+    num_classes: int = 1000,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    fmt: str = "pth",
+):
+    """The real user path: save ``state_dict`` as ``model.<fmt>`` in ``tmp_path``, run
+    ``convert()`` and ``load_converted()``. Returns ``(source file, LoadedConverted)``."""
+    import torch
+
+    from jaxood.convert.torchvision import convert, load_converted
+
+    src = pathlib.Path(tmp_path) / f"model.{fmt}"
+    if fmt == "pth":
+        torch.save(state_dict, src)
+    elif fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(src))
+    else:
+        raise ValueError(f"fmt must be 'pth' or 'safetensors', got {fmt!r}")
+    out = convert(
+        src,
+        arch,
+        pathlib.Path(tmp_path) / "converted",
+        num_classes=num_classes,
+        arch_kwargs=arch_kwargs,
+        input_size=input_size,
+    )
+    return src, load_converted(out)
+
+
 def assert_parity(
     arch: str,
     tmp_path: pathlib.Path,
@@ -134,7 +170,7 @@ def assert_parity(
     import torch
     import torchvision
 
-    from jaxood.convert.torchvision import ARCHS, convert, load_converted
+    from jaxood.convert.torchvision import ARCHS
 
     info = ARCHS[arch]
     torch.manual_seed(seed)
@@ -142,24 +178,15 @@ def assert_parity(
     tv.eval()
     randomize_torch_model(tv, seed)
 
-    src = pathlib.Path(tmp_path) / f"model.{fmt}"
-    if fmt == "pth":
-        torch.save(tv.state_dict(), src)
-    elif fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in tv.state_dict().items()}, str(src))
-    else:
-        raise ValueError(f"fmt must be 'pth' or 'safetensors', got {fmt!r}")
-    out = convert(
-        src,
+    _, loaded = convert_via_file(
+        tv.state_dict(),
         arch,
-        pathlib.Path(tmp_path) / "converted",
+        tmp_path,
+        input_size=input_size,
         num_classes=num_classes,
         arch_kwargs=arch_kwargs,
-        input_size=input_size,
+        fmt=fmt,
     )
-    loaded = load_converted(out)
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 3, input_size, input_size)).astype(np.float32)

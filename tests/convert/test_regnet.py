@@ -79,12 +79,10 @@ def torch_model():
 @pytest.fixture(scope="module")
 def converted(torch_model, tmp_path_factory):
     """The real user path: .pth file -> convert() -> saved directory -> load_converted()."""
-    from jaxood.convert.torchvision import convert, load_converted
+    from tests.convert.parity import convert_via_file
 
     tmp = tmp_path_factory.mktemp("regnet")
-    torch.save(torch_model[1], tmp / "model.pth")
-    out = convert(tmp / "model.pth", ARCH, tmp / "converted", num_classes=1000, input_size=SIZE)
-    return tmp / "model.pth", load_converted(out)
+    return convert_via_file(torch_model[1], ARCH, tmp, input_size=SIZE)
 
 
 def _convert(state_dict, num_classes: int = 1000):
