@@ -5,5 +5,5 @@
   resumable extraction into an on-disk cache;
 * :mod:`jaxood.bench.aps` — OpenOOD's automatic parameter search and the compile-once scorer;
 * :mod:`jaxood.bench.report` / :mod:`jaxood.bench.plots` — MD/CSV/JSON and PNG outputs;
-* :mod:`jaxood.bench.demo` — ``jaxood demo``.
+* :mod:`jaxood.bench.demo` — the demo model behind ``jaxood demo``.
 """

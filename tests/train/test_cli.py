@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from jaxood import cli
-from jaxood.train.cli import config_from_args
+from jaxood.cli.train import config_from_args
 from jaxood.train.config import TrainConfig
 
 

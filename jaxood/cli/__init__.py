@@ -11,11 +11,11 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "detectors": ("jaxood.cli_detectors", "list the registered detectors and their APS grids"),
-    "convert": ("jaxood.convert.cli", "convert a torchvision .pth/.safetensors file to a jaxood model"),
-    "train": ("jaxood.train.cli", "train a CIFAR-style classifier (OpenOOD recipe), resumable"),
-    "demo": ("jaxood.bench.demo", "train a small model on 8x8 digits and benchmark every detector"),
-    "bench": ("jaxood.bench.cli", "full OOD benchmark table for a checkpoint (cached, APS, resumable)"),
+    "detectors": ("jaxood.cli.detectors", "list the registered detectors and their APS grids"),
+    "convert": ("jaxood.cli.convert", "convert a torchvision .pth/.safetensors file to a jaxood model"),
+    "train": ("jaxood.cli.train", "train a CIFAR-style classifier (OpenOOD recipe), resumable"),
+    "demo": ("jaxood.cli.demo", "train a small model on 8x8 digits and benchmark every detector"),
+    "bench": ("jaxood.cli.bench", "full OOD benchmark table for a checkpoint (cached, APS, resumable)"),
 }
 
 

@@ -1,0 +1,7 @@
+"""``python -m jaxood.cli ...`` = ``jaxood ...``."""
+
+import sys
+
+from jaxood.cli import main
+
+sys.exit(main())
