@@ -15,8 +15,31 @@ if not _os.environ.get("JAXOOD_KEEP_XLA_FLAGS"):
         _os.environ["XLA_FLAGS"] = (_flags + " --xla_cpu_experimental_ynn_fusion_type=").strip()
 
 from jaxood import detectors, metrics  # noqa: E402
-from jaxood.types import Detector, Features, Inputs, Model, PreprocessSpec  # noqa: E402
+from jaxood.types import Detector, Features, HParam, Inputs, Model, PreprocessSpec  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["Detector", "Features", "Inputs", "Model", "PreprocessSpec", "detectors", "metrics"]
+__all__ = [
+    "Detector",
+    "Features",
+    "FittedDetector",
+    "HParam",
+    "Inputs",
+    "Model",
+    "PreprocessSpec",
+    "detectors",
+    "fit",
+    "load_detector",
+    "metrics",
+]
+
+_LAZY = {"fit", "load_detector", "FittedDetector"}
+
+
+def __getattr__(name):
+    # The deployment API imports the runner's extraction code: load it on first use only.
+    if name in _LAZY:
+        from jaxood import fitted
+
+        return getattr(fitted, name)
+    raise AttributeError(f"module 'jaxood' has no attribute {name!r}")

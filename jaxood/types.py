@@ -4,8 +4,8 @@
 * ``Model``: a classifier given as two pure functions (features, head) plus metadata.
 * ``Inputs``: what a detector's ``score``/``fit`` receive for a batch (cached arrays and,
   when the detector needs the network, the input images).
-* ``Detector``: a record of plain functions (fit, score, optional extract) with its
-  hyperparameter defaults and APS sweep grid.
+* ``HParam`` / ``Detector``: a record of plain functions (fit, score, optional extract) with
+  one hyperparameter table (default, APS grid, consuming stage, static or traced).
 * ``PreprocessSpec``: the exact eval preprocessing a checkpoint expects.
 
 Score convention everywhere: one float per sample, **higher = more in-distribution**.
@@ -14,10 +14,12 @@ Score convention everywhere: one float per sample, **higher = more in-distributi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 Array = jax.Array
 Variables = Any  # a Flax variables dict, or any pytree the model functions accept
@@ -99,54 +101,152 @@ class Inputs(NamedTuple):
 #: Every value allowed in ``Detector.needs``.
 NEEDS = frozenset({"logits", "feature", "feature_map", "attention", "input"})
 
+#: The stage that consumes a hyperparameter: the detector's ``extract`` (per-sample arrays
+#: that need the network; cached per value), its ``fit`` (fitted statistics; re-fit per value)
+#: or its ``score``.
+ROLES = ("extract", "fit", "score")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def plain_value(v: Any) -> Any:
+    """NumPy scalars -> Python numbers, lists -> tuples (recursively): a hashable value."""
+    if isinstance(v, (list, tuple)):
+        return tuple(plain_value(x) for x in v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
 
 @dataclasses.dataclass(frozen=True)
+class HParam:
+    """One hyperparameter of a detector: its default, APS grid, consuming stage, staticness.
+
+    Attributes:
+      default: the value used when none is given. Its type fixes what values are accepted:
+        a number takes finite numbers, a tuple takes a sequence of the same length, a bool
+        takes bools, a string takes strings.
+      sweep: the APS grid values (OpenOOD order); ``()`` = not searched.
+      role: ``"extract"``, ``"fit"`` or ``"score"`` (see ``ROLES``): the one stage whose
+        function receives it. What ``score`` needs from a fit-time hyperparameter travels in
+        the fitted statistics.
+      static: True when array shapes or Python control flow depend on the value (a ``jax.jit``
+        static argument). Non-numeric values (bool, str) must be static; numbers and tuples
+        of numbers that are not static are passed to the jitted scorer as traced arrays, so
+        sweeping them re-uses one compiled program.
+      check: optional ``check(value, name)`` raising ``ValueError`` for invalid values (e.g.
+        ``jaxood.validate.check_percentile``).
+      doc: one line for ``jaxood detectors`` and the docs.
+      any_length: a tuple default whose length may differ (e.g. a per-channel std).
+    """
+
+    default: Any
+    sweep: tuple = ()
+    role: str = "score"
+    static: bool = False
+    check: Callable[[Any, str], None] | None = None
+    doc: str = ""
+    any_length: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "default", plain_value(self.default))
+        object.__setattr__(self, "sweep", tuple(plain_value(v) for v in self.sweep))
+        if self.role not in ROLES:
+            raise ValueError(f"HParam role must be one of {ROLES}, got {self.role!r}")
+        if not self.static and not _numeric_like(self.default):
+            raise ValueError(
+                f"HParam default {self.default!r} is not a number or tuple of numbers, so it "
+                "cannot be traced by jax.jit: declare it static=True"
+            )
+
+    def validate(self, value: Any, name: str) -> Any:
+        """Checks ``value`` against the default's type (and ``check``); returns it plain.
+
+        Raises:
+          ValueError: naming ``name``, what was expected and what was given.
+        """
+        value = plain_value(value)
+        d = self.default
+        if isinstance(d, tuple):
+            if not isinstance(value, tuple) or (len(value) != len(d) and not self.any_length):
+                raise ValueError(
+                    f"`{name}` must be a sequence of {len(d)} values like {list(d)}, got {value!r}"
+                )
+            bad = [v for v in value if not _is_number(v) or not np.isfinite(v)]
+            if all(_is_number(v) for v in d) and bad:
+                raise ValueError(f"`{name}` must hold finite numbers, got {list(value)}")
+        elif isinstance(d, bool):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"`{name}` must be True or False, got {value!r}")
+        elif _is_number(d):
+            if not _is_number(value) or not np.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+            if isinstance(d, int) and self.static and value != int(value):
+                raise ValueError(f"`{name}` must be an integer, got {value!r}")
+        elif isinstance(d, str) and not isinstance(value, str):
+            raise ValueError(f"`{name}` must be a string, got {value!r}")
+        if self.check is not None:
+            self.check(value, name)
+        return value
+
+
+def _numeric_like(v: Any) -> bool:
+    if isinstance(v, tuple):
+        return bool(v) and all(_is_number(x) for x in v)
+    return _is_number(v)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Detector:
-    """A post-hoc OOD detector as a record of plain functions.
+    """A post-hoc OOD detector as a record of plain functions and one hyperparameter table.
 
     Attributes:
       name: registry name, e.g. ``"adascale_a"``.
-      score: ``score(model, variables, stats, inputs, **hparams) -> [B]`` float scores,
-        higher = more in-distribution. Pure and jit-able with the hyperparameters in
-        ``static_hparams`` marked static; all other hyperparameters may be traced arrays.
-        Receives every hyperparameter except those in ``extract_hparams`` and
-        ``fit_only_hparams``.
+      score: ``score(model, variables, stats, inputs, **score_hparams) -> [B]`` float scores,
+        higher = more in-distribution. Pure and jit-able: the hyperparameters with
+        ``role="score"`` are its keyword arguments (static ones as jit static arguments).
       fit: ``fit(model, variables, data, **fit_hparams) -> stats`` where ``data`` maps split
-        names in ``fit_splits`` (``"train"``, ``"val"``) to ``Inputs``. ``None`` when the
-        detector needs no statistics (then ``stats`` is ``None``).
+        names in ``fit_splits`` (``"train"``, ``"val"``) to ``Inputs``; receives exactly the
+        ``role="fit"`` hyperparameters and returns an instance of ``stats_type``. ``None``
+        when the detector needs no statistics (then ``stats`` is ``None``).
       fit_splits: ID splits ``fit`` needs, e.g. ``("val",)`` for ReAct (OpenOOD fits on ID-val).
-      fit_hparams: names of the hyperparameters ``fit`` consumes; changing any of them
-        requires re-fitting.
       extract: ``extract(model, variables, x, **extract_hparams) -> dict[str, Array]``: extra
         per-sample arrays that need the network (cached per extract-hyperparameter values).
-      extract_hparams: the hyperparameters ``extract`` consumes.
-      fit_only_hparams: hyperparameters only ``fit`` consumes (not passed to ``score``).
-      static_hparams: hyperparameters that change array shapes (jit static arguments).
-      defaults: default value of every hyperparameter.
-      sweep: the APS grid: ordered mapping name -> list of values (Cartesian product in
-        this order, first maximum wins). Empty when the method has no search.
+      hparams: ``{name: HParam}``, the one table of hyperparameters (dict order = APS order).
+      stats_type: the pytree class ``fit`` returns (a ``flax.struct`` dataclass): saved,
+        loaded, sharded and checked as such. ``None`` when there is no ``fit``.
       needs: subset of ``NEEDS``: what ``score``/``fit`` read from ``Inputs``.
       reference: where the formula comes from (paper/code), for users and docs.
       stream: True for test-time adaptive detectors whose score of a sample depends on the
         samples scored before it (OODD's OOD queue). ``score`` is then called once per
-        evaluation stream (e.g. ID-test and one OOD set, permuted with a seed, as the
-        release does) rather than per batch; it must not be batch-invariant.
+        evaluation stream (a fresh state, the batch in order) rather than per batch; it is
+        not batch-invariant. Stream detectors also give ``init_state`` and ``step`` so a
+        deployed detector can continue its stream across calls (and save its state).
+      init_state: stream detectors: ``init_state(stats, feature_dim, **score_hparams) ->
+        state`` (a pytree of arrays), the state before the first sample.
+      step: stream detectors: ``step(model, variables, stats, state, inputs, valid,
+        **score_hparams) -> (scores [B], state)``; rows where ``valid [B]`` is False (padding)
+        are scored but never enter the state. Pure and jit-able.
+      version: bump it when ``extract`` or ``fit`` change their output for the same inputs:
+        it is part of every feature-cache key and saved detector, so stale cached arrays are
+        never reused.
     """
 
     name: str
     score: Callable[..., Array]
     fit: Callable[..., Stats] | None = None
     fit_splits: tuple[str, ...] = ()
-    fit_hparams: tuple[str, ...] = ()
     extract: Callable[..., Mapping[str, Array]] | None = None
-    extract_hparams: tuple[str, ...] = ()
-    fit_only_hparams: tuple[str, ...] = ()
-    static_hparams: tuple[str, ...] = ()
-    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    sweep: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+    hparams: Mapping[str, HParam] = dataclasses.field(default_factory=dict)
+    stats_type: type | None = None
     needs: frozenset[str] = frozenset({"logits"})
     reference: str = ""
     stream: bool = False
+    init_state: Callable[..., Any] | None = None
+    step: Callable[..., tuple[Array, Any]] | None = None
+    version: str = "1"
 
     def __post_init__(self):
         unknown = set(self.needs) - NEEDS
@@ -154,35 +254,93 @@ class Detector:
             raise ValueError(
                 f"Detector {self.name!r}: unknown needs {sorted(unknown)}; allowed: {sorted(NEEDS)}"
             )
-        hparam_lists = (self.fit_hparams, self.extract_hparams, self.fit_only_hparams,
-                        self.static_hparams, tuple(self.sweep))
-        for key in (k for keys in hparam_lists for k in keys):
-            if key not in self.defaults:
-                raise ValueError(
-                    f"Detector {self.name!r}: hyperparameter {key!r} has no default in `defaults`"
-                )
-        if self.fit is None and self.fit_splits:
-            raise ValueError(f"Detector {self.name!r}: fit_splits given but no fit function")
+        for key, hp in self.hparams.items():
+            if not isinstance(hp, HParam):
+                raise TypeError(f"Detector {self.name!r}: hparams[{key!r}] must be an HParam")
+        if self.fit is None and (self.fit_splits or self.names("fit")):
+            raise ValueError(
+                f"Detector {self.name!r}: fit_splits or role='fit' hyperparameters given but "
+                "no fit function"
+            )
+        if self.extract is None and self.names("extract"):
+            raise ValueError(
+                f"Detector {self.name!r}: role='extract' hyperparameters given but no extract"
+            )
+        if self.stream != (self.step is not None) or self.stream != (self.init_state is not None):
+            raise ValueError(
+                f"Detector {self.name!r}: stream=True needs init_state and step (and only "
+                "stream detectors have them)"
+            )
+        _check_signature(self.name, "score", self.score, self.names("score"), 4)
+        if self.stream:
+            _check_signature(self.name, "step", self.step, self.names("score"), 6)
+            _check_signature(self.name, "init_state", self.init_state, self.names("score"), 2)
+        if self.fit is not None:
+            _check_signature(self.name, "fit", self.fit, self.names("fit"), 3)
+        if self.extract is not None:
+            _check_signature(self.name, "extract", self.extract, self.names("extract"), 3)
+
+    def names(self, role: str) -> tuple[str, ...]:
+        """Hyperparameter names with ``role`` (``"extract"``, ``"fit"``, ``"score"``)."""
+        return tuple(k for k, hp in self.hparams.items() if hp.role == role)
+
+    @property
+    def static_names(self) -> frozenset[str]:
+        return frozenset(k for k, hp in self.hparams.items() if hp.static)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """``{name: default}`` of every hyperparameter."""
+        return {k: hp.default for k, hp in self.hparams.items()}
+
+    @property
+    def sweep(self) -> dict[str, tuple]:
+        """The APS grid: ``{name: values}`` for the searched hyperparameters, in table order."""
+        return {k: hp.sweep for k, hp in self.hparams.items() if hp.sweep}
 
     @property
     def needs_network(self) -> bool:
         """True when scoring cannot be done from cached features alone."""
         return "input" in self.needs
 
-    def split_hparams(self, hparams: Mapping[str, Any]) -> tuple[dict, dict, dict]:
-        """Splits full hyperparameters into (extract, fit, score) keyword dicts."""
-        full = {**self.defaults, **hparams}
-        unknown = set(full) - set(self.defaults)
+    def resolve(self, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults completed with ``hparams``, every value validated (table order).
+
+        Raises:
+          ValueError: an unknown name (the valid ones are listed) or an invalid value.
+        """
+        hparams = dict(hparams or {})
+        unknown = set(hparams) - set(self.hparams)
         if unknown:
             raise ValueError(
-                f"Detector {self.name!r}: unknown hyperparameters {sorted(unknown)}; "
-                f"valid: {sorted(self.defaults)}"
+                f"detector {self.name!r}: unknown hyperparameter(s) {sorted(unknown)}; "
+                f"valid: {sorted(self.hparams) or 'none'}"
             )
-        extract = {k: full[k] for k in self.extract_hparams}
-        fit = {k: full[k] for k in (*self.fit_hparams, *self.fit_only_hparams)}
-        skip = set(self.extract_hparams) | set(self.fit_only_hparams)
-        score = {k: v for k, v in full.items() if k not in skip}
-        return extract, fit, score
+        return {
+            k: hp.validate(hparams.get(k, hp.default), k) for k, hp in self.hparams.items()
+        }
+
+    def split_hparams(self, hparams: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+        """Full hyperparameters -> the (extract, fit, score) keyword dicts."""
+        full = self.resolve(hparams)
+        return tuple({k: full[k] for k in self.names(role)} for role in ROLES)
+
+
+def _check_signature(det: str, stage: str, fn: Callable, names: tuple[str, ...], npos: int):
+    """A stage function must take exactly its role's hyperparameters as keyword arguments."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins / C functions: nothing to check
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    keywords = {p.name for p in params[npos:] if p.kind is not p.VAR_POSITIONAL}
+    if keywords != set(names):
+        raise ValueError(
+            f"Detector {det!r}: {stage}() takes keyword arguments {sorted(keywords)} but the "
+            f"role={stage!r} hyperparameters are {sorted(names)}; they must match (each stage "
+            "receives exactly its own hyperparameters)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

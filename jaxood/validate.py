@@ -131,6 +131,47 @@ def check_positive(value: Any, name: str) -> None:
         raise ValueError(f"`{name}` must be a finite number > 0, got {value}")
 
 
+def check_nonnegative(value: Any, name: str) -> None:
+    """``value >= 0`` and finite."""
+    check_range(value, name, 0.0, float("inf"))
+
+
+def check_percent(value: Any, name: str) -> None:
+    """A percentage of a dimension: ``0 < value <= 100``."""
+    check_range(value, name, 0.0, 100.0)
+    if np.asarray(value) <= 0:
+        raise ValueError(f"`{name}` must be a percentage in (0, 100], got {value}")
+
+
+def check_fraction(value: Any, name: str) -> None:
+    """A fraction in ``[0, 1]``."""
+    check_range(value, name, 0.0, 1.0)
+
+
+def check_positive_int(value: Any, name: str) -> None:
+    """An integer ``>= 1`` (a count or size that fixes an array shape)."""
+    _check_int(value, name, 1)
+
+
+def check_nonnegative_int(value: Any, name: str) -> None:
+    """An integer ``>= 0`` (a seed, or a count that may be zero)."""
+    _check_int(value, name, 0)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}")
+
+
+def check_open_fraction(value: Any, name: str) -> None:
+    """A fraction in ``(0, 1]`` (something must be kept)."""
+    check_range(value, name, 0.0, 1.0)
+    if np.asarray(value) <= 0:
+        raise ValueError(f"`{name}` must be in (0, 1], got {value}")
+
+
 def topk_count(d: int, percent: float, name: str) -> int:
     """``int(d * percent / 100)`` (truncation, as OpenOOD/AdaSCALE), required to be >= 1."""
     if not (0 < percent <= 100):

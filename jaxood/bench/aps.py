@@ -4,10 +4,10 @@ APS (``openood/evaluation_api/evaluator.py::hyperparam_search``): for every poin
 detector's sweep grid (Cartesian product in key order), fit if needed, score ID-val and
 OOD-val, compute AUROC; the **first strictly greater** AUROC wins (initial maximum 0).
 
-:class:`Scorer` jits a detector's ``score`` once per (static hyperparameters, chunk shape):
-the other hyperparameters are passed as traced arguments, so sweeping e.g. AdaSCALE's
-percentiles re-uses one compiled function. Scoring runs in fixed-size padded chunks sharded
-over the device mesh; padded rows are dropped.
+:class:`Scorer` scores through :mod:`jaxood.scoring`'s compile-once programs (one per
+detector, model and static hyperparameters; the others are traced, so sweeping e.g.
+AdaSCALE's percentiles re-uses one executable). Scoring runs in fixed-size padded chunks
+sharded over the device mesh; padded rows are dropped.
 """
 
 from __future__ import annotations
@@ -17,18 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxood import parallel
+from jaxood import detectors, parallel, scoring
 from jaxood.types import Detector, Features, Inputs, Model
-
-_TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,
-    jax.errors.TracerIntegerConversionError,
-    jax.errors.TracerBoolConversionError,
-    jax.errors.TracerArrayConversionError,
-)
 
 
 @dataclasses.dataclass
@@ -88,29 +80,9 @@ def search(
     return APSResult(best=best, best_auroc=best_auroc, table=table)
 
 
-def hashable(value: Any) -> Any:
-    """Lists -> tuples (recursively) so a value can be a jit static argument / dict key."""
-    if isinstance(value, (list, tuple)):
-        return tuple(hashable(v) for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _is_numeric(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float, np.number)):
-        return True
-    if isinstance(value, (list, tuple)) and value:
-        return all(
-            isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value
-        )
-    return False
-
-
 class Scorer:
-    """Scores arrays with one detector, compiled once per static-hyperparameter setting.
+    """Scores arrays or image batches with one detector through the compile-once programs
+    of :mod:`jaxood.scoring` (one executable per static-hyperparameter setting and shape).
 
     Args:
       det: the detector.
@@ -124,22 +96,6 @@ class Scorer:
         self.mesh = mesh or parallel.data_mesh()
         n = self.mesh.devices.size
         self.chunk = max(n, (chunk // n) * n)
-        self._all_static = False
-        self._jit = jax.jit(self._score, static_argnames=("static",))
-        self._jit_x = None
-
-    def _score(self, variables, stats, inputs, dyn, static):
-        return self.det.score(self.model, variables, stats, inputs, **dyn, **dict(static))
-
-    def _split(self, hparams: Mapping[str, Any]):
-        _, _, score_kw = self.det.split_hparams(hparams)
-        dyn, static = {}, {}
-        for k, v in score_kw.items():
-            if self._all_static or k in self.det.static_hparams or not _is_numeric(v):
-                static[k] = hashable(v)
-            else:
-                dyn[k] = jnp.asarray(v, jnp.float32 if _is_float(v) else jnp.int32)
-        return dyn, tuple(sorted(static.items()))
 
     def score(
         self, variables, stats, arrays: Mapping[str, np.ndarray], hparams: Mapping[str, Any]
@@ -149,87 +105,45 @@ class Scorer:
         Args:
           variables, stats: model weights and fitted detector statistics.
           arrays: ``{"logits", "feature", "feature_map"?, "attention"?, **extras}`` ``[N, ...]``.
-          hparams: the full hyperparameter point.
+          hparams: the full hyperparameter point (only the score ones are used).
         """
         n = len(arrays["logits"])
         out = np.empty(n, np.float32)
-        sharding = parallel.batch_sharding(self.mesh)
         if _host_stats(stats):
             # Statistics deliberately kept on the host (e.g. a KNN bank too big for device
             # memory): call the detector eagerly so it can stream them itself.
+            _, _, kw = self.det.split_hparams(hparams)
             for start in range(0, n, self.chunk):
                 part = {k: np.asarray(v[start : start + self.chunk]) for k, v in arrays.items()}
-                _, _, kw = self.det.split_hparams(hparams)
                 s = self.det.score(self.model, variables, stats, to_inputs(part), **kw)
                 out[start : start + len(part["logits"])] = np.asarray(s)
             return out
         stats = jax.device_put(stats, parallel.replicated(self.mesh))
         variables = jax.device_put(variables, parallel.replicated(self.mesh))
+        sharding = parallel.batch_sharding(self.mesh)
         # One fixed padded chunk size for every dataset: one compilation per static setting.
-        size = self.chunk
-        for start in range(0, n, size):
-            stop = min(n, start + size)
+        for start in range(0, n, self.chunk):
+            stop = min(n, start + self.chunk)
             part = {k: np.asarray(v[start:stop]) for k, v in arrays.items()}
-            part, mask = parallel.pad_batch(part, size)
+            part, mask = parallel.pad_batch(part, self.chunk)
             part = jax.device_put(part, sharding)
-            s = self._call(variables, stats, to_inputs(part), hparams)
-            out[start:stop] = np.asarray(s)[mask]
+            s = self.score_inputs(variables, stats, to_inputs(part), hparams)
+            out[start:stop] = s[mask]
         return out
 
-    def _score_x(self, variables, stats, x, dyn, static):
-        # Network detectors: features (+ the detector's extract) and score in one program.
-        hp = {**dyn, **dict(static)}
-        extract_kw = {k: hp.pop(k) for k in self.det.extract_hparams if k in hp}
-        feats = self.model.features(variables, x)
-        extras = {}
-        if self.det.extract is not None:
-            extras = dict(self.det.extract(self.model, variables, x, **extract_kw))
-        inputs = Inputs(features=feats, x=x, extras=extras)
-        return self.det.score(self.model, variables, stats, inputs, **hp)
-
     def score_images(self, variables, stats, x, hparams) -> np.ndarray:
-        """``[B]`` scores of a (padded, sharded) image batch for detectors that need the
-        network; one compiled program per static-hyperparameter setting."""
-        extract_kw, _, score_kw = self.det.split_hparams(hparams)
-        full = {**score_kw, **extract_kw}
-        dyn, static = {}, {}
-        for k, v in full.items():
-            if (
-                self._all_static
-                or k in self.det.static_hparams
-                or k in extract_kw
-                or not _is_numeric(v)
-            ):
-                static[k] = hashable(v)
-            else:
-                dyn[k] = jnp.asarray(v, jnp.float32 if _is_float(v) else jnp.int32)
-        static = tuple(sorted(static.items()))
-        if self._jit_x is None:
-            self._jit_x = jax.jit(self._score_x, static_argnames=("static",))
-        try:
-            return np.asarray(self._jit_x(variables, stats, x, dyn, static))
-        except _TRACER_ERRORS:
-            if self._all_static:
-                raise
-            self._all_static = True
-            return self.score_images(variables, stats, x, hparams)
+        """``[B]`` scores of a (padded, sharded) image batch: network, extract and score in
+        one compiled program (:func:`jaxood.scoring.image_program`)."""
+        traced, static = scoring.image_static(self.det, hparams)
+        program = scoring.image_program(self.det, self.model, static)
+        return np.asarray(program(variables, stats, x, traced)["score"])
 
     def score_inputs(self, variables, stats, inputs: Inputs, hparams) -> np.ndarray:
-        """Scores one ready ``Inputs`` (no chunking; for stream detectors and image batches)."""
-        return np.asarray(self._call(variables, stats, inputs, hparams))
-
-    def _call(self, variables, stats, inputs, hparams):
-        dyn, static = self._split(hparams)
-        try:
-            return self._jit(variables, stats, inputs, dyn, static)
-        except _TRACER_ERRORS:
-            if self._all_static:
-                raise
-            # The detector uses a hyperparameter in Python control flow without declaring
-            # it static: fall back to all-static (one compilation per grid point).
-            self._all_static = True
-            dyn, static = self._split(hparams)
-            return self._jit(variables, stats, inputs, dyn, static)
+        """Scores one ready ``Inputs`` (no chunking; for stream detectors and padded chunks)."""
+        detectors.check_stats(self.det, stats, inputs)
+        traced, static = scoring.split(self.det, hparams)
+        program = scoring.array_program(self.det, self.model, static)
+        return np.asarray(program(variables, stats, inputs, traced))
 
 
 #: NumPy leaves of fitted statistics above this size mean "keep on the host".
@@ -241,12 +155,6 @@ def _host_stats(stats: Any) -> bool:
         isinstance(leaf, np.ndarray) and leaf.nbytes > HOST_STATS_BYTES
         for leaf in jax.tree.leaves(stats)
     )
-
-
-def _is_float(v: Any) -> bool:
-    if isinstance(v, (list, tuple)):
-        return any(_is_float(x) for x in v)
-    return isinstance(v, (float, np.floating))
 
 
 FEATURE_FIELDS = ("logits", "feature", "feature_map", "attention")

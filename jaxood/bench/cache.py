@@ -28,23 +28,12 @@ from typing import Any
 import jax
 import numpy as np
 
-
-def _canonical(obj: Any) -> Any:
-    """JSON-serialisable, order-stable form of a key (tuples -> lists, numpy -> python)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
+from jaxood.fsutil import atomic_write_bytes, plain
 
 
 def key_hash(key: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``key``."""
-    blob = json.dumps(_canonical(key), sort_keys=True).encode()
+    blob = json.dumps(plain(key), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -59,30 +48,11 @@ def variables_fingerprint(variables: Any) -> str:
     return h.hexdigest()
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results should be readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class CacheEntry:
     """One cached result: a dict of ``[N, ...]`` arrays built shard by shard."""
 
     def __init__(self, root: str, key: Mapping[str, Any]):
-        self.key = _canonical(dict(key))
+        self.key = plain(dict(key))
         self.dir = os.path.join(root, key_hash(self.key)[:24])
 
     # -- state

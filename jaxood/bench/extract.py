@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -44,10 +45,12 @@ def device_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
     return max(n, int(math.ceil(batch_size / n)) * n)
 
 
+@functools.lru_cache(maxsize=64)
 def sharded_fn(
     fn: Callable[[Any, jax.Array], Mapping[str, jax.Array]], mesh: jax.sharding.Mesh
 ) -> Callable:
-    """``jax.jit(fn)`` with replicated variables and batch-sharded inputs/outputs."""
+    """``jax.jit(fn)`` with replicated variables and batch-sharded inputs/outputs (built once
+    per function and mesh)."""
     return jax.jit(
         fn,
         in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
@@ -56,8 +59,13 @@ def sharded_fn(
 
 
 def features_fn(model: Model, fields: Sequence[str]) -> Callable:
-    """``(variables, x) -> {field: array}`` for the requested ``Features`` fields."""
-    fields = tuple(fields)
+    """``(variables, x) -> {field: array}`` for the requested ``Features`` fields (the same
+    function object for the same model and fields, so its jitted form is reused)."""
+    return _features_fn(model, tuple(fields))
+
+
+@functools.lru_cache(maxsize=64)
+def _features_fn(model: Model, fields: tuple[str, ...]) -> Callable:
 
     def fn(variables, x):
         feats = model.features(variables, x)
@@ -125,25 +133,57 @@ def extract(
 def _run_shards(fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc):
     step = sharded_fn(fn, mesh)
     variables = jax.device_put(variables, parallel.replicated(mesh))
-    in_sharding = parallel.batch_sharding(mesh)
     total = sum(int(math.ceil((min(n, (i + 1) * shard_size) - i * shard_size) / bs)) for i in todo)
     bar = _progress(total, desc, progress)
     try:
         for i in todo:
             lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-            parts: dict[str, list[np.ndarray]] = {}
-            for start in range(lo, hi, bs):
-                stop = min(hi, start + bs)
-                x, mask = parallel.pad_batch(source.batch(start, stop), bs)
-                out = step(variables, jax.device_put(x, in_sharding))
-                for k, v in out.items():
-                    parts.setdefault(k, []).append(np.asarray(v)[mask])
-                bar.update(1)
-            arrays = {k: np.concatenate(v) for k, v in parts.items()}
+            arrays = _run_range(step, variables, source, lo, hi, bs, mesh, bar)
             for entry, names in pending:
                 keep = arrays if names is None else {k: arrays[k] for k in names}
                 if not entry.has_shard(i):
                     entry.write_shard(i, keep)
+    finally:
+        bar.close()
+
+
+def _run_range(step, variables, source, lo, hi, bs, mesh, bar) -> dict[str, np.ndarray]:
+    """Runs the jitted ``step`` over ``source[lo:hi]`` in padded batches of ``bs``; padded
+    rows are dropped, so every sample is computed exactly once."""
+    in_sharding = parallel.batch_sharding(mesh)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(lo, hi, bs):
+        stop = min(hi, start + bs)
+        x, mask = parallel.pad_batch(source.batch(start, stop), bs)
+        out = step(variables, jax.device_put(x, in_sharding))
+        for k, v in out.items():
+            parts.setdefault(k, []).append(np.asarray(v)[mask])
+        bar.update(1)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def extract_arrays(
+    fn: Callable,
+    variables: Any,
+    source: Source,
+    *,
+    batch_size: int = 256,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = False,
+    desc: str = "",
+) -> dict[str, np.ndarray]:
+    """Like :func:`extract` but in memory (no cache): ``{name: [N, ...]}`` of ``fn`` over
+    ``source``, with the same padded, sharded batches (hence the same numbers)."""
+    mesh = mesh or parallel.data_mesh()
+    bs = device_batch_size(batch_size, mesh)
+    n = len(source)
+    if n == 0:
+        raise ValueError(f"dataset {desc or 'source'} is empty")
+    step = sharded_fn(fn, mesh)
+    variables = jax.device_put(variables, parallel.replicated(mesh))
+    bar = _progress(int(math.ceil(n / bs)), desc, progress)
+    try:
+        return _run_range(step, variables, source, 0, n, bs, mesh, bar)
     finally:
         bar.close()
 
@@ -162,3 +202,25 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc or "extract", unit="batch", leave=False)
+
+
+def detector_fields(det) -> list[str]:
+    """The ``Features`` fields a detector reads: logits and feature, plus the feature map /
+    attention when it needs them."""
+    return ["logits", "feature", *(f for f in ("feature_map", "attention") if f in det.needs)]
+
+
+def extract_fn(det, model: Model, extract_hparams: tuple) -> Callable:
+    """``(variables, x) -> dict`` of ``det.extract`` at the (sorted, hashable) extract
+    hyperparameters; the same function object for the same arguments."""
+    return _extract_fn(det, model, extract_hparams)
+
+
+@functools.lru_cache(maxsize=64)
+def _extract_fn(det, model: Model, extract_hparams: tuple) -> Callable:
+    kw = dict(extract_hparams)
+
+    def fn(variables, x):
+        return dict(det.extract(model, variables, x, **kw))
+
+    return fn

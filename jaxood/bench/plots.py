@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxood import metrics  # noqa: E402
-from jaxood.bench.cache import atomic_write_bytes  # noqa: E402
+from jaxood.fsutil import atomic_write_bytes  # noqa: E402
 
 
 def _save(fig, path: str) -> str:

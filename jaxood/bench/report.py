@@ -11,33 +11,10 @@ import csv
 import io
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
 
-import numpy as np
-
-from jaxood.bench.cache import atomic_write_bytes
+from jaxood.fsutil import atomic_write_text, plain
 
 METRIC_NAMES = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
-
-
-def plain(obj: Any) -> Any:
-    """JSON-friendly copy (tuples -> lists, numpy scalars/arrays -> Python)."""
-    if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def _cell(mean_std: tuple[float, float], runs: int) -> str:

@@ -20,6 +20,8 @@ Python API::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +36,8 @@ from jaxood.bench import aps as aps_lib
 from jaxood.bench import extract as ex
 from jaxood.bench.cache import FeatureCache, variables_fingerprint
 from jaxood.data import benchmarks
-from jaxood.types import Detector
+from jaxood.fsutil import plain
+from jaxood.types import Detector, plain_value
 
 METRIC_NAMES = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
 #: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
@@ -167,6 +170,21 @@ def is_stream(det: Detector) -> bool:
 # --------------------------------------------------------------------------- data store
 
 
+def extract_id(det: Detector) -> str:
+    """Identity of a detector's ``extract`` for cache keys: its qualified name, the detector's
+    ``version`` and a hash of the function's source, so a fixed extract never reuses stale
+    cached arrays (bump ``version`` when code it calls changes)."""
+    fn = det.extract
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):  # no source (builtins, REPL): the version alone identifies it
+        source = ""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    name = f"{fn.__module__}.{getattr(fn, '__qualname__', det.name)}"
+    return f"{name}@v{det.version}:{digest}"
+
+
+
 class DataStore:
     """Lazily extracted, cached per-sample arrays of every dataset of one run.
 
@@ -240,18 +258,14 @@ class DataStore:
         """The detector's ``extract`` outputs for ``split`` at ``extract_hp`` (cached)."""
         if det.extract is None:
             return {}
-        hp = {k: aps_lib.hashable(v) for k, v in sorted(extract_hp.items())}
-        fn_id = f"{det.extract.__module__}.{getattr(det.extract, '__qualname__', det.name)}"
+        hp = {k: plain_value(v) for k, v in sorted(extract_hp.items())}
+        fn_id = extract_id(det)
         mem_key = ("extra", split, fn_id, tuple(hp.items()))
         if mem_key not in self._mem:
             entry = self.cache.entry(
                 self._key(split, {"kind": "extract", "fn": fn_id, "hparams": hp})
             )
-            model, extract = self.model, det.extract
-
-            def fn(variables, x):
-                return dict(extract(model, variables, x, **hp))
-
+            fn = ex.extract_fn(det, self.model, tuple(hp.items()))
             (self._mem[mem_key],) = self._run(
                 split, fn, [(entry, None)], f"{split} {det.name} extract"
             )
@@ -278,7 +292,7 @@ class DetectorRun:
         self.fit_images_mb = fit_images_mb
         self.overrides = dict(overrides or {})
         self.scorer = aps_lib.Scorer(det, store.model, store.mesh)
-        self.fields = [f for f in ("feature_map", "attention") if f in det.needs]
+        self.fields = ex.detector_fields(det)[2:]
         self._stats: dict[tuple, Any] = {}
 
     def arrays(self, split: str, hp: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -293,7 +307,7 @@ class DetectorRun:
         if self.det.fit is None:
             return None
         extract_kw, fit_kw, _ = self.det.split_hparams(hp)
-        key = tuple((k, aps_lib.hashable(v)) for k, v in sorted({**extract_kw, **fit_kw}.items()))
+        key = tuple((k, plain_value(v)) for k, v in sorted({**extract_kw, **fit_kw}.items()))
         if key not in self._stats:
             data = {}
             split_of = {"train": "id_train", "val": "id_val"}
@@ -518,9 +532,9 @@ def run(cfg: BenchConfig) -> BenchResult:
             per_run.setdefault(det.name, []).append(row)
             aps_out.setdefault(det.name, []).append(
                 {
-                    "chosen": report.plain(hp),
+                    "chosen": plain(hp),
                     "aps_auroc": found.best_auroc,
-                    "grid": [{"hparams": report.plain(p), "auroc": a} for p, a in found.table],
+                    "grid": [{"hparams": plain(p), "auroc": a} for p, a in found.table],
                 }
             )
             if r == 0 and (cfg.plot_detectors is None or det.name in cfg.plot_detectors):

@@ -1,36 +1,50 @@
 """Detector registry and the generic helpers to run any detector.
 
-A detector is a :class:`jaxood.types.Detector` record of plain functions. Writing a new one
-is writing a ``score`` (and optionally a ``fit``) function and one ``register(...)`` call::
+A detector is a :class:`jaxood.types.Detector` record of plain functions with one
+hyperparameter table. Writing a new one is writing a ``score`` (and optionally a ``fit``)
+function and one ``register(...)`` call::
 
     import jax.numpy as jnp
     from jaxood import detectors
+    from jaxood.types import Detector, HParam
 
     def my_score(model, variables, stats, inputs, *, temperature):
         return jnp.max(inputs.features.logits / temperature, axis=-1)
 
-    detectors.register(detectors.Detector(
-        name="my_mls", score=my_score, defaults={"temperature": 1.0},
-        sweep={"temperature": [1.0, 2.0]}, needs=frozenset({"logits"})))
+    detectors.register(Detector(
+        name="my_mls", score=my_score, needs=frozenset({"logits"}),
+        hparams={"temperature": HParam(1.0, sweep=(1.0, 2.0))}))
 
 Built-in detectors live in the submodules listed in ``_BUILTIN_MODULES`` and register
-themselves on import; the registry imports them lazily on first use.
+themselves on import; the registry imports them lazily on first use, together with the
+plugins of the ``jaxood.detectors`` entry-point group. :func:`load_plugin` imports a user's
+file or module (``--import`` on the command line). Tests register with
+:func:`temporary_register` so nothing leaks into the global registry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.metadata
+import importlib.util
 import itertools
-from collections.abc import Iterator, Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
-from jaxood.types import Detector, Features, Inputs, Model, Stats, Variables
+from jaxood.types import Detector, Features, HParam, Inputs, Model, Stats, Variables
 
 __all__ = [
     "Detector",
+    "HParam",
     "register",
+    "temporary_register",
+    "load_plugin",
     "get",
     "names",
     "all_detectors",
@@ -50,8 +64,11 @@ _BUILTIN_MODULES = (
     "jaxood.detectors.oodd",
     "jaxood.detectors.feature_space",
 )
+#: Entry-point group through which installed packages add detectors.
+ENTRY_POINT_GROUP = "jaxood.detectors"
 
 _REGISTRY: dict[str, Detector] = {}
+_ALIASES: dict[str, str] = {}
 _loaded = False
 
 
@@ -59,29 +76,102 @@ def _load_builtins() -> None:
     global _loaded
     if _loaded:
         return
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    _loaded = True
+    _loaded = True  # set first: the modules below call register() while importing
+    try:
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as e:  # say which plugin broke, not a bare traceback
+                raise ImportError(
+                    f"jaxood detector plugin {ep.name!r} ({ep.value}) failed to import: {e}"
+                ) from e
+    except BaseException:
+        _loaded = False
+        raise
 
 
-def register(detector: Detector, *, overwrite: bool = False) -> Detector:
-    """Adds ``detector`` to the registry under ``detector.name`` and returns it."""
+def register(
+    detector: Detector, *, aliases: Sequence[str] = (), overwrite: bool = False
+) -> Detector:
+    """Adds ``detector`` under ``detector.name`` (and ``aliases``) and returns it.
+
+    An alias resolves to the same detector in :func:`get` but is not listed by
+    :func:`names`, so a benchmark over all detectors runs it once.
+    """
     if not isinstance(detector, Detector):
         raise TypeError(f"register() takes a jaxood Detector, got {type(detector).__name__}")
-    if detector.name in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"a detector named {detector.name!r} is already registered; pass overwrite=True "
-            "to replace it"
-        )
+    for name in (detector.name, *aliases):
+        if (name in _REGISTRY or name in _ALIASES) and not overwrite:
+            raise ValueError(
+                f"a detector named {name!r} is already registered; pass overwrite=True "
+                "to replace it"
+            )
     _REGISTRY[detector.name] = detector
+    for alias in aliases:
+        _ALIASES[alias] = detector.name
     return detector
 
 
+def unregister(name: str) -> None:
+    """Removes ``name`` (and the aliases pointing at it) from the registry."""
+    _REGISTRY.pop(name, None)
+    for alias in [a for a, target in _ALIASES.items() if target == name or a == name]:
+        del _ALIASES[alias]
+
+
+@contextlib.contextmanager
+def temporary_register(*detectors: Detector) -> Iterator[tuple[Detector, ...]]:
+    """Registers ``detectors`` for the duration of a ``with`` block (tests, notebooks).
+
+    Replaced registrations are restored on exit, so nothing leaks into the global registry.
+    """
+    _load_builtins()
+    saved = (dict(_REGISTRY), dict(_ALIASES))
+    try:
+        for d in detectors:
+            register(d, overwrite=True)
+        yield detectors
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved[0])
+        _ALIASES.clear()
+        _ALIASES.update(saved[1])
+
+
+def load_plugin(spec: str) -> None:
+    """Imports a user's detectors: a ``.py`` file path or an importable module name.
+
+    Raises:
+      FileNotFoundError: the file does not exist.  ImportError: the module cannot be imported
+        (the message names it).
+    """
+    _load_builtins()
+    if spec.endswith(".py") or os.sep in spec:
+        if not os.path.isfile(spec):
+            raise FileNotFoundError(f"--import {spec!r}: no such file")
+        name = "jaxood_plugin_" + os.path.splitext(os.path.basename(spec))[0]
+        module_spec = importlib.util.spec_from_file_location(name, spec)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise ImportError(f"--import {spec!r} failed: {type(e).__name__}: {e}") from e
+        return
+    try:
+        importlib.import_module(spec)
+    except ImportError as e:
+        raise ImportError(f"--import {spec!r}: cannot import module ({e})") from e
+
+
 def get(name: str) -> Detector:
-    """Returns the registered detector ``name``; the error lists the valid names."""
+    """Returns the registered detector ``name`` (or alias); the error lists the valid names."""
     _load_builtins()
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[_ALIASES.get(name, name)]
     except KeyError:
         raise ValueError(
             f"unknown detector {name!r}; valid names: {', '.join(sorted(_REGISTRY))}"
@@ -89,13 +179,19 @@ def get(name: str) -> Detector:
 
 
 def names() -> list[str]:
-    """Sorted names of all registered detectors."""
+    """Sorted names of all registered detectors (aliases not included)."""
     _load_builtins()
     return sorted(_REGISTRY)
 
 
+def aliases() -> dict[str, str]:
+    """``{alias: detector name}``."""
+    _load_builtins()
+    return dict(_ALIASES)
+
+
 def all_detectors() -> dict[str, Detector]:
-    """A copy of the registry."""
+    """A copy of the registry (one entry per detector; aliases not included)."""
     _load_builtins()
     return dict(_REGISTRY)
 
@@ -114,10 +210,13 @@ def prepare_inputs(
     Args:
       detector: the detector that will consume the inputs.
       model, variables: the classifier.
-      x: ``[B, H, W, C]`` normalised images.
+      x: ``[B, H, W, C]`` normalised float images.
       features: precomputed ``model.features(variables, x)``, if available.
-      **hparams: hyperparameters; only the detector's ``extract_hparams`` are used here.
+      **hparams: hyperparameters; only the ``role="extract"`` ones are used here.
     """
+    from jaxood import validate
+
+    validate.check_images(x, "x")
     extract_kw, _, _ = detector.split_hparams(hparams)
     if features is None:
         features = model.features(variables, x)
@@ -135,7 +234,11 @@ def fit(
     data: Mapping[str, Inputs],
     **hparams: Any,
 ) -> Stats:
-    """Fits ``detector`` on the ID splits in ``data`` (keys from ``detector.fit_splits``)."""
+    """Fits ``detector`` on the ID splits in ``data`` (keys from ``detector.fit_splits``).
+
+    Returns an instance of ``detector.stats_type`` (``None`` for detectors without ``fit``).
+    """
+    _, fit_kw, _ = detector.split_hparams(hparams)
     if detector.fit is None:
         return None
     missing = [s for s in detector.fit_splits if s not in data]
@@ -144,8 +247,38 @@ def fit(
             f"detector {detector.name!r} fits on ID split(s) {list(detector.fit_splits)}; "
             f"missing {missing} (got {sorted(data)})"
         )
-    _, fit_kw, _ = detector.split_hparams(hparams)
-    return detector.fit(model, variables, data, **fit_kw)
+    stats = detector.fit(model, variables, data, **fit_kw)
+    if detector.stats_type is not None and not isinstance(stats, detector.stats_type):
+        raise TypeError(
+            f"detector {detector.name!r}: fit returned {type(stats).__name__}, expected "
+            f"{detector.stats_type.__name__}"
+        )
+    return stats
+
+
+def check_stats(detector: Detector, stats: Stats, inputs: Inputs | None = None) -> None:
+    """Raises a clear error when ``stats`` cannot be what ``detector.fit`` returns, or were
+    fitted on features of another dimension than ``inputs`` (statistics that record their
+    ``feature_dim``)."""
+    if detector.fit is None:
+        return
+    if stats is None:
+        raise ValueError(
+            f"detector {detector.name!r} must be fitted first: call "
+            f"jaxood.detectors.fit(...) (or jaxood.fit) and pass its result as `stats`"
+        )
+    if detector.stats_type is not None and not isinstance(stats, detector.stats_type):
+        raise ValueError(
+            f"`stats` for detector {detector.name!r} must be a {detector.stats_type.__name__} "
+            f"(what its fit returns), got {type(stats).__name__}"
+        )
+    fitted_d = getattr(stats, "feature_dim", None)
+    feature = None if inputs is None else inputs.features.feature
+    if fitted_d is not None and feature is not None and np.shape(feature)[-1] != fitted_d:
+        raise ValueError(
+            f"detector {detector.name!r} was fitted on D = {fitted_d} features, got "
+            f"D = {np.shape(feature)[-1]}: score with the model it was fitted with (or re-fit)"
+        )
 
 
 def score(
@@ -156,18 +289,33 @@ def score(
     inputs: Inputs,
     **hparams: Any,
 ) -> jax.Array:
-    """``[B]`` scores (higher = more ID) of ``inputs`` with defaults filled in."""
+    """``[B]`` scores (higher = more ID) of ``inputs`` at the ``role="score"`` hyperparameters
+    ``hparams`` (defaults filled in).
+
+    Raises:
+      ValueError: not fitted, or an extract/fit hyperparameter given here: those are fixed
+        when the inputs are prepared / the statistics fitted, so they cannot change at scoring.
+    """
+    check_stats(detector, stats, inputs)
+    fixed = sorted(k for k in hparams if k in detector.hparams and k not in detector.names("score"))
+    if fixed:
+        roles = {k: detector.hparams[k].role for k in fixed}
+        raise ValueError(
+            f"detector {detector.name!r}: {roles} are not score hyperparameters; pass them to "
+            "prepare_inputs (extract) or fit instead"
+        )
     _, _, score_kw = detector.split_hparams(hparams)
     return detector.score(model, variables, stats, inputs, **score_kw)
 
 
 def sweep_grid(detector: Detector) -> Iterator[dict[str, Any]]:
-    """The APS grid in OpenOOD order: Cartesian product of ``detector.sweep`` lists in key
+    """The APS grid in OpenOOD order: Cartesian product of ``detector.sweep`` lists in table
     order, each point completed with the defaults. Yields the defaults once when the
     detector has no sweep."""
-    keys = list(detector.sweep)
+    sweep = detector.sweep
+    keys = list(sweep)
     if not keys:
         yield dict(detector.defaults)
         return
-    for values in itertools.product(*(detector.sweep[k] for k in keys)):
+    for values in itertools.product(*(sweep[k] for k in keys)):
         yield {**detector.defaults, **dict(zip(keys, values))}

@@ -34,32 +34,77 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxood import validate
 from jaxood.detectors import _ops, register
-from jaxood.types import Detector, Features, Inputs, Model
+from jaxood.types import Detector, Features, HParam, Inputs, Model
 
 #: OpenOOD v1.5 / AdaSCALE sweep: all 36 pairs p_min < p_max from this list.
 PERCENTILE_VALUES = (60, 65, 70, 75, 80, 85, 90, 95, 99)
 PERCENTILE_GRID = tuple(
     (a, b) for i, a in enumerate(PERCENTILE_VALUES) for b in PERCENTILE_VALUES[i + 1 :]
 )
-DEFAULTS = {
-    "percentile": (75, 85),  # [p_min, p_max]; AdaSCALE yml default
-    "k1": 1.0,  # % of D for the shift Q
-    "k2": 5.0,  # % of D for the correction term C_o
-    "lmbda": 10.0,
-    "o": 0.05,  # fraction of input elements perturbed
-    "eps": 0.5,  # perturbation size in normalised units (hard-coded in the official code)
-    "num_samples": 5000,  # n_val: ID-val samples the eCDF is fitted on
-}
 FEATURE_PERTURBED = "feature_perturbed"
 
 
-class AdaScaleStats(NamedTuple):
-    """Fitted eCDF: ``sorted_q [n]`` ascending Q' values of ID-val samples."""
+def _check_pair_arg(value, name: str) -> None:
+    p_min, p_max = value
+    validate.check_percentile(p_min, f"{name}[0] (p_min)")
+    validate.check_percentile(p_max, f"{name}[1] (p_max)")
+    if p_min > p_max:
+        raise ValueError(f"`{name}` must be (p_min, p_max) with p_min <= p_max, got {value}")
+
+
+def _check_count(value, name: str) -> None:
+    if value < 2:
+        raise ValueError(f"`{name}` must be an integer >= 2, got {value}")
+
+
+#: The hyperparameter table (dict order = APS order, as OpenOOD's adascale yml).
+HPARAMS = {
+    "percentile": HParam(
+        (75, 85), sweep=PERCENTILE_GRID, check=_check_pair_arg,
+        doc="(p_min, p_max): range of the adaptive percentile",
+    ),
+    "k1": HParam(1.0, sweep=(1.0,), role="fit", static=True, check=validate.check_percent,
+                 doc="% of D (top clean activations) for the shift Q"),
+    "k2": HParam(5.0, sweep=(5.0,), role="fit", static=True, check=validate.check_percent,
+                 doc="% of D for the correction term C_o"),
+    "lmbda": HParam(10.0, sweep=(10.0,), role="fit", check=validate.check_nonnegative,
+                    doc="weight of Q in Q' = lmbda Q + C_o"),
+    "o": HParam(0.05, sweep=(0.05,), role="extract", static=True, check=validate.check_fraction,
+                doc="fraction of input elements (lowest |grad|) perturbed"),
+    "eps": HParam(0.5, role="extract", static=True, check=validate.check_nonnegative,
+                  doc="perturbation size in normalised units (official code: 0.5)"),
+    "num_samples": HParam(5000, role="fit", static=True, check=_check_count,
+                          doc="n_val: ID-val samples the eCDF is fitted on"),
+}
+DEFAULTS = {k: hp.default for k, hp in HPARAMS.items()}
+
+
+@struct.dataclass
+class AdaScaleStats:
+    """Fitted AdaSCALE state: the eCDF of Q' on ID-val and the settings of Q'.
+
+    Attributes:
+      sorted_q: ``[n]`` ascending Q' values of the ID-val samples (the eCDF).
+      lmbda: scalar weight of the shift term Q in Q'.
+      k1, k2: percentages of D (static: they fix top-k sizes) for Q and C_o.
+      feature_dim: D of the features it was fitted on (``None``: unknown).
+    """
 
     sorted_q: jax.Array
+    lmbda: jax.Array
+    k1: float = struct.field(pytree_node=False, default=1.0)
+    k2: float = struct.field(pytree_node=False, default=5.0)
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+    def q(self, feature: jax.Array, feature_perturbed: jax.Array) -> jax.Array:
+        """``[B]`` Q' of samples with the fitted settings."""
+        return q_statistic(
+            feature, feature_perturbed, k1=self.k1, k2=self.k2, lmbda=self.lmbda
+        )
 
 
 # ------------------------------------------------------------------- 1. attribution
@@ -160,8 +205,18 @@ def q_statistic(
 # ---------------------------------------------------------------------------- 3. eCDF
 
 
-def fit_ecdf(q_values: jax.Array, *, num_samples: int = 5000, seed: int = 0) -> AdaScaleStats:
-    """Fits the right-continuous eCDF on ID-val ``Q'`` values.
+def fit_ecdf(
+    q_values: jax.Array,
+    *,
+    num_samples: int = 5000,
+    seed: int = 0,
+    k1: float = 1.0,
+    k2: float = 5.0,
+    lmbda: float = 10.0,
+    feature_dim: int | None = None,
+) -> AdaScaleStats:
+    """Fits the right-continuous eCDF on ID-val ``Q'`` values (computed with ``k1, k2,
+    lmbda``, which the stats record for scoring).
 
     When more than ``num_samples`` values are given, a random subset of that size is used
     (the official code draws it with an unseeded ``randperm``; here it is seeded).
@@ -179,7 +234,10 @@ def fit_ecdf(q_values: jax.Array, *, num_samples: int = 5000, seed: int = 0) -> 
         raise ValueError(f"`num_samples` must be >= 2, got {num_samples}")
     if q.size > num_samples:
         q = q[np.random.default_rng(seed).permutation(q.size)[: int(num_samples)]]
-    return AdaScaleStats(sorted_q=jnp.asarray(np.sort(q)))
+    return AdaScaleStats(
+        sorted_q=np.sort(q), lmbda=np.float32(lmbda), k1=float(k1), k2=float(k2),
+        feature_dim=feature_dim,
+    )
 
 
 def ecdf(stats: AdaScaleStats, q: jax.Array) -> jax.Array:
@@ -256,11 +314,11 @@ def scaling_factor(feature: jax.Array, k: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- scores
 
 
-def _ratio(stats, feature, feature_perturbed, percentile, k1, k2, lmbda):
+def _ratio(stats, feature, feature_perturbed, percentile):
     p_min, p_max = percentile
     d = feature.shape[-1]
     _check_percentiles(p_min, p_max, d)
-    q = q_statistic(feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda)
+    q = stats.q(feature, feature_perturbed)
     count = jnp.searchsorted(stats.sorted_q, q, side="right")
     k = _k_from_ecdf(d, stats.sorted_q.shape[0], count, p_min, p_max)
     return scaling_factor(feature, k)
@@ -275,13 +333,11 @@ def score_from_features(
     *,
     variant: str = "a",
     percentile=(75, 85),
-    k1: float = 1.0,
-    k2: float = 5.0,
-    lmbda=10.0,
 ) -> jax.Array:
     """AdaSCALE scores from (cached) clean and perturbed features.
 
     Args:
+      stats: the fitted :class:`AdaScaleStats` (eCDF and the k1/k2/lmbda of Q').
       feature, feature_perturbed: ``[B, D]`` raw ``f`` and ``f~``.
       variant: ``"a"`` (scale activations: ``h(e^r f)``) or ``"l"`` (scale logits:
         ``r^2 h(f)``).
@@ -291,7 +347,8 @@ def score_from_features(
       ``[B]`` energy scores, higher = more in-distribution.
     """
     _check_pair(feature, feature_perturbed)
-    r = _ratio(stats, feature, feature_perturbed, percentile, k1, k2, lmbda)
+    _check_dim(stats, feature)
+    r = _ratio(stats, feature, feature_perturbed, percentile)
     if variant == "a":
         logits = model.head(variables, jnp.exp(r)[:, None] * feature)
     elif variant == "l":
@@ -308,7 +365,23 @@ def fit(model: Model, variables, data: Mapping[str, Inputs], *, k1, k2, lmbda, n
     feature, feature_perturbed = _cached(val)
     _check_pair(feature, feature_perturbed)
     q = q_statistic(feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda)
-    return fit_ecdf(q, num_samples=num_samples)
+    return fit_ecdf(
+        q, num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=np.shape(feature)[-1]
+    )
+
+
+def _check_dim(stats: AdaScaleStats, feature) -> None:
+    if not isinstance(stats, AdaScaleStats):
+        raise ValueError(
+            f"`stats` must be the AdaScaleStats returned by fit / fit_batch, got "
+            f"{type(stats).__name__}; fit first"
+        )
+    d = np.shape(feature)[-1]
+    if stats.feature_dim is not None and d != stats.feature_dim:
+        raise ValueError(
+            f"AdaSCALE was fitted on features of D = {stats.feature_dim}, got D = {d}: "
+            "score with the model it was fitted with"
+        )
 
 
 def _cached(inputs: Inputs) -> tuple[jax.Array, jax.Array]:
@@ -331,11 +404,11 @@ def _check_pair(feature, feature_perturbed) -> None:
 
 
 def _make_score(variant: str):
-    def score(model, variables, stats, inputs, *, percentile, k1, k2, lmbda):
+    def score(model, variables, stats, inputs, *, percentile):
         feature, feature_perturbed = _cached(inputs)
         return score_from_features(
             model, variables, stats, feature, feature_perturbed,
-            variant=variant, percentile=percentile, k1=k1, k2=k2, lmbda=lmbda,
+            variant=variant, percentile=percentile,
         )
 
     score.__name__ = f"score_adascale_{variant}"
@@ -351,21 +424,20 @@ def score_batch(
     *,
     variant: str = "a",
     percentile=(75, 85),
-    k1: float = 1.0,
-    k2: float = 5.0,
-    lmbda=10.0,
     o: float = 0.05,
     eps: float = 0.5,
 ) -> jax.Array:
     """End-to-end AdaSCALE scores of images ``x [B, H, W, C] -> [B]`` (higher = more ID).
 
     One forward with a vjp to the input, one forward of the perturbed input, then the cheap
-    post-feature arithmetic. jit with ``static_argnames=("variant", "k1", "k2", "o")``.
+    post-feature arithmetic (k1, k2, lmbda come from ``stats``). ``o`` and ``eps`` must be
+    the values ``stats`` was fitted with. jit with ``static_argnames=("variant", "o")``.
+    For a deployable detector with its settings saved, use ``jaxood.fit``.
     """
     feats, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps)
     return score_from_features(
         model, variables, stats, feats.feature, feature_perturbed,
-        variant=variant, percentile=percentile, k1=k1, k2=k2, lmbda=lmbda,
+        variant=variant, percentile=percentile,
     )
 
 
@@ -375,6 +447,11 @@ def fit_batch(
 ) -> AdaScaleStats:
     """Fits the eCDF directly from ID-val images ``x_val [N, H, W, C]`` (in batches)."""
     validate.check_images(x_val, "x_val")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    for name, value in (("k1", k1), ("k2", k2), ("lmbda", lmbda), ("o", o), ("eps", eps),
+                        ("num_samples", num_samples)):
+        HPARAMS[name].validate(value, name)
 
     @jax.jit
     def q_of(x):
@@ -382,7 +459,10 @@ def fit_batch(
         return q_statistic(feats.feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda)
 
     qs = [np.asarray(q_of(x_val[i : i + batch_size])) for i in range(0, len(x_val), batch_size)]
-    return fit_ecdf(np.concatenate(qs), num_samples=num_samples)
+    d = jax.eval_shape(model.features, variables, x_val[:1]).feature.shape[-1]
+    return fit_ecdf(
+        np.concatenate(qs), num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=d
+    )
 
 
 # ---------------------------------------------------------- fast APS re-scoring (cached)
@@ -399,9 +479,9 @@ class GridCache(NamedTuple):
     bias: jax.Array  # [K] h(0)
 
 
-def grid_cache(model, variables, feature, feature_perturbed, *, k1=1.0, k2=5.0, lmbda=10.0):
+def grid_cache(model, variables, stats: AdaScaleStats, feature, feature_perturbed):
     """Precomputes everything the percentile sweep re-uses (the head must be affine)."""
-    q = q_statistic(feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda)
+    q = stats.q(feature, feature_perturbed)
     a = jax.nn.relu(feature)
     desc = -jnp.sort(-a, axis=-1)
     logits = model.head(variables, feature)
@@ -441,19 +521,9 @@ for _variant in ("a", "l"):
             score=_make_score(_variant),
             fit=fit,
             fit_splits=("val",),
-            fit_hparams=("k1", "k2", "lmbda"),
-            fit_only_hparams=("num_samples",),
             extract=extract,
-            extract_hparams=("o", "eps"),
-            static_hparams=("k1", "k2"),
-            defaults=dict(DEFAULTS),
-            sweep={
-                "percentile": list(PERCENTILE_GRID),
-                "k1": [1.0],
-                "k2": [5.0],
-                "lmbda": [10.0],
-                "o": [0.05],
-            },
+            hparams=HPARAMS,
+            stats_type=AdaScaleStats,
             needs=frozenset({"logits", "feature"}),
             reference=(
                 "Regmi 2025, AdaSCALE (arXiv 2503.08023); official code "

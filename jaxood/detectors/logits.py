@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxood import validate
 from jaxood.detectors import register
-from jaxood.types import Detector, Inputs, Model
+from jaxood.types import Detector, HParam, Inputs, Model
 
 # ----------------------------------------------------------------------------- pure scores
 
@@ -124,8 +124,7 @@ register(
     Detector(
         name="ebo",
         score=_score_ebo,
-        defaults={"temperature": 1.0},
-        sweep={"temperature": [1.0]},
+        hparams={"temperature": HParam(1.0, sweep=(1.0,), check=validate.check_positive)},
         needs=frozenset({"logits"}),
         reference="Liu et al. 2020 (energy); OpenOOD ebo_postprocessor.py, ebo.yml",
     )
@@ -134,9 +133,16 @@ register(
     Detector(
         name="odin",
         score=_score_odin,
-        defaults={"temperature": 1000.0, "noise": 0.0014, "std": (0.5, 0.5, 0.5)},
-        sweep={"temperature": [1.0, 10.0, 100.0, 1000.0], "noise": [0.0014, 0.0028]},
-        static_hparams=("std",),
+        hparams={
+            "temperature": HParam(
+                1000.0, sweep=(1.0, 10.0, 100.0, 1000.0), check=validate.check_positive
+            ),
+            "noise": HParam(0.0014, sweep=(0.0014, 0.0028), check=validate.check_nonnegative),
+            "std": HParam(
+                (0.5, 0.5, 0.5), static=True, check=validate.check_positive, any_length=True,
+                doc="the model's normalisation std (the runner and jaxood.fit pass it)",
+            ),
+        },
         needs=frozenset({"logits", "input"}),
         reference=(
             "Liang et al. 2018; OpenOOD odin_postprocessor.py, odin.yml. `std` is the dataset "

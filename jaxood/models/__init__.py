@@ -22,14 +22,13 @@ import dataclasses
 import importlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from jaxood import fsutil
 from jaxood.types import Model, PreprocessSpec
 
 # name -> "module:factory". Factories are called as factory(num_classes=..., **kwargs) and
@@ -155,8 +154,6 @@ def save(
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not overwrite:
         raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
     variables = jax.tree.map(np.asarray, variables)
     module = create(arch, num_classes, **dict(arch_kwargs or {}))
     feature_dim = _feature_dim(module, variables, input_shape)
@@ -170,8 +167,7 @@ def save(
         "preprocess": None if preprocess is None else preprocess.to_dict(),
         **dict(extra or {}),
     }
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
+    with fsutil.atomic_dir(directory, overwrite=overwrite) as tmp:
         # Host NumPy arrays into this process's own temp dir: a process-local save, with no
         # barrier across processes (multi-host training exports from process 0 only).
         me = jax.process_index()
@@ -183,12 +179,6 @@ def save(
         ckptr.save(os.path.join(tmp, VARIABLES_DIR), variables)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -198,6 +188,24 @@ def _feature_dim(module, variables, input_shape) -> int | None:
     x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
     out = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
     return int(out.feature.shape[-1])
+
+
+def resolve_model_dir(directory: str | os.PathLike, *, verbose: bool = True) -> str:
+    """A saved-model directory, or a ``jaxood train`` workdir -> its ``best`` model.
+
+    A workdir (``config.json`` + ``best/``, no manifest of its own) resolves to the
+    best-on-val model it exported; with ``verbose`` the choice is printed.
+    """
+    directory = os.fspath(directory)
+    best = os.path.join(directory, "best")
+    if not os.path.isfile(os.path.join(directory, MANIFEST)) and os.path.isfile(
+        os.path.join(best, MANIFEST)
+    ):
+        resolved = os.path.realpath(best)
+        if verbose:
+            print(f"{directory}: a training workdir; using its best model {resolved}")
+        return resolved
+    return directory
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:

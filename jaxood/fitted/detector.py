@@ -1,0 +1,301 @@
+"""``FittedDetector``: a detector fitted to one model, ready to score, threshold and ship.
+
+Lifecycle: ``jaxood.fit`` (fit + calibrate + default threshold) -> ``fitted(x)`` /
+``fitted.score_images(...)`` -> ``fitted.threshold(...)`` -> ``fitted.predict(x)`` ->
+``fitted.save(dir)`` / ``jaxood.load_detector(dir, model)`` -> ``fitted.export(path)``.
+
+Scoring runs one compiled program (network + the detector's extract + score:
+:func:`jaxood.scoring.image_program`) at a fixed padded batch size, so ragged tails and
+varying batch sizes never recompile. Scores: ``[N]`` float32, higher = more in-distribution;
+``predict`` flags ``score < threshold``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxood import detectors as registry
+from jaxood import parallel, scoring
+from jaxood.bench.extract import device_batch_size
+from jaxood.data import inputs as inputs_lib
+from jaxood.fitted import thresholds
+from jaxood.models import LoadedModel
+from jaxood.types import Detector
+
+#: Default number of rows per compiled call (padded).
+BATCH_SIZE = 256
+
+
+@dataclasses.dataclass(eq=False)
+class FittedDetector:
+    """A detector with its fitted statistics, bound to the model it was fitted on.
+
+    Attributes:
+      detector: the registered :class:`jaxood.Detector`.
+      model: the model (functions, variables, preprocessing, manifest).
+      hparams: every hyperparameter (all roles), resolved and validated.
+      stats: the fitted statistics (``detector.stats_type``; ``None`` without fit).
+      calibration: ``[n]`` ascending ID scores the thresholds are computed from.
+      calibration_info: where the calibration scores came from (split, size, whether the
+        fit also used them).
+      threshold_value: flag ``score < threshold_value`` (``None``: not set).
+      threshold_info: the rule that set it (see :mod:`jaxood.fitted.thresholds`).
+      batch_size: rows per compiled call (inputs are padded to it).
+      state: the stream state of a stream detector (OODD's queue); ``None`` otherwise
+        until the first call.
+      allow_any_size: accept inputs of another H x W than the model's manifest (for
+        resolution-agnostic architectures; off by default, never silent).
+    """
+
+    detector: Detector
+    model: LoadedModel
+    hparams: dict[str, Any]
+    stats: Any
+    calibration: np.ndarray | None = None
+    calibration_info: dict = dataclasses.field(default_factory=dict)
+    threshold_value: float | None = None
+    threshold_info: dict | None = None
+    batch_size: int = BATCH_SIZE
+    state: Any = None
+    allow_any_size: bool = False
+
+    def __post_init__(self):
+        self.hparams = self.detector.resolve(self.hparams)
+        registry.check_stats(self.detector, self.stats)
+        if self.calibration is not None:
+            self.calibration = np.sort(np.asarray(self.calibration, np.float32))
+        self._mesh = parallel.data_mesh()
+        self.batch_size = device_batch_size(int(self.batch_size), self._mesh)
+        self._placed = None
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def name(self) -> str:
+        return self.detector.name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        shape = self.model.manifest.get("input_shape") or self.model.model.input_shape
+        return None if shape is None else tuple(int(s) for s in shape)
+
+    def __repr__(self) -> str:
+        t = "unset" if self.threshold_value is None else f"{self.threshold_value:.6g}"
+        return (
+            f"FittedDetector({self.name!r}, model={self.model.model.name!r}, "
+            f"hparams={self.hparams}, threshold={t}, "
+            f"n_calibration={0 if self.calibration is None else len(self.calibration)})"
+        )
+
+    # ------------------------------------------------------------------ scoring
+
+    def __call__(self, x) -> np.ndarray:
+        """``[N]`` scores (higher = more ID) of normalised float images ``x [N, H, W, C]``."""
+        return self.detect(x)["score"]
+
+    def detect(self, x) -> dict[str, np.ndarray]:
+        """``{"score", "is_ood", "pred", "max_softmax"}`` (each ``[N]``) of normalised images.
+
+        ``is_ood`` is all False when no threshold is set.
+        """
+        x = check_model_input(x, self.input_shape, self.allow_any_size)
+        return self._run(inputs_lib.NormalisedSource(x))
+
+    def score_images(self, images, *, data_dir: str | None = None) -> np.ndarray:
+        """``[N]`` scores of raw images with the model's own preprocessing: a list of paths,
+        a folder, an image list, an ``.npz``, or uint8 ``[N, H, W(, C)]``. A file that
+        cannot be decoded raises an error naming it."""
+        src = inputs_lib.open_input(
+            images, self.model.preprocess, self.input_shape, data_dir=data_dir
+        )
+        return self._run(src, strict=True)["score"]
+
+    def predict(self, x) -> np.ndarray:
+        """``[N]`` bool: True = flagged as OOD (``score < threshold``)."""
+        if self.threshold_value is None:
+            raise ValueError("no threshold set: call fitted.threshold(tpr=...) first")
+        return self.detect(x)["is_ood"]
+
+    def _run(self, source, *, strict: bool = True) -> dict[str, np.ndarray]:
+        """Scores ``source`` in padded batches; rows that failed to load are NaN/flagged."""
+        n = len(source)
+        out = {
+            "score": np.full(n, np.nan, np.float32),
+            "pred": np.full(n, -1, np.int32),
+            "max_softmax": np.full(n, np.nan, np.float32),
+        }
+        for start, x, ok in inputs_lib.prefetch(source, self.batch_size):
+            if strict and not ok.all():
+                path, reason = source.errors[-1]
+                raise ValueError(f"could not read {path!r}: {reason}")
+            res = self.score_batch(x, valid=ok)
+            for k, v in res.items():
+                out[k][start : start + len(x)] = np.where(ok, v, out[k][start : start + len(x)])
+        t = self.threshold_value
+        out["is_ood"] = np.zeros(n, bool) if t is None else ~(out["score"] >= t)
+        return out
+
+    def score_batch(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One batch of at most ``batch_size`` normalised images -> ``{"score", "pred",
+        "max_softmax"}`` through the compiled program (padded to ``batch_size``)."""
+        n = len(x)
+        xp, mask = parallel.pad_batch(np.asarray(x, np.float32), self.batch_size)
+        if valid is not None:
+            mask[:n] &= valid
+        variables, stats = self._device_arrays()
+        xp = jax.device_put(xp, parallel.batch_sharding(self._mesh))
+        traced, static = scoring.image_static(self.detector, self.hparams)
+        if self.detector.stream:
+            program = scoring.stream_program(self.detector, self.model.model, static)
+            if self.state is None:
+                self.state = self.detector.init_state(
+                    self.stats, self.feature_dim, **self.score_hparams
+                )
+            res, self.state = program(variables, stats, self.state, xp, mask, traced)
+        else:
+            res = scoring.image_program(self.detector, self.model.model, static)(
+                variables, stats, xp, traced
+            )
+        return {k: np.asarray(v)[:n] for k, v in res.items()}
+
+    def _device_arrays(self):
+        if self._placed is None:
+            rep = parallel.replicated(self._mesh)
+            self._placed = (
+                jax.device_put(self.model.variables, rep),
+                jax.device_put(self.stats, rep),
+            )
+        return self._placed
+
+    @property
+    def score_hparams(self) -> dict[str, Any]:
+        """The ``role="score"`` hyperparameters."""
+        return {k: self.hparams[k] for k in self.detector.names("score")}
+
+    @property
+    def feature_dim(self) -> int:
+        """D of the model's penultimate feature."""
+        d = self.model.manifest.get("feature_dim") or self.model.model.feature_dim
+        if d is None:
+            x = jax.ShapeDtypeStruct((1, *self.input_shape), np.float32)
+            d = jax.eval_shape(self.model.model.features, self.model.variables, x).feature.shape[-1]
+        return int(d)
+
+    def reset_stream(self) -> None:
+        """Stream detectors: forget the samples seen so far (start a new stream)."""
+        self.state = None
+
+    # ------------------------------------------------------------------ thresholds
+
+    def calibrate(self, data, *, data_dir: str | None = None, used_by_fit: bool = False) -> None:
+        """Scores held-out ID ``data`` (any input of :func:`jaxood.data.inputs.open_input`)
+        and stores the scores the thresholds are computed from. A stream detector's state
+        is reset afterwards."""
+        src = inputs_lib.open_input(
+            data, self.model.preprocess, self.input_shape, data_dir=data_dir, name="calibration"
+        )
+        scores = self._run(src)["score"]
+        self.reset_stream()
+        self.calibration = np.sort(scores)
+        self.calibration_info = {"n": int(len(scores)), "used_by_fit": bool(used_by_fit)}
+
+    def threshold(
+        self,
+        tpr: float | None = 0.95,
+        *,
+        fpr: float | None = None,
+        ood=None,
+        confidence: float | None = None,
+    ) -> float:
+        """Sets (and returns) the threshold; inputs with ``score < threshold`` are OOD.
+
+        Args:
+          tpr: fraction of ID inputs to keep, from the stored ID calibration scores.
+          fpr: instead, the fraction of the held-out OOD set ``ood`` to let through.
+          ood: OOD scores ``[M]`` (or normalised images) for ``fpr``.
+          confidence: with ``tpr``: a finite-sample guarantee — with this probability over
+            the calibration draw, the true ID flag rate is at most ``1 - tpr``.
+        """
+        if fpr is not None:
+            if ood is None:
+                raise ValueError("threshold(fpr=...) needs `ood`: scores of held-out OOD data")
+            ood = np.asarray(ood)
+            ood_scores = ood if ood.ndim == 1 else self(ood)
+            t, info = thresholds.at_fpr(ood_scores, fpr, calibration=self.calibration)
+        elif self.calibration is None:
+            raise ValueError("no ID calibration scores: call fitted.calibrate(id_val_data) first")
+        else:
+            if tpr is None:
+                raise ValueError("give `tpr` (ID keep rate) or `fpr` with `ood`")
+            if confidence is not None and self.calibration_info.get("used_by_fit"):
+                warnings.warn(
+                    "the calibration scores come from data the detector was also fitted on; "
+                    "the confidence guarantee assumes held-out data (fit with calibration=...)",
+                    stacklevel=2,
+                )
+            t, info = thresholds.at_tpr(self.calibration, tpr, confidence)
+        self.threshold_value, self.threshold_info = t, info
+        return t
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str, *, overwrite: bool = False) -> str:
+        """Writes the detector to ``directory`` atomically (see :mod:`jaxood.fitted.io`)."""
+        from jaxood.fitted import io
+
+        return io.save(self, directory, overwrite=overwrite)
+
+    def export(self, path: str, **kwargs) -> str:
+        """A ``jax.export`` artifact that scores with only ``jax`` installed (see
+        :mod:`jaxood.fitted.export`)."""
+        from jaxood.fitted import export
+
+        return export.export(self, path, **kwargs)
+
+
+def check_model_input(x, input_shape, allow_any_size: bool = False) -> np.ndarray:
+    """Validates normalised images for a model taking ``input_shape = (H, W, C)``; returns
+    float32 ``[N, H, W, C]``. Half-precision inputs are accepted and cast."""
+    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+    if dtype == np.uint8:
+        raise ValueError(
+            "`x` is uint8 (raw images): pass normalised floats, or use "
+            "fitted.score_images(...) to apply the model's preprocessing"
+        )
+    if not (np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"):
+        raise ValueError(f"`x` must be floating point (float32/float16/bfloat16), got {dtype}")
+    x = np.asarray(np.asarray(x).astype(np.float32))
+    if x.ndim == 3 and input_shape is not None and x.shape == tuple(input_shape):
+        raise ValueError(f"`x` must be a batch [N, H, W, C]; got one image {x.shape}: use x[None]")
+    if x.ndim != 4:
+        raise ValueError(f"`x` must be [N, H, W, C] (NHWC), got shape {x.shape}")
+    if input_shape is not None:
+        h, w, c = input_shape
+        if x.shape[1] == c and x.shape[-1] != c:
+            raise ValueError(
+                f"expected [N, H, W, C] = [N, {h}, {w}, {c}], got {list(x.shape)}; NCHW? use "
+                "x.transpose(0, 2, 3, 1)"
+            )
+        if x.shape[-1] != c or (not allow_any_size and x.shape[1:3] != (h, w)):
+            raise ValueError(
+                f"expected [N, H, W, C] = [N, {h}, {w}, {c}], got {list(x.shape)}"
+                + ("" if x.shape[-1] != c else "; pass allow_any_size=True only for "
+                   "resolution-agnostic architectures")
+            )
+    if len(x) == 0:
+        raise ValueError("`x` is an empty batch")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("`x` contains NaN/Inf values")
+    if x.min() >= 0 and x.max() > 20:
+        warnings.warn(
+            f"`x` ranges over [{x.min():.3g}, {x.max():.3g}]: it looks like unnormalised "
+            "pixel values; normalise with the model's preprocessing (or use score_images)",
+            stacklevel=3,
+        )
+    return x
+

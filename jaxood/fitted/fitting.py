@@ -1,0 +1,187 @@
+"""``jaxood.fit``: model + ID data + hyperparameters -> a calibrated :class:`FittedDetector`.
+
+The features the fit reads are extracted with the benchmark runner's programs and batching
+(:func:`jaxood.bench.extract.extract_arrays`), so a fit on the same data and settings gives
+the same statistics as ``jaxood bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from jaxood import detectors as registry
+from jaxood.bench import extract as ex
+from jaxood.bench.aps import to_inputs
+from jaxood.data import inputs as inputs_lib
+from jaxood.fitted.detector import BATCH_SIZE, FittedDetector
+from jaxood.models import LoadedModel
+from jaxood.types import Detector, Inputs, Model
+
+#: In-memory ID splits up to this size (as float32) are also given to ``fit`` as images.
+FIT_IMAGES_MB = 64.0
+
+
+def bind_model(model: Any) -> LoadedModel:
+    """A saved-model directory, a ``LoadedModel``, or ``(Model, variables)`` -> ``LoadedModel``."""
+    from jaxood import models
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return models.load(models.resolve_model_dir(os.fspath(model)))
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], Model):
+        m, variables = model
+        manifest = {
+            "name": m.name, "num_classes": m.num_classes, "feature_dim": m.feature_dim,
+            "input_shape": None if m.input_shape is None else list(m.input_shape),
+        }
+        return LoadedModel(model=m, variables=variables, preprocess=None, manifest=manifest,
+                           module=None)
+    raise ValueError(
+        f"`model` must be a saved-model directory, a jaxood.models.LoadedModel or a "
+        f"(Model, variables) pair; got {type(model).__name__}"
+    )
+
+
+def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) -> dict:
+    """Hyperparameters from a dict, an ``aps.json`` file or a bench results folder holding
+    one. With several runs in ``aps.json``, the run of this model (by weights fingerprint)
+    is used."""
+    if hparams is None:
+        return {}
+    if isinstance(hparams, Mapping):
+        return dict(hparams)
+    path = os.fspath(hparams)
+    if os.path.isdir(path):
+        path = os.path.join(path, "aps.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"hyperparameter file {path!r} does not exist")
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if det.name not in table:
+        raise ValueError(
+            f"{path} has no tuned hyperparameters for {det.name!r} (it has {sorted(table)}); "
+            f"run `jaxood bench ... --detectors {det.name}` first"
+        )
+    runs = table[det.name]
+    return dict(_pick_run(runs, model, path)["chosen"])
+
+
+def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
+    if len(runs) == 1 or model is None:
+        return runs[0]
+    from jaxood.bench.cache import variables_fingerprint
+
+    weights = variables_fingerprint(model.variables)
+    match = [r for r in runs if r.get("model_fingerprint", {}).get("weights") == weights]
+    if not match:
+        raise ValueError(
+            f"{path} holds {len(runs)} runs and none was tuned on this model's weights; "
+            "pass the chosen hyperparameters as a dict"
+        )
+    return match[0]
+
+
+def model_hparams(det: Detector, model: LoadedModel) -> dict[str, Any]:
+    """Hyperparameters that describe the model's input normalisation (ODIN's ``std``)."""
+    spec = model.preprocess
+    if spec is None:
+        return {}
+    return {n: tuple(getattr(spec, n)) for n in ("std", "mean") if n in det.hparams}
+
+
+def _split_inputs(det, loaded, source, hp, batch_size, progress) -> Inputs:
+    """Features (+ the detector's extras, labels, small image sets) of one ID split."""
+    extract_kw, _, _ = det.split_hparams(hp)
+    fn = ex.features_fn(loaded.model, ex.detector_fields(det))
+    arrays = ex.extract_arrays(
+        fn, loaded.variables, source, batch_size=batch_size, progress=progress, desc="features"
+    )
+    if det.extract is not None:
+        efn = ex.extract_fn(det, loaded.model, tuple(sorted(extract_kw.items())))
+        arrays.update(ex.extract_arrays(efn, loaded.variables, source, batch_size=batch_size,
+                                        progress=progress, desc=f"{det.name} extract"))
+    if np.any(np.asarray(source.labels) >= 0):
+        arrays["labels"] = np.asarray(source.labels)
+    x = None
+    small = len(source) * int(np.prod(loaded.manifest.get("input_shape") or (1,))) * 4
+    if det.needs_network or small <= FIT_IMAGES_MB * 1e6:
+        x = source.batch(0, len(source))
+    return to_inputs(arrays, x=x)
+
+
+def fit(
+    detector: str | Detector,
+    model: Any,
+    id_data: Mapping[str, Any],
+    hparams: Any = None,
+    *,
+    calibration: Any = None,
+    tpr: float = 0.95,
+    batch_size: int = BATCH_SIZE,
+    data_dir: str | None = None,
+    progress: bool = False,
+) -> FittedDetector:
+    """Fits ``detector`` on ID data, calibrates it and sets a threshold keeping ``tpr`` of ID.
+
+    Args:
+      detector: a registered name (``jaxood detectors``) or a ``Detector``.
+      model: a saved-model directory (a ``jaxood train`` workdir resolves to its best
+        model), a ``LoadedModel`` or a ``(Model, variables)`` pair.
+      id_data: ``{"train": ..., "val": ...}``: the ID splits the detector fits on
+        (``detector.fit_splits``) plus ``"val"``; each a folder, an image list, an ``.npz``,
+        a list of paths, uint8 images, normalised float images or ``(images, labels)``
+        (see :func:`jaxood.data.inputs.open_input`).
+      hparams: ``None`` (defaults), a dict, or an ``aps.json`` / bench results folder.
+      calibration: held-out ID data for the threshold; default ``id_data["val"]``.
+      tpr: the default threshold keeps this fraction of ID calibration inputs.
+      batch_size: rows per compiled call.
+
+    Returns:
+      A :class:`FittedDetector`.
+    """
+    det = registry.get(detector) if isinstance(detector, str) else detector
+    loaded = bind_model(model)
+    hp = {**model_hparams(det, loaded), **read_hparams(det, hparams, loaded)}
+    hp = det.resolve(hp)
+    needed = sorted(set(det.fit_splits) | ({"val"} if calibration is None else set()))
+    missing = [s for s in needed if s not in id_data]
+    if missing:
+        raise ValueError(
+            f"detector {det.name!r} needs ID data {needed} (fit on {list(det.fit_splits)}, "
+            f"calibrate on 'val'); missing {missing}"
+        )
+    unknown = set(id_data) - {"train", "val"}
+    if unknown:
+        raise ValueError(f"`id_data` keys must be 'train' and/or 'val', got {sorted(unknown)}")
+
+    def source(data, name):
+        return inputs_lib.open_input(
+            data, loaded.preprocess, _input_shape(loaded), data_dir=data_dir, name=name
+        )
+
+    data = {
+        s: _split_inputs(det, loaded, source(id_data[s], s), hp, batch_size, progress)
+        for s in det.fit_splits
+    }
+    stats = registry.fit(det, loaded.model, loaded.variables, data, **hp)
+    fitted = FittedDetector(det, loaded, hp, stats, batch_size=batch_size)
+    if calibration is None:
+        fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits)
+    else:
+        fitted.calibrate(calibration, data_dir=data_dir)
+    fitted.threshold(tpr)
+    return fitted
+
+
+def _input_shape(loaded: LoadedModel):
+    shape = loaded.manifest.get("input_shape") or loaded.model.input_shape
+    return None if shape is None else tuple(shape)

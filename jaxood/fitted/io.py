@@ -1,0 +1,260 @@
+"""Saving and loading fitted detectors: orbax arrays + a JSON manifest, written atomically.
+
+Layout::
+
+    det/detector.json   format, jaxood + detector versions, hyperparameters, the model's
+                        fingerprint, input shape + preprocessing, threshold, calibration info,
+                        static fields of the statistics, a SHA-256 of every array, XLA flags
+    det/arrays/         orbax tree {"stats": {field: array}, "calibration": [n],
+                        "state": {field: array}}  (zero-size arrays live in the manifest)
+
+Loading checks everything it can before returning: a missing or corrupt file, a detector
+that is not registered (a plugin not imported), another detector version, and above all a
+model other than the one the detector was fitted on — each a clear error naming what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxood import detectors as registry
+from jaxood import fsutil
+from jaxood.bench.cache import variables_fingerprint
+from jaxood.fitted.detector import FittedDetector
+from jaxood.models import LoadedModel
+
+FORMAT = "jaxood-detector/1"
+MANIFEST = "detector.json"
+ARRAYS = "arrays"
+
+
+def model_fingerprint(model: LoadedModel) -> dict[str, Any]:
+    """What identifies the model a detector was fitted on: architecture, classes, shapes and
+    a SHA-256 of every weight."""
+    m = model.manifest
+    return fsutil.plain({
+        "name": m.get("name"),
+        "arch": m.get("arch"),
+        "arch_kwargs": m.get("arch_kwargs", {}),
+        "num_classes": m.get("num_classes", model.model.num_classes),
+        "feature_dim": m.get("feature_dim", model.model.feature_dim),
+        "input_shape": m.get("input_shape"),
+        "weights": variables_fingerprint(model.variables),
+    })
+
+
+def _split_fields(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A flat pytree record -> ``({field: array or None}, {static field: value})``."""
+    if obj is None:
+        return {}, {}
+    if dataclasses.is_dataclass(obj):
+        arrays, static = {}, {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("pytree_node", True):
+                arrays[f.name] = value
+            else:
+                static[f.name] = value
+        return arrays, static
+    if hasattr(obj, "_fields"):  # NamedTuple
+        return dict(obj._asdict()), {}
+    raise TypeError(f"cannot save statistics of type {type(obj).__name__}: use a flax.struct "
+                    "dataclass or a NamedTuple of arrays")
+
+
+def _arrays_digest(tree: dict) -> str:
+    h = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(tree), key=lambda kv: str(kv[0])):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}".encode())
+        h.update(arr.data)
+    return h.hexdigest()
+
+
+def _arrays_tree(fitted: FittedDetector) -> tuple[dict, dict, dict]:
+    """``(orbax tree, empty arrays, layout)``: non-empty arrays for orbax; zero-size ones
+    (orbax cannot store them) and ``None`` fields described in the manifest."""
+    stats_arrays, stats_static = _split_fields(fitted.stats)
+    state_arrays, _ = _split_fields(fitted.state)
+    groups = {"stats": stats_arrays, "state": state_arrays,
+              "calibration": {"scores": fitted.calibration}}
+    tree, empty, layout = {}, {}, {"stats_static": stats_static}
+    for group, fields in groups.items():
+        layout[group] = {}
+        for name, value in fields.items():
+            if value is None:
+                layout[group][name] = None
+                continue
+            arr = np.asarray(value)
+            layout[group][name] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+            if arr.size == 0:
+                empty[f"{group}/{name}"] = layout[group][name]
+            else:
+                tree.setdefault(group, {})[name] = arr
+    return tree, empty, layout
+
+
+def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> str:
+    """Writes ``fitted`` to ``directory`` (temp dir + rename: never half-written)."""
+    import orbax.checkpoint as ocp
+
+    from jaxood import __version__
+
+    tree, empty, layout = _arrays_tree(fitted)
+    det = fitted.detector
+    manifest = {
+        "format": FORMAT,
+        "jaxood_version": __version__,
+        "detector": det.name,
+        "detector_version": det.version,
+        "stats_type": None if fitted.stats is None else type(fitted.stats).__name__,
+        "hparams": fitted.hparams,
+        "model": model_fingerprint(fitted.model),
+        "input": {
+            "shape": fitted.input_shape,
+            "preprocess": None if fitted.model.preprocess is None
+            else fitted.model.preprocess.to_dict(),
+        },
+        "threshold": {"value": fitted.threshold_value, **(fitted.threshold_info or {})},
+        "calibration": fitted.calibration_info,
+        "batch_size": fitted.batch_size,
+        "layout": layout,
+        "empty_arrays": empty,
+        "arrays_sha256": _arrays_digest(tree),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    with fsutil.atomic_dir(directory, overwrite=overwrite) as tmp:
+        if tree:
+            ocp.PyTreeCheckpointer().save(os.path.join(tmp, ARRAYS), tree)
+        fsutil.atomic_write_json(os.path.join(tmp, MANIFEST), manifest)
+    return os.path.abspath(directory)
+
+
+def read_manifest(directory: str) -> dict:
+    """``detector.json`` of a saved detector, checked for presence, JSON and format."""
+    path = os.path.join(os.fspath(directory), MANIFEST)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"saved detector {directory!r} does not exist")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{directory!r} has no {MANIFEST}: not a saved jaxood detector (write one with "
+            "`jaxood fit` or FittedDetector.save)"
+        )
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt (invalid JSON: {e}); re-save the detector") from None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def check_same_model(saved: dict, model: LoadedModel, where: str) -> None:
+    """Raises naming every fingerprint field that differs between ``saved`` and ``model``."""
+    current = model_fingerprint(model)
+    diff = {k: (saved.get(k), current.get(k)) for k in saved if saved.get(k) != current.get(k)}
+    diff.pop("name", None)  # a renamed copy of the same weights is the same model
+    if diff:
+        lines = "; ".join(
+            f"{k}: fitted on {a!r}, got {b!r}" if k != "weights"
+            else f"weights: fitted on sha256 {str(a)[:12]}…, got {str(b)[:12]}…"
+            for k, (a, b) in diff.items()
+        )
+        raise ValueError(
+            f"{where} was fitted on another model ({lines}); load it with the model it was "
+            "fitted on, or fit a new detector for this one"
+        )
+
+
+def _restore_arrays(directory: str, manifest: dict) -> dict:
+    import orbax.checkpoint as ocp
+
+    tree = {}
+    path = os.path.join(os.path.abspath(directory), ARRAYS)
+    has_arrays = any(
+        v is not None and int(np.prod(v["shape"])) > 0
+        for group in ("stats", "state", "calibration")
+        for v in manifest["layout"].get(group, {}).values()
+    )
+    if has_arrays:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{directory}: missing {ARRAYS}/ (incomplete copy?)")
+        try:
+            tree = ocp.PyTreeCheckpointer().restore(path)
+        except Exception as e:  # orbax raises many types for truncated/corrupt data
+            raise ValueError(
+                f"{directory}: the arrays are unreadable ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); the directory is corrupt or truncated"
+            ) from e
+    tree = jax.tree.map(np.asarray, tree)
+    if _arrays_digest(tree) != manifest["arrays_sha256"]:
+        raise ValueError(f"{directory}: array checksum mismatch (corrupt or modified files)")
+    for key, spec in manifest.get("empty_arrays", {}).items():
+        group, name = key.split("/")
+        tree.setdefault(group, {})[name] = np.zeros(spec["shape"], spec["dtype"])
+    return tree
+
+
+def _rebuild(cls, arrays: dict, layout: dict, static: dict):
+    fields = {name: (None if spec is None else arrays[name]) for name, spec in layout.items()}
+    return cls(**fields, **static)
+
+
+def load(directory: str, model: Any, *, batch_size: int | None = None) -> FittedDetector:
+    """Loads a saved detector for ``model`` (dir, ``LoadedModel`` or ``(Model, variables)``).
+
+    Raises:
+      FileNotFoundError / ValueError: missing/corrupt files, an unregistered detector,
+        another detector version, or a model other than the one it was fitted on.
+    """
+    from jaxood.fitted.fitting import bind_model
+
+    manifest = read_manifest(directory)
+    try:
+        det = registry.get(manifest["detector"])
+    except ValueError:
+        raise ValueError(
+            f"{directory}: detector {manifest['detector']!r} is not registered; import the "
+            "module that registers it first (--import my_detectors.py on the command line)"
+        ) from None
+    if str(det.version) != str(manifest["detector_version"]):
+        raise ValueError(
+            f"{directory}: saved with {det.name!r} version {manifest['detector_version']}, "
+            f"installed version is {det.version}; re-fit the detector"
+        )
+    loaded = bind_model(model)
+    check_same_model(manifest["model"], loaded, repr(directory))
+    if manifest.get("xla_flags", "") != os.environ.get("XLA_FLAGS", ""):
+        warnings.warn(
+            f"{directory} was saved under XLA_FLAGS={manifest.get('xla_flags')!r}, this process "
+            f"runs {os.environ.get('XLA_FLAGS', '')!r}: scores of gradient-based detectors "
+            "(AdaSCALE, ODIN) can differ slightly", stacklevel=2)
+    arrays = _restore_arrays(directory, manifest)
+    layout = manifest["layout"]
+    stats = None
+    if det.stats_type is not None and manifest["stats_type"] is not None:
+        stats = _rebuild(det.stats_type, arrays.get("stats", {}), layout["stats"],
+                         layout["stats_static"])
+    threshold = dict(manifest["threshold"])
+    fitted = FittedDetector(
+        det, loaded, manifest["hparams"], stats,
+        calibration=arrays["calibration"]["scores"],
+        calibration_info=manifest["calibration"],
+        threshold_value=threshold.pop("value"),
+        threshold_info=threshold or None,
+        batch_size=batch_size or manifest["batch_size"],
+    )
+    if layout.get("state"):
+        template = det.init_state(stats, fitted.feature_dim, **fitted.score_hparams)
+        state_arrays = arrays.get("state", {})
+        fitted.state = type(template)(**{k: state_arrays[k] for k in layout["state"]})
+    return fitted

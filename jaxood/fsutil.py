@@ -1,0 +1,89 @@
+"""Files that are never half-written, and the one JSON-plain conversion.
+
+* :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json`: temp file
+  in the same directory + ``os.replace``; permissions follow the umask (``mkstemp`` would
+  leave 0600).
+* :func:`atomic_dir`: build a directory under a temp name, then rename it into place; mode
+  follows the umask (``mkdtemp`` would leave 0700, unreadable to other users and hosts on
+  shared storage).
+* :func:`plain`: JSON-friendly copy of nested results (tuples -> lists, NumPy -> Python,
+  non-finite floats -> ``None``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def plain(obj: Any) -> Any:
+    """JSON-friendly copy (tuples -> lists, numpy scalars/arrays -> Python, NaN/Inf -> None)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return plain(obj.item())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """``plain(obj)`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(plain(obj), indent=1, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str, *, overwrite: bool = False) -> Iterator[str]:
+    """Yields a temp directory beside ``directory``; on success it replaces ``directory``.
+
+    Raises:
+      FileExistsError: ``directory`` exists and not ``overwrite`` (checked before any work).
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory) and not overwrite:
+        raise FileExistsError(f"{directory} exists; pass overwrite=True (--overwrite) to replace it")
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        yield tmp
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

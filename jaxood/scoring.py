@@ -1,0 +1,152 @@
+"""Compile-once scoring programs shared by the benchmark runner and fitted detectors.
+
+As big_vision's ``get_eval_fn``: a jitted program is built once per (detector, model, static
+hyperparameters) and cached (``functools.lru_cache`` on hashable arguments); ``jax.jit``
+then caches one executable per input shape. Hyperparameters that are not declared static
+are passed as traced arrays, so sweeping them (APS) re-uses one executable.
+
+A detector that uses a traced hyperparameter in Python control flow or as a shape raises a
+clear error naming it here: there is no silent fallback to all-static compilation.
+
+Two programs:
+
+* :func:`array_program` scores arrays already extracted (the runner's feature cache):
+  ``(variables, stats, inputs, traced) -> [B]``.
+* :func:`image_program` runs the network, the detector's ``extract`` and its ``score`` in one
+  XLA program: ``(variables, stats, x, traced) -> {"score": [B], "pred": [B],
+  "max_softmax": [B]}``. It is what a fitted detector calls and exports.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxood.types import Detector, Inputs, Model
+
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerArrayConversionError,
+)
+_CACHE_SIZE = 256
+
+
+def split(det: Detector, hparams: Mapping[str, Any], roles=("score",)):
+    """``(traced, static)`` for the hyperparameters of ``roles``.
+
+    ``traced``: ``{name: array}`` (float32, or int32 for integer values) of the non-static
+    numeric ones; ``static``: a sorted, hashable ``((name, value), ...)`` of the rest.
+    Extract hyperparameters are always static (they select cached arrays).
+    """
+    full = det.resolve(hparams)
+    traced, static = {}, {}
+    for name in (n for role in roles for n in det.names(role)):
+        hp, value = det.hparams[name], full[name]
+        if hp.static or hp.role == "extract":
+            static[name] = value
+        else:
+            floating = any(isinstance(v, float) for v in np.ravel(np.asarray(value, object)))
+            traced[name] = np.asarray(value, np.float32 if floating else np.int32)
+    return traced, tuple(sorted(static.items()))
+
+
+def _explain(det: Detector, err: Exception, traced_names) -> ValueError:
+    first = str(err).strip().splitlines()[0][:200]
+    return ValueError(
+        f"detector {det.name!r} used a traced hyperparameter as a Python value or a shape "
+        f"({type(err).__name__}: {first}). Its traced hyperparameters are "
+        f"{sorted(traced_names)}; declare the one that fixes shapes or control flow with "
+        "HParam(..., static=True)"
+    )
+
+
+def _guard(det: Detector, jitted):
+    def call(variables, stats, data, traced):
+        try:
+            return jitted(variables, stats, data, traced)
+        except _TRACER_ERRORS as e:
+            raise _explain(det, e, traced) from e
+
+    return call
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def array_program(det: Detector, model: Model, static: tuple):
+    """Jitted ``(variables, stats, inputs: Inputs, traced) -> [B]`` scores of cached arrays."""
+
+    def program(variables, stats, inputs, traced):
+        return det.score(model, variables, stats, inputs, **traced, **dict(static))
+
+    return _guard(det, jax.jit(program))
+
+
+def image_body(det: Detector, model: Model, static: tuple):
+    """The un-jitted body of :func:`image_program` (what :mod:`jaxood.fitted.export`
+    serialises): ``(variables, stats, x, traced) -> {"score", "pred", "max_softmax"}``."""
+    static_d = dict(static)
+    extract_kw = {k: static_d.pop(k) for k in det.names("extract")}
+
+    def body(variables, stats, x, traced):
+        feats = model.features(variables, x)
+        extras = {}
+        if det.extract is not None:
+            extras = dict(det.extract(model, variables, x, **extract_kw))
+        keep_x = x if det.needs_network else None
+        inputs = Inputs(features=feats, x=keep_x, extras=extras)
+        score = det.score(model, variables, stats, inputs, **traced, **static_d)
+        return {"score": score, **_class_outputs(feats.logits)}
+
+    return body
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def image_program(det: Detector, model: Model, static: tuple):
+    """Jitted ``(variables, stats, x [B, H, W, C], traced) -> {"score", "pred",
+    "max_softmax"}`` (each ``[B]``): features, the detector's extract and score in one
+    program. ``static`` holds the static score and extract hyperparameters."""
+    return _guard(det, jax.jit(image_body(det, model, static)))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def stream_program(det: Detector, model: Model, static: tuple):
+    """Stream detectors: jitted ``(variables, stats, state, x, valid [B], traced) ->
+    ({"score", "pred", "max_softmax"}, state)``; rows with ``valid`` False (padding) never
+    enter the state."""
+    static_d = dict(static)
+
+    def program(variables, stats, state, x, valid, traced):
+        feats = model.features(variables, x)
+        inputs = Inputs(features=feats, x=x if det.needs_network else None)
+        score, state = det.step(model, variables, stats, state, inputs, valid, **traced,
+                                **static_d)
+        return {"score": score, **_class_outputs(feats.logits)}, state
+
+    jitted = jax.jit(program)
+
+    def call(variables, stats, state, x, valid, traced):
+        try:
+            return jitted(variables, stats, state, x, valid, traced)
+        except _TRACER_ERRORS as e:
+            raise _explain(det, e, traced) from e
+
+    return call
+
+
+def _class_outputs(logits):
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return {
+        "pred": jnp.argmax(logits, axis=-1).astype(jnp.int32),
+        "max_softmax": jnp.max(probs, axis=-1),
+    }
+
+
+def image_static(det: Detector, hparams: Mapping[str, Any]):
+    """``(traced, static)`` for :func:`image_program` (extract + score hyperparameters)."""
+    return split(det, hparams, roles=("extract", "score"))
