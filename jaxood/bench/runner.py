@@ -35,11 +35,11 @@ from jaxood import metrics, parallel
 from jaxood.bench import aps as aps_lib
 from jaxood.bench import extract as ex
 from jaxood.bench.cache import FeatureCache, variables_fingerprint
+from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
 from jaxood.data import benchmarks
 from jaxood.fsutil import plain
 from jaxood.types import Detector, plain_value
 
-METRIC_NAMES = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
 #: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
 STREAM_SEED = 100
 
@@ -53,7 +53,8 @@ class BenchConfig:
       models: saved-model directories, one per run (e.g. seeds s0, s1, s2).
       detectors: detector names; ``None`` = every registered detector the model supports.
       data_root: data root (OpenOOD layout, or the folder of the ``.npz`` files).
-      out_dir: results go to ``<out_dir>/<benchmark>/<model name>/``.
+      out_dir: results go to ``<out_dir>/<benchmark>/<name>-<fingerprint>/``, merged with
+        what earlier runs stored there.
       cache_dir: feature cache (default ``<out_dir>/cache``).
       batch_size: extraction batch (rounded up to a multiple of the device count).
       aps: run APS for detectors with a sweep (else use defaults / ``hparams``).
@@ -64,13 +65,18 @@ class BenchConfig:
       progress: show progress bars / print the table.
       checksums: optional SHA-256 manifest for the image files.
       strict_counts: require OpenOOD v1.5 list line counts.
-      model_name: result sub-directory name (default: the manifest name / arch).
+      model_name: results folder name (default: the manifest name / arch); the folder is
+        ``<out_dir>/<benchmark>/<name>-<8 hex of the weights' SHA-256>``.
       strict: re-raise a detector's error instead of recording it and going on.
       fit_images_mb: in-memory (array) ID splits up to this size (as float32) are also given
         to ``fit`` as images (``Inputs.x``), for fits that use them when present (OODD's
         crops); image-list splits are given only to detectors that need the network.
       plot_detectors: detectors that get histogram/ROC plots (default all; the near/far
         bar chart always shows every detector).
+      rerun: recompute detectors whose results are already stored with the same settings
+        (default: skip them, which is how an interrupted run resumes).
+      save_detectors: write each tuned detector of each run as a deployable fitted detector
+        to ``<results>/fitted/<detector>/run<r>/`` (``jaxood score`` loads it).
     """
 
     benchmark: str
@@ -91,6 +97,8 @@ class BenchConfig:
     strict: bool = False
     fit_images_mb: float = 64.0
     plot_detectors: Sequence[str] | None = None
+    rerun: bool = False
+    save_detectors: bool = True
 
 
 # --------------------------------------------------------------------------- checks
@@ -396,11 +404,15 @@ class BenchResult:
     """What :func:`run` returns (and writes).
 
     Attributes:
-      table: ``{detector: {dataset|"nearood"|"farood": {metric: (mean, std)}}}`` (percent).
+      table: ``{detector: {dataset|"nearood"|"farood": {metric: (mean, std)}}}`` (percent),
+        over every detector in the merged result store (this run's and earlier ones).
       per_run: ``{detector: [ {dataset: {metric: value}} per run ]}``.
-      aps: ``{detector: [ {"chosen", "aps_auroc", "grid"} per run ]}``.
-      scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` (for plots).
-      info: benchmark, model, runs, devices, timings.
+      aps: ``{detector: [ {"run", "model", "model_fingerprint", "chosen", "aps_auroc",
+        "grid"} per run ]}``.
+      scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
+        computed in this invocation (for plots).
+      info: benchmark, model, runs, devices, timings, and this invocation's ``computed``,
+        ``skipped`` (already in the store with the same settings) and ``failed`` detectors.
       out_dir: where the files went.
     """
 
@@ -412,9 +424,29 @@ class BenchResult:
     out_dir: str
 
 
-def prepare(cfg: BenchConfig):
-    """All checks that must pass before compute. Returns (benchmark, manifests, out_dir)."""
+@dataclasses.dataclass
+class Plan:
+    """What :func:`prepare` checked: the benchmark, resolved model dirs, results folder."""
+
+    bench: benchmarks.Benchmark
+    model_dirs: list[str]
+    fingerprints: list[dict]
+    out_dir: str
+    results: ResultStore
+
+
+def results_folder(cfg: BenchConfig, bench, manifests, fingerprints) -> str:
+    """``<out>/<benchmark>/<name>-<8 hex of the weights>``: two different checkpoints with the
+    same name never share a folder."""
+    name = cfg.model_name or manifests[0].get("name") or manifests[0]["arch"]
+    digest = hashlib.sha256("|".join(f["weights"] for f in fingerprints).encode()).hexdigest()
+    return os.path.join(cfg.out_dir, bench.name, f"{name}-{digest[:8]}")
+
+
+def prepare(cfg: BenchConfig) -> Plan:
+    """All checks that must pass before compute (names, models, output folder)."""
     from jaxood import models
+    from jaxood.fitted import model_fingerprint
 
     bench = benchmarks.get(cfg.benchmark)  # ValueError lists valid names
     if not cfg.models:
@@ -427,8 +459,11 @@ def prepare(cfg: BenchConfig):
     unknown = set(cfg.hparams) - set(det_registry.names())
     if unknown:
         raise ValueError(f"hparams given for unknown detector(s) {sorted(unknown)}")
-    manifests = []
-    for d in cfg.models:
+    for name, hp in cfg.hparams.items():
+        det_registry.get(name).resolve(hp)  # bad names/values fail before any compute
+    dirs = [models.resolve_model_dir(d, verbose=cfg.progress) for d in cfg.models]
+    manifests, fingerprints = [], []
+    for d in dirs:
         m = models.read_manifest(d)
         if int(m["num_classes"]) != bench.num_classes:
             raise ValueError(
@@ -436,92 +471,149 @@ def prepare(cfg: BenchConfig):
                 f"{bench.name!r} has {bench.num_classes}; use a model trained on its ID classes"
             )
         manifests.append(m)
-    name = cfg.model_name or manifests[0].get("name") or manifests[0]["arch"]
-    out = os.path.join(cfg.out_dir, bench.name, str(name))
+        fingerprints.append(model_fingerprint(models.load(d)))
+    out = results_folder(cfg, bench, manifests, fingerprints)
     check_writable(out)
-    return bench, manifests, out
+    store = ResultStore(out, bench.name, [{"dir": d, "fingerprint": f}
+                                          for d, f in zip(dirs, fingerprints)])
+    return Plan(bench, dirs, fingerprints, out, store)
+
+
+@dataclasses.dataclass
+class RunContext:
+    """One run (model) opened on the benchmark: its data store and detectors."""
+
+    model_dir: str
+    loaded: Any
+    opened: Any
+    store: DataStore
+    dets: list[Detector]
+    id_keys: list[str]
+    acc: float
+    extract_s: float
+
+
+def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh) -> RunContext:
+    """Loads the model, opens (and verifies) the data, selects the detectors, measures ACC."""
+    from jaxood import models
+
+    t0 = time.perf_counter()
+    loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
+    if loaded.preprocess is None and bench.preprocess is None:
+        raise ValueError(f"{model_dir}: manifest has no 'preprocess' spec; cannot prepare images")
+
+    def open_(need_train):
+        return benchmarks.open_benchmark(
+            bench, cfg.data_root, loaded.preprocess, need_train=need_train, csid=cfg.fsood,
+            checksums=cfg.checksums, strict_counts=cfg.strict_counts,
+        )
+
+    opened = open_(False)
+    sample_shape = opened.id_val.batch(0, 1).shape[1:]
+    dets = select_detectors(cfg.detectors, model_capabilities(
+        loaded.model, loaded.variables, sample_shape))
+    if any("train" in d.fit_splits for d in dets):
+        opened = open_(True)
+    # Feature maps are extracted in the same network pass as logits/features for every
+    # split a feature-map detector reads (ID-train only if it fits on train).
+    map_splits = set()
+    for d in dets:
+        if "feature_map" in d.needs:
+            map_splits |= set(opened.all_sources()) - {"id_train"}
+            if "train" in d.fit_splits:
+                map_splits.add("id_train")
+    store = DataStore(opened, loaded, cache, batch_size=cfg.batch_size, mesh=mesh,
+                      progress=cfg.progress, map_splits=map_splits)
+    id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
+    id_labels = np.concatenate([store.labels(k) for k in id_keys])
+    id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
+    acc = metrics.accuracy(np.argmax(id_logits, -1), id_labels)
+    return RunContext(model_dir, loaded, opened, store, dets, id_keys, acc,
+                      time.perf_counter() - t0)
+
+
+def settings_of(cfg: BenchConfig, det: Detector, overrides) -> dict:
+    """What a stored result depends on besides the model and data: a result computed with the
+    same settings is reused (resume) unless ``cfg.rerun``."""
+    from jaxood import __version__
+
+    return plain({
+        "detector_version": det.version, "aps": cfg.aps, "fsood": cfg.fsood,
+        "overrides": dict(overrides), "jaxood_version": __version__,
+    })
+
+
+def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan: Plan):
+    """APS, evaluation, the fitted detector and the stored result of one detector; returns
+    this run's scores (for plots)."""
+    t1 = time.perf_counter()
+    overrides = {**model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+    dr = DetectorRun(det, ctx.store, overrides, cfg.fit_images_mb)
+    found = dr.search(cfg.aps)
+    hp = found.best
+    row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, hp, ctx.acc)
+    if cfg.save_detectors:
+        save_fitted(dr, ctx, hp, os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
+    aps_entry = {
+        "chosen": hp, "aps_auroc": found.best_auroc,
+        "grid": [{"hparams": p, "auroc": a} for p, a in found.table],
+    }
+    seconds = time.perf_counter() - t1
+    plan.results.put(det.name, r, row=row, aps=aps_entry,
+                     settings=settings_of(cfg, det, overrides), seconds=seconds)
+    if cfg.progress:
+        print(
+            f"[run {r}] {det.name:<14} near AUROC {row['nearood']['AUROC']:6.2f}  "
+            f"far AUROC {row['farood']['AUROC']:6.2f}  ({seconds:.1f}s)",
+            flush=True,
+        )
+    return run_scores
+
+
+def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float = 0.95):
+    """Writes the tuned detector of this run as a deployable :class:`FittedDetector`,
+    calibrated on the ID-val scores of the chosen point."""
+    from jaxood.fitted import FittedDetector
+
+    stats = dr.fit(hp)
+    if dr.det.stream:  # the whole ID-val set as one fresh stream
+        calib = dr.scorer.score_inputs(ctx.loaded.variables, stats,
+                                       aps_lib.to_inputs(dr.arrays("id_val", hp)), hp)
+    else:
+        calib = dr.score("id_val", hp)
+    fitted = FittedDetector(
+        dr.det, ctx.loaded, hp, stats, calibration=calib,
+        calibration_info={"n": len(calib), "used_by_fit": "val" in dr.det.fit_splits,
+                          "source": "benchmark id_val"},
+        batch_size=ctx.store.batch_size, model_dir=os.path.abspath(ctx.model_dir),
+    )
+    fitted.threshold(tpr)
+    fitted.save(directory, overwrite=True)
 
 
 def run(cfg: BenchConfig) -> BenchResult:
-    """Runs a benchmark end to end and writes the results (see module docstring)."""
-    from jaxood import models
+    """Runs a benchmark end to end, merging into the folder's result store (see module
+    docstring). Detectors already stored with the same settings are skipped (resume)."""
     from jaxood.bench import report
 
     t_start = time.perf_counter()
-    bench, _, out_dir = prepare(cfg)
+    plan = prepare(cfg)
     cache = FeatureCache(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
     mesh = parallel.data_mesh()
-    per_run: dict[str, list] = {}
-    aps_out: dict[str, list] = {}
-    scores: dict[str, dict] = {}
-    timings: list[dict] = []
+    scores, timings, failed, computed, skipped = {}, [], {}, [], []
     passes = 0
-    det_names: list[str] = []
-    failed: dict[str, str] = {}
-    for r, model_dir in enumerate(cfg.models):
-        t0 = time.perf_counter()
-        loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
-        if loaded.preprocess is None and bench.preprocess is None:
-            raise ValueError(
-                f"{model_dir}: manifest has no 'preprocess' spec; cannot prepare images"
-            )
-        # Open (and verify) the data before choosing what to extract.
-        pre = benchmarks.open_benchmark(
-            bench,
-            cfg.data_root,
-            loaded.preprocess,
-            need_train=False,
-            csid=cfg.fsood,
-            checksums=cfg.checksums,
-            strict_counts=cfg.strict_counts,
-        )
-        sample_shape = pre.id_val.batch(0, 1).shape[1:]
-        caps = model_capabilities(loaded.model, loaded.variables, sample_shape)
-        dets = select_detectors(cfg.detectors, caps)
-        det_names = [d.name for d in dets]
-        need_train = any("train" in d.fit_splits for d in dets)
-        opened = pre
-        if need_train:
-            opened = benchmarks.open_benchmark(
-                bench,
-                cfg.data_root,
-                loaded.preprocess,
-                need_train=True,
-                csid=cfg.fsood,
-                checksums=cfg.checksums,
-                strict_counts=cfg.strict_counts,
-            )
-        # Feature maps are extracted in the same network pass as logits/features for every
-        # split a feature-map detector reads (ID-train only if it fits on train).
-        map_splits = set()
-        for d in dets:
-            if "feature_map" in d.needs:
-                map_splits |= set(opened.all_sources()) - {"id_train"}
-                if "train" in d.fit_splits:
-                    map_splits.add("id_train")
-        store = DataStore(
-            opened,
-            loaded,
-            cache,
-            batch_size=cfg.batch_size,
-            mesh=mesh,
-            progress=cfg.progress,
-            map_splits=map_splits,
-        )
-        id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
-        id_labels = np.concatenate([store.labels(k) for k in id_keys])
-        id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
-        acc = metrics.accuracy(np.argmax(id_logits, -1), id_labels)
-        t_extract = time.perf_counter() - t0
+    for r, model_dir in enumerate(plan.model_dirs):
+        ctx = open_run(cfg, plan.bench, model_dir, cache, mesh)
         det_times = {}
-        for det in dets:
+        for det in ctx.dets:
+            overrides = {**model_hparams(det, ctx.opened.id_val.spec),
+                         **cfg.hparams.get(det.name, {})}
+            if not cfg.rerun and plan.results.done(det.name, r, settings_of(cfg, det, overrides)):
+                skipped.append(det.name)
+                continue
             t1 = time.perf_counter()
-            overrides = {**model_hparams(det, opened.id_val.spec), **cfg.hparams.get(det.name, {})}
             try:
-                dr = DetectorRun(det, store, overrides, cfg.fit_images_mb)
-                found = dr.search(cfg.aps)
-                hp = found.best
-                row, run_scores = _evaluate(dr, store, opened, id_keys, hp, acc)
+                run_scores = run_detector(cfg, ctx, det, r, plan)
             except Exception as e:  # one broken detector must not lose the whole table
                 if cfg.strict:
                     raise
@@ -529,34 +621,37 @@ def run(cfg: BenchConfig) -> BenchResult:
                 failed.setdefault(det.name, msg)
                 print(f"[run {r}] {det.name}: FAILED ({msg})", flush=True)
                 continue
-            per_run.setdefault(det.name, []).append(row)
-            aps_out.setdefault(det.name, []).append(
-                {
-                    "chosen": plain(hp),
-                    "aps_auroc": found.best_auroc,
-                    "grid": [{"hparams": plain(p), "auroc": a} for p, a in found.table],
-                }
-            )
+            computed.append(det.name)
+            det_times[det.name] = time.perf_counter() - t1
             if r == 0 and (cfg.plot_detectors is None or det.name in cfg.plot_detectors):
                 scores[det.name] = run_scores
-            det_times[det.name] = time.perf_counter() - t1
-            if cfg.progress:
-                print(
-                    f"[run {r}] {det.name:<14} near AUROC {row['nearood']['AUROC']:6.2f}  "
-                    f"far AUROC {row['farood']['AUROC']:6.2f}  ({det_times[det.name]:.1f}s)",
-                    flush=True,
-                )
-        passes += store.network_passes
-        timings.append(
-            {"model": model_dir, "extract_and_acc_s": t_extract, "detectors_s": det_times}
-        )
-    table = aggregate(per_run)
+        passes += ctx.store.network_passes
+        timings.append({"model": model_dir, "extract_and_acc_s": ctx.extract_s,
+                        "detectors_s": det_times})
+    result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
+                     time.perf_counter() - t_start)
+    report.write_all(result, plots=cfg.plots)
+    plan.results.log({"detectors": sorted(set(computed)), "skipped": sorted(set(skipped)),
+                      "failed": failed, "models": plan.model_dirs,
+                      "jaxood_version": result.info["jaxood_version"]})
+    if cfg.progress:
+        print(report.markdown(result))
+    return result
+
+
+def _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes, total_s):
+    from jaxood import __version__
+
+    per_run = plan.results.per_run()
+    bench = plan.bench
     info = {
         "benchmark": bench.name,
         "description": bench.description,
-        "model": os.path.basename(out_dir),
-        "runs": list(cfg.models),
-        "detectors": det_names,
+        "model": os.path.basename(plan.out_dir),
+        "runs": list(plan.model_dirs),
+        "detectors": list(per_run),
+        "computed": sorted(set(computed)),
+        "skipped": sorted(set(skipped)),
         "devices": int(mesh.devices.size),
         "fsood": cfg.fsood,
         "near": list(bench.ood_names["near"]),
@@ -564,13 +659,11 @@ def run(cfg: BenchConfig) -> BenchResult:
         "network_passes": passes,
         "failed": failed,
         "timings": timings,
-        "total_s": time.perf_counter() - t_start,
+        "total_s": total_s,
+        "jaxood_version": __version__,
     }
-    result = BenchResult(table, per_run, aps_out, scores, info, out_dir)
-    report.write_all(result, plots=cfg.plots)
-    if cfg.progress:
-        print(report.markdown(result))
-    return result
+    return BenchResult(aggregate(per_run), per_run, plan.results.aps(), scores, info,
+                       plan.out_dir)
 
 
 def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
@@ -596,16 +689,3 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
             run_scores[key] = s_ood
         row[f"{group}ood"] = {k: float(np.mean([row[n][k] for n in names])) for k in METRIC_NAMES}
     return row, run_scores
-
-
-def aggregate(per_run: Mapping[str, list]) -> dict:
-    """``{det: {dataset: {metric: (mean, population std over runs)}}}``."""
-    table = {}
-    for det, runs in per_run.items():
-        table[det] = {}
-        for ds in runs[0]:
-            table[det][ds] = {}
-            for k in METRIC_NAMES:
-                vals = np.asarray([r[ds][k] for r in runs], np.float64)
-                table[det][ds][k] = (float(vals.mean()), float(vals.std(ddof=0)))
-    return table

@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from jaxood.cli.common import load_imports
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "detectors": ("jaxood.cli.detectors", "list the registered detectors and their APS grids"),
@@ -16,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jaxood.cli.train", "train a CIFAR-style classifier (OpenOOD recipe), resumable"),
     "demo": ("jaxood.cli.demo", "train a small model on 8x8 digits and benchmark every detector"),
     "bench": ("jaxood.cli.bench", "full OOD benchmark table for a checkpoint (cached, APS, resumable)"),
+    "fit": ("jaxood.cli.fit", "fit (and calibrate) a detector for a model; save it for `jaxood score`"),
+    "score": ("jaxood.cli.score", "score images (folder, image list, .npz) with a saved detector -> CSV"),
+    "export": ("jaxood.cli.export", "export a saved detector as a jax.export artifact (needs only jax)"),
 }
 
 
@@ -36,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_imports(args)
         return int(args._module.main(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, ImportError) as e:
         # Expected user errors: one clear line, no traceback.
         print(f"jaxood {args.command}: error: {e}", file=sys.stderr)
         return 2

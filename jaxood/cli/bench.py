@@ -11,6 +11,9 @@ Example::
 from __future__ import annotations
 
 import json
+import sys
+
+from jaxood.cli.common import add_import_argument
 
 
 def add_arguments(parser) -> None:
@@ -60,6 +63,31 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first detector error")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="results folder name (default: the model's manifest name); the folder is "
+        "<out>/<benchmark>/<name>-<weights fingerprint>",
+    )
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="recompute detectors already stored with the same settings (default: skip = resume)",
+    )
+    parser.add_argument(
+        "--no-save-detectors",
+        action="store_true",
+        help="do not write the tuned fitted detectors (<results>/fitted/<detector>/run<r>/)",
+    )
+    parser.add_argument(
+        "--plot-detectors", nargs="+", default=None, metavar="NAME",
+        help="detectors that get histogram/ROC plots (default: all)",
+    )
+    parser.add_argument(
+        "--fit-images-mb", type=float, default=64.0,
+        help="in-memory ID splits up to this size are also given to fits as images (OODD crops)",
+    )
+    add_import_argument(parser)
 
 
 def main(args) -> int:
@@ -91,13 +119,35 @@ def main(args) -> int:
         checksums=args.checksums,
         strict_counts=args.strict_counts,
         strict=args.strict,
+        model_name=args.name,
+        rerun=args.rerun,
+        save_detectors=not args.no_save_detectors,
+        plot_detectors=args.plot_detectors,
+        fit_images_mb=args.fit_images_mb,
     )
     result = runner.run(cfg)
     if args.quiet:
         from jaxood.bench import report
 
         print(report.markdown(result))
+    return summarise(result)
+
+
+def summarise(result) -> int:
+    """Prints where the results went and every failure; exit code 1 when this invocation
+    produced nothing (every detector it ran failed)."""
+    info = result.info
     print(
-        f"\nresults written to {result.out_dir}/ (results.md, results.csv, results.json, aps.json, plots/)"
+        f"\nresults in {result.out_dir}/ (results.md/csv/json, aps.json, store.json, runs.jsonl, "
+        "plots/, fitted/<detector>/run<r>/)"
     )
+    if info["skipped"]:
+        print(f"kept from earlier runs (same settings; --rerun recomputes): {', '.join(info['skipped'])}")
+    if info["failed"]:
+        print(f"\n{len(info['failed'])} detector(s) FAILED:", file=sys.stderr)
+        for name, msg in info["failed"].items():
+            print(f"  {name}: {msg}", file=sys.stderr)
+    if not info["computed"] and not info["skipped"]:
+        print("jaxood bench: error: no detector succeeded", file=sys.stderr)
+        return 1
     return 0

@@ -162,6 +162,29 @@ def prefetch(source, batch_size: int, depth: int = 2) -> Iterator[tuple[int, np.
             yield start, x, ok
 
 
+class SourceAdapter:
+    """Adds ``names``/``load``/``errors`` to a benchmark source (``batch`` + ``labels``)."""
+
+    def __init__(self, src):
+        self._src, self.labels = src, np.asarray(src.labels)
+        self.name = getattr(src, "name", "")
+        self.names = getattr(src, "names", None) or [str(i) for i in range(len(src))]
+        self.errors: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        return self._src.batch(start, stop)
+
+    def load(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        x = self.batch(start, stop)
+        return x, np.ones(len(x), bool)
+
+    def fingerprint(self) -> str:
+        return self._src.fingerprint()
+
+
 class RawArraySource:
     """uint8 images in memory (``[N, H, W]`` or ``[N, H, W, C]``), preprocessed per batch
     exactly as decoded files are (:class:`jaxood.data.benchmarks.ArraySource`)."""
@@ -235,6 +258,10 @@ def open_input(
         or ``(images, labels)``.
       spec, input_shape: the model's preprocessing and ``(H, W, C)``.
     """
+    if hasattr(data, "load") and hasattr(data, "names"):  # one of this module's sources
+        return data
+    if hasattr(data, "batch") and hasattr(data, "labels"):  # a benchmark source
+        return SourceAdapter(data)
     labels = None
     if isinstance(data, tuple) and len(data) == 2:
         data, labels = data

@@ -50,6 +50,8 @@ class FittedDetector:
         until the first call.
       allow_any_size: accept inputs of another H x W than the model's manifest (for
         resolution-agnostic architectures; off by default, never silent).
+      model_dir: the saved-model directory it was fitted with, when known (a hint for
+        ``jaxood score``; the weights are always checked by fingerprint).
     """
 
     detector: Detector
@@ -63,6 +65,7 @@ class FittedDetector:
     batch_size: int = BATCH_SIZE
     state: Any = None
     allow_any_size: bool = False
+    model_dir: str | None = None
 
     def __post_init__(self):
         self.hparams = self.detector.resolve(self.hparams)
@@ -121,24 +124,24 @@ class FittedDetector:
             raise ValueError("no threshold set: call fitted.threshold(tpr=...) first")
         return self.detect(x)["is_ood"]
 
-    def _run(self, source, *, strict: bool = True) -> dict[str, np.ndarray]:
-        """Scores ``source`` in padded batches; rows that failed to load are NaN/flagged."""
-        n = len(source)
-        out = {
-            "score": np.full(n, np.nan, np.float32),
-            "pred": np.full(n, -1, np.int32),
-            "max_softmax": np.full(n, np.nan, np.float32),
-        }
+    def iter_detect(self, source, *, strict: bool = True):
+        """Yields ``(start, ok [b], {"score", "is_ood", "pred", "max_softmax"})`` per batch of
+        ``source`` (decoded ahead in the background). With ``strict``, an unreadable input
+        raises an error naming it; otherwise its row has ``ok = False`` (and NaN score) and
+        it is listed in ``source.errors``."""
+        t = self.threshold_value
         for start, x, ok in inputs_lib.prefetch(source, self.batch_size):
             if strict and not ok.all():
                 path, reason = source.errors[-1]
                 raise ValueError(f"could not read {path!r}: {reason}")
             res = self.score_batch(x, valid=ok)
-            for k, v in res.items():
-                out[k][start : start + len(x)] = np.where(ok, v, out[k][start : start + len(x)])
-        t = self.threshold_value
-        out["is_ood"] = np.zeros(n, bool) if t is None else ~(out["score"] >= t)
-        return out
+            res["score"] = np.where(ok, res["score"], np.nan).astype(np.float32)
+            res["is_ood"] = np.zeros(len(x), bool) if t is None else ~(res["score"] >= t)
+            yield start, ok, res
+
+    def _run(self, source, *, strict: bool = True) -> dict[str, np.ndarray]:
+        parts = [res for _, _, res in self.iter_detect(source, strict=strict)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def score_batch(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """One batch of at most ``batch_size`` normalised images -> ``{"score", "pred",

@@ -126,6 +126,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         "threshold": {"value": fitted.threshold_value, **(fitted.threshold_info or {})},
         "calibration": fitted.calibration_info,
         "batch_size": fitted.batch_size,
+        "model_dir": fitted.model_dir,
         "layout": layout,
         "empty_arrays": empty,
         "arrays_sha256": _arrays_digest(tree),
@@ -252,6 +253,8 @@ def load(directory: str, model: Any, *, batch_size: int | None = None) -> Fitted
         threshold_value=threshold.pop("value"),
         threshold_info=threshold or None,
         batch_size=batch_size or manifest["batch_size"],
+        model_dir=os.fspath(model) if isinstance(model, (str, os.PathLike))
+        else manifest.get("model_dir"),
     )
     if layout.get("state"):
         template = det.init_state(stats, fitted.feature_dim, **fitted.score_hparams)

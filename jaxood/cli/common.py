@@ -1,0 +1,42 @@
+"""Pieces shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_import_argument(parser: argparse.ArgumentParser) -> None:
+    """``--import FILE_OR_MODULE`` (repeatable): user code registering detectors."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module that registers detectors (repeatable); installed packages "
+        "can also register through the 'jaxood.detectors' entry-point group",
+    )
+
+
+def load_imports(args: argparse.Namespace) -> None:
+    """Imports every ``--import`` given (before detector names are resolved)."""
+    from jaxood import detectors
+
+    for spec in getattr(args, "imports", []) or []:
+        detectors.load_plugin(spec)
+
+
+def load_saved_detector(directory: str, model: str | None, batch_size: int | None = None):
+    """Loads a saved detector with ``model`` or, by default, the model directory it records."""
+    import jaxood
+    from jaxood.fitted import io
+
+    if model is None:
+        model = io.read_manifest(directory).get("model_dir")
+        if not model or not os.path.isdir(model):
+            raise ValueError(
+                f"{directory} does not record a model directory that exists here ({model!r}); "
+                "pass --model DIR"
+            )
+    return jaxood.load_detector(directory, model, batch_size=batch_size)

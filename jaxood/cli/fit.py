@@ -1,0 +1,119 @@
+"""``jaxood fit``: fit and calibrate a detector for a saved model; write it for ``jaxood score``.
+
+Examples::
+
+    jaxood fit --model runs/fashion/best --detector knn --benchmark fashion-openset \\
+        --data-root ../shared/data -o det/knn
+    jaxood fit --model runs/fashion/best --detector adascale_a --id id_images.npz \\
+        --aps runs/bench/fashion-openset/wrn-1a2b3c4d -o det/adascale
+    jaxood fit --model ckpt/ --detector react --val val_images/ --hparams '{"percentile": 95}' -o det/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jaxood.cli.common import add_import_argument
+
+
+def add_arguments(parser) -> None:
+    a = parser.add_argument
+    a("--model", required=True, help="saved-model directory (or a `jaxood train` workdir)")
+    a("--detector", required=True, help="detector name (see `jaxood detectors`)")
+    a("--id", help="ID data for every split the detector needs: an .npz with x_train/y_train and "
+      "x_val/y_val, or a folder / image list / .npz used for all of them")
+    a("--train", help="ID-train data (folder, image list, FILE.npz[:KEY]) for fits on train")
+    a("--val", help="ID-val data (fits on val; default calibration set)")
+    a("--calibration", help="held-out ID data for the threshold (default: --val)")
+    a("--benchmark", help="take the ID splits from this benchmark (as `jaxood bench` does)")
+    a("--data-root", help="with --benchmark: its data root")
+    a("--data-dir", help="root of relative paths in image lists (default: the list's folder)")
+    a("--hparams", help="hyperparameters: JSON text or a JSON file")
+    a("--aps", help="a `jaxood bench` results folder (or its aps.json): use the tuned values")
+    a("--tpr", type=float, default=0.95, help="threshold keeps this fraction of ID (default 0.95)")
+    a("--confidence", type=float, default=None,
+      help="finite-sample guarantee for --tpr with this probability (e.g. 0.9)")
+    a("--batch-size", type=int, default=256)
+    a("-o", "--out", required=True, help="output directory of the fitted detector")
+    a("--overwrite", action="store_true", help="replace an existing output directory")
+    a("--quiet", action="store_true")
+    add_import_argument(parser)
+
+
+def read_json_arg(text: str, flag: str) -> dict:
+    """``--hparams`` as JSON text or a path to a JSON file; must be an object."""
+    try:
+        value = json.load(open(text)) if os.path.isfile(text) else json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object like {{\"percentile\": 90}}")
+    return value
+
+
+def id_data(args, det, loaded) -> dict:
+    """The ``id_data`` mapping of ``jaxood.fit`` from the data flags."""
+    if args.benchmark:
+        from jaxood.data import benchmarks
+
+        opened = benchmarks.open_benchmark(
+            benchmarks.get(args.benchmark), args.data_root, loaded.preprocess,
+            need_train="train" in det.fit_splits,
+        )
+        data = {"val": opened.id_val}
+        if "train" in det.fit_splits:
+            data["train"] = opened.id_train
+        return data
+    data = {}
+    if args.id:
+        data = _split_id(args.id, det)
+    for split in ("train", "val"):
+        if getattr(args, split):
+            data[split] = getattr(args, split)
+    if not data:
+        raise ValueError("give the ID data: --id, --train/--val, or --benchmark")
+    return data
+
+
+def _split_id(spec: str, det) -> dict:
+    import numpy as np
+
+    if spec.endswith(".npz") and os.path.isfile(spec):
+        keys = set(np.load(spec).keys())
+        if {"x_train", "x_val"} & keys:
+            return {s: f"{spec}:x_{s}" for s in ("train", "val") if f"x_{s}" in keys}
+    needed = set(det.fit_splits) | {"val"}
+    if len(needed) > 1:
+        print(f"note: {spec} serves both as fit data ({', '.join(det.fit_splits)}) and as "
+              "calibration set; pass --calibration for a held-out threshold")
+    return {s: spec for s in needed}
+
+
+def main(args) -> int:
+    import jaxood
+    from jaxood import detectors, models
+    from jaxood.fitted import bind_model
+
+    det = detectors.get(args.detector)
+    if args.hparams and args.aps:
+        raise ValueError("give --hparams or --aps, not both")
+    hparams = read_json_arg(args.hparams, "--hparams") if args.hparams else args.aps
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    model_dir = models.resolve_model_dir(args.model)
+    loaded = bind_model(model_dir)
+    fitted = jaxood.fit(
+        det, loaded, id_data(args, det, loaded), hparams, calibration=args.calibration,
+        tpr=args.tpr, batch_size=args.batch_size, data_dir=args.data_dir,
+        progress=not args.quiet,
+    )
+    fitted.model_dir = os.path.abspath(model_dir)
+    if args.confidence is not None:
+        fitted.threshold(args.tpr, confidence=args.confidence)
+    path = fitted.save(args.out, overwrite=args.overwrite)
+    info = fitted.threshold_info
+    print(f"{det.name} fitted on {args.model}: hyperparameters {fitted.hparams}")
+    print(f"threshold {fitted.threshold_value:.6g} (keeps {1 - info['calibration_flag_rate']:.2%} "
+          f"of {info['n_calibration']} ID calibration inputs) -> {path}")
+    return 0
