@@ -67,12 +67,22 @@ def _explain(det: Detector, err: Exception, traced_names) -> ValueError:
     )
 
 
+def _is_tracer_error(e: Exception) -> bool:
+    # jax raises its own types for most misuses of traced values, plain IndexError /
+    # TypeError for some (e.g. a traced slice bound); those mention the tracer.
+    return isinstance(e, _TRACER_ERRORS) or (
+        isinstance(e, (IndexError, TypeError)) and "Tracer" in str(e)
+    )
+
+
 def _guard(det: Detector, jitted):
-    def call(variables, stats, data, traced):
+    def call(*args):
         try:
-            return jitted(variables, stats, data, traced)
-        except _TRACER_ERRORS as e:
-            raise _explain(det, e, traced) from e
+            return jitted(*args)
+        except (*_TRACER_ERRORS, IndexError, TypeError) as e:
+            if not _is_tracer_error(e):
+                raise
+            raise _explain(det, e, args[-1]) from e
 
     return call
 
@@ -128,15 +138,7 @@ def stream_program(det: Detector, model: Model, static: tuple):
                                 **static_d)
         return {"score": score, **_class_outputs(feats.logits)}, state
 
-    jitted = jax.jit(program)
-
-    def call(variables, stats, state, x, valid, traced):
-        try:
-            return jitted(variables, stats, state, x, valid, traced)
-        except _TRACER_ERRORS as e:
-            raise _explain(det, e, traced) from e
-
-    return call
+    return _guard(det, jax.jit(program))
 
 
 def _class_outputs(logits):

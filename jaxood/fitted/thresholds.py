@@ -99,7 +99,9 @@ def at_fpr(ood_scores, fpr: float = 0.05, calibration=None) -> tuple[float, dict
     if not 0.0 <= fpr < 1.0:
         raise ValueError(f"`fpr` must be in [0, 1), got {fpr}")
     k = int(math.floor(fpr * len(o) + 1e-9))
-    t = float(np.nextafter(o[k], np.inf))  # just above the (k+1)-th largest OOD score
+    # Just above the (k+1)-th largest OOD score, in float32 (the dtype of jaxood scores), so
+    # the comparison gives the same answer in float32 and float64.
+    t = float(np.nextafter(np.float32(o[k]), np.float32(np.inf)))
     info = {"rule": "fpr", "fpr": fpr, "n_ood": len(o), "ood_accept_rate": float(np.mean(o >= t))}
     if calibration is not None:
         info["calibration_keep_rate"] = float(np.mean(_sorted_scores(calibration, "cal") >= t))

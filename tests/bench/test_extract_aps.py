@@ -117,7 +117,7 @@ def test_aps_search_picks_first_strict_maximum(seed):
 
 
 def test_scorer_compiles_once_across_traced_grid_points():
-    from jaxood.types import Detector, Features, Model
+    from jaxood.types import Detector, Features, HParam, Model
 
     traces = []
 
@@ -128,9 +128,7 @@ def test_scorer_compiles_once_across_traced_grid_points():
     det = Detector(
         "t_scale",
         score,
-        defaults={"t": 1.0, "k": 2},
-        static_hparams=("k",),
-        sweep={"t": [1.0, 2.0, 3.0]},
+        hparams={"t": HParam(1.0, sweep=(1.0, 2.0, 3.0)), "k": HParam(2, static=True)},
     )
     model = Model(features=lambda v, x: Features(x, x), head=lambda v, f: f)
     scorer = aps.Scorer(det, model, chunk=16)
@@ -150,9 +148,13 @@ def test_stream_detector_scores_permuted_stream_and_unpermutes(tmp_path):
     from . import tiny_model
 
     # Score = position in the stream: reveals the order the runner fed.
-    det = Detector(
-        "pos", lambda m, v, s, inputs: jnp.arange(inputs.batch_size, dtype=jnp.float32), stream=True
-    )
+    def pos(m, v, s, inputs):
+        return jnp.arange(inputs.batch_size, dtype=jnp.float32)
+
+    def step(m, v, s, state, inputs, valid):
+        return pos(m, v, s, inputs), state
+
+    det = Detector("pos", pos, stream=True, init_state=lambda s, d: (), step=step)
     assert runner.is_stream(det)
     tiny_model.register_toy_arrays()
     model_dir = tiny_model.save_tiny(str(tmp_path / "m"), 3, input_shape=(8, 8, 3))
@@ -225,7 +227,7 @@ def test_scorer_keeps_large_numpy_stats_on_host(monkeypatch):
         return jnp.asarray(inputs.features.logits[:, 0] + float(stats["bank"][0, 0]))
 
     monkeypatch.setattr(aps, "HOST_STATS_BYTES", 1000)
-    det = Detector("host", score, defaults={})
+    det = Detector("host", score)
     model = Model(features=lambda v, x: Features(x, x), head=lambda v, f: f)
     bank = np.full((100, 8), 2.0, np.float32)  # 3.2 kB > the patched limit
     logits = np.arange(30, dtype=np.float32).reshape(10, 3)

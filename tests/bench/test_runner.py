@@ -1,5 +1,6 @@
 """End to end: image list -> features -> fit -> APS -> table, against NumPy/sklearn refs."""
 
+import dataclasses
 import json
 import os
 
@@ -165,8 +166,9 @@ def test_rerun_hits_cache_without_network(setup, monkeypatch):
         raise AssertionError("network pass on a cached run")
 
     monkeypatch.setattr(ex, "_run_shards", no_network)
-    second = runner.run(cfg)
+    second = runner.run(dataclasses.replace(cfg, rerun=True))  # recompute, from the cache
     assert second.info["network_passes"] == 0
+    assert second.info["computed"] == ["ebo", "msp"]
     assert second.table == first.table
 
 
@@ -251,8 +253,10 @@ def test_cli_bench(setup, tmp_path, capsys):
     out = str(tmp_path / "cli")
     assert cli.main([*argv, "--detectors", "mls", "--out", out, "--quiet", "--no-plots"]) == 0
     text = capsys.readouterr().out
+    [folder] = os.listdir(os.path.join(out, "toy-imglist"))
+    assert folder.startswith("bench_tiny-") and len(folder) == len("bench_tiny-") + 8
     assert "| mls |" in text and os.path.isfile(
-        os.path.join(out, "toy-imglist", "bench_tiny", "results.csv")
+        os.path.join(out, "toy-imglist", folder, "results.csv")
     )
 
 
