@@ -71,10 +71,11 @@ def roc_curves(det: str, scores: dict, path: str) -> str:
 def auroc_bars(table: dict, path: str) -> str:
     """Near/far mean AUROC per detector."""
     dets = list(table)
-    near = [table[d]["nearood"]["AUROC"][0] for d in dets]
-    far = [table[d]["farood"]["AUROC"][0] for d in dets]
-    near_sd = [table[d]["nearood"]["AUROC"][1] for d in dets]
-    far_sd = [table[d]["farood"]["AUROC"][1] for d in dets]
+    def col(group, i):  # NaN bars for a benchmark without near (or far) sets
+        return [table[d].get(group, {}).get("AUROC", (np.nan, np.nan))[i] for d in dets]
+
+    near, far, near_sd, far_sd = col("nearood", 0), col("farood", 0), col("nearood", 1), col(
+        "farood", 1)
     x = np.arange(len(dets))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(dets) + 1.5), 3.2))
     ax.bar(x - 0.2, near, 0.4, yerr=near_sd, label="near-OOD")

@@ -17,7 +17,9 @@ from jaxood.fsutil import atomic_write_text, plain
 METRIC_NAMES = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
 
 
-def _cell(mean_std: tuple[float, float], runs: int) -> str:
+def _cell(mean_std: tuple[float, float] | None, runs: int) -> str:
+    if mean_std is None:
+        return "–"
     mean, std = mean_std
     return f"{mean:.2f}" if runs <= 1 else f"{mean:.2f} ± {std:.2f}"
 
@@ -44,10 +46,12 @@ def markdown(result) -> str:
         "|---|---|---|---|---|---|",
     ]
     for det, rows in table.items():
-        near, far = rows["nearood"], rows["farood"]
+        near, far = rows.get("nearood", {}), rows.get("farood", {})
+        acc = (near or far).get("ACC")
         lines.append(
-            f"| {det} | {_cell(near['FPR@95'], runs)} | {_cell(near['AUROC'], runs)} | "
-            f"{_cell(far['FPR@95'], runs)} | {_cell(far['AUROC'], runs)} | {_cell(near['ACC'], runs)} |"
+            f"| {det} | {_cell(near.get('FPR@95'), runs)} | {_cell(near.get('AUROC'), runs)} | "
+            f"{_cell(far.get('FPR@95'), runs)} | {_cell(far.get('AUROC'), runs)} | "
+            f"{_cell(acc, runs)} |"
         )
     lines += ["", "## Per dataset", ""]
     for det, rows in table.items():

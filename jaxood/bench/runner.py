@@ -562,11 +562,10 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     plan.results.put(det.name, r, row=row, aps=aps_entry,
                      settings=settings_of(cfg, det, overrides), seconds=seconds)
     if cfg.progress:
-        print(
-            f"[run {r}] {det.name:<14} near AUROC {row['nearood']['AUROC']:6.2f}  "
-            f"far AUROC {row['farood']['AUROC']:6.2f}  ({seconds:.1f}s)",
-            flush=True,
+        summary = "  ".join(
+            f"{g} AUROC {row[f'{g}ood']['AUROC']:6.2f}" for g in ("near", "far") if f"{g}ood" in row
         )
+        print(f"[run {r}] {det.name:<14} {summary}  ({seconds:.1f}s)", flush=True)
     return run_scores
 
 
@@ -687,5 +686,8 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
             m = metrics.compute_all_metrics(s_id, s_ood, acc)
             row[name] = dict(zip(METRIC_NAMES, m))
             run_scores[key] = s_ood
-        row[f"{group}ood"] = {k: float(np.mean([row[n][k] for n in names])) for k in METRIC_NAMES}
+        if names:  # a benchmark may have no near (or no far) sets: no summary row then
+            row[f"{group}ood"] = {
+                k: float(np.mean([row[n][k] for n in names])) for k in METRIC_NAMES
+            }
     return row, run_scores
