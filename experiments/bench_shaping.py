@@ -64,7 +64,7 @@ def run_setting(d: int, k: int, n: int, n_train: int, repeats: int) -> dict:
         jax.block_until_ready(stats)
         fit_s = time.perf_counter() - t0 if det.fit is not None else 0.0
         _, _, hp = det.split_hparams({})
-        static = {key: hp.pop(key) for key in det.static_hparams}
+        static = {key: hp.pop(key) for key in det.static_names if key in hp}
         score = jax.jit(
             lambda inputs, hp, det=det, stats=stats, static=static: det.score(
                 model, variables, stats, inputs, **static, **hp

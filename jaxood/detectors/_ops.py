@@ -1,6 +1,9 @@
-"""Small array primitives shared by activation-shaping detectors (SCALE, LTS, ASH, AdaSCALE)."""
+"""Small primitives shared by the built-in detectors: top-k helpers (SCALE, LTS, ASH,
+AdaSCALE) and the fitted-statistics type check."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,3 +49,17 @@ def topk_mask(a: jax.Array, k: int) -> jax.Array:
     like ``torch.topk``/``lax.top_k``)."""
     _, idx = jax.lax.top_k(a, int(k))
     return jnp.zeros(a.shape, bool).at[jnp.arange(a.shape[0])[:, None], idx].set(True)
+
+
+def require_stats(stats: Any, stats_type: type, detector: str) -> None:
+    """Raises a clear error unless ``stats`` is the ``stats_type`` a detector's fit returns.
+
+    ``jaxood.detectors.score`` checks this too; score functions repeat it because they are
+    also called directly (and inside ``jax.jit``, where a dataclass keeps its type).
+    """
+    if not isinstance(stats, stats_type):
+        got = "None" if stats is None else type(stats).__name__
+        raise ValueError(
+            f"detector {detector!r} needs the {stats_type.__name__} its fit returns, got "
+            f"{got}; run jaxood.detectors.fit first"
+        )

@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxood import validate
-from jaxood.detectors import register
-from jaxood.types import Detector, Inputs
+from jaxood.detectors import _ops, register
+from jaxood.detectors.shaping import ReactStats, ash_s, fit_react, react_logits
+from jaxood.types import Detector, HParam, Inputs
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ PUBLISHED_W = {
     "nap_k": {"cifar10": 0.8, "cifar100": 0.8, "imagenet": 0.6},
 }
 #: APS grid for w (covers every published value).
-W_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+W_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 NAP_EPS = 1.0
 BASE_FLOOR = 1e-6
 
@@ -111,65 +112,71 @@ def _energy(logits: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(logits, axis=-1)
 
 
-def _check_w(w):
-    validate.check_range(w, "w", 0.0, 1.0)
-
-
 def _score_nap(model, variables, stats, inputs, *, eps):
+    """``S_NAP``, ``[B]``, higher = more ID."""
     validate.check_positive(eps, "eps")
     return nap_score(_map(inputs), eps)
 
 
 def _score_nap_e(model, variables, stats, inputs, *, w, eps, floor):
-    _check_w(w)
+    """``Energy^w * S_NAP^(1-w)``, ``[B]``, higher = more ID."""
+    validate.check_fraction(w, "w")
     base = _energy(inputs.features.logits)
     return geometric_combine(base, nap_score(_map(inputs), eps), w, floor)
 
 
-def _score_nap_a(model, variables, stats, inputs, *, w, eps, floor, ash_percentile):
-    from jaxood.detectors.shaping import ash_s  # lazy: shaping.py is a sibling module
-
-    _check_w(w)
+def _score_nap_a(model, variables, stats, inputs, *, w, ash_percentile, eps, floor):
+    """``Energy(ASH-S logits)^w * S_NAP^(1-w)``, ``[B]``, higher = more ID."""
+    validate.check_fraction(w, "w")
     validate.check_percentile(ash_percentile, "ash_percentile")
     shaped = ash_s(inputs.features.feature, ash_percentile)
     base = _energy(model.head(variables, shaped))
     return geometric_combine(base, nap_score(_map(inputs), eps), w, floor)
 
 
-def _fit_nap_r(model, variables, data, *, react_percentile):
-    from jaxood.detectors.shaping import react_threshold
-
-    validate.check_percentile(react_percentile, "react_percentile")
-    return {"threshold": react_threshold(data["val"].features.feature, react_percentile)}
+def _fit_nap_r(model, variables, data, *, react_percentile) -> ReactStats:
+    """ReAct's fit (τ = ``react_percentile`` of the flattened ID-val features)."""
+    return fit_react(model, variables, data, percentile=react_percentile)
 
 
-def _score_nap_r(model, variables, stats, inputs, *, w, eps, floor, react_percentile):
-    from jaxood.detectors.shaping import react_logits
-
-    _check_w(w)
-    logits = react_logits(model, variables, inputs.features.feature, stats["threshold"])
+def _score_nap_r(model, variables, stats, inputs, *, w, eps, floor):
+    """``Energy(ReAct logits)^w * S_NAP^(1-w)``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, ReactStats, "nap_r")
+    validate.check_fraction(w, "w")
+    logits = react_logits(model, variables, inputs.features.feature, stats.threshold)
     return geometric_combine(_energy(logits), nap_score(_map(inputs), eps), w, floor)
 
 
 def _score_nap_vit(model, variables, stats, inputs):
+    """``max_t a_t``, ``[B]``, higher = more ID."""
     return nap_vit_score(_attention(inputs))
 
 
 def _score_nap_vit_e(model, variables, stats, inputs, *, w, floor):
-    _check_w(w)
+    """``Energy^w * max(attention)^(1-w)``, ``[B]``, higher = more ID."""
+    validate.check_fraction(w, "w")
     base = _energy(inputs.features.logits)
     return geometric_combine(base, nap_vit_score(_attention(inputs)), w, floor)
 
 
 _REF = "Wan et al. arXiv 2402.18162 (NAP), LaTeX sources; spec-methods-training.md §2."
 _MAP = frozenset({"feature_map"})
-_COMMON = {"eps": NAP_EPS, "floor": BASE_FLOOR}
+
+
+def _w(default: float) -> HParam:
+    return HParam(default, sweep=W_GRID, check=validate.check_fraction,
+                  doc="weight of the base score in the geometric mean")
+
+
+_EPS = HParam(NAP_EPS, check=validate.check_positive, doc="S_NAP denominator offset")
+_FLOOR = HParam(BASE_FLOOR, check=validate.check_positive,
+                doc="scores are clamped to >= floor before the fractional power")
 
 register(
     Detector(
         name="nap",
         score=_score_nap,
-        defaults={"eps": NAP_EPS},
+        hparams={"eps": _EPS},
         needs=_MAP,
         reference=_REF + " S_NAP alone, eps = 1.0.",
     )
@@ -178,8 +185,7 @@ register(
     Detector(
         name="nap_e",
         score=_score_nap_e,
-        defaults={"w": PUBLISHED_W["nap_e"]["cifar10"], **_COMMON},
-        sweep={"w": W_GRID},
+        hparams={"w": _w(PUBLISHED_W["nap_e"]["cifar10"]), "eps": _EPS, "floor": _FLOOR},
         needs=_MAP | {"logits"},
         reference=_REF + " Energy^w * S_NAP^(1-w); default w = CIFAR-10 value (nap.PUBLISHED_W).",
     )
@@ -188,9 +194,14 @@ register(
     Detector(
         name="nap_a",
         score=_score_nap_a,
-        static_hparams=("ash_percentile",),
-        defaults={"w": PUBLISHED_W["nap_a"]["cifar10"], "ash_percentile": 90, **_COMMON},
-        sweep={"w": W_GRID},
+        hparams={
+            "w": _w(PUBLISHED_W["nap_a"]["cifar10"]),
+            # Static: it fixes ASH-S's top-k size.
+            "ash_percentile": HParam(90, static=True, check=validate.check_percentile,
+                                     doc="ASH-S percentile of the base score"),
+            "eps": _EPS,
+            "floor": _FLOOR,
+        },
         needs=_MAP | {"feature"},
         reference=_REF + " Energy of ASH-S logits (percentile unstated; 90 as ASH's CIFAR "
         "config) ^w * S_NAP^(1-w).",
@@ -202,9 +213,14 @@ register(
         score=_score_nap_r,
         fit=_fit_nap_r,
         fit_splits=("val",),
-        fit_hparams=("react_percentile",),
-        defaults={"w": PUBLISHED_W["nap_r"]["cifar10"], "react_percentile": 90, **_COMMON},
-        sweep={"w": W_GRID},
+        hparams={
+            "w": _w(PUBLISHED_W["nap_r"]["cifar10"]),
+            "react_percentile": HParam(90, role="fit", check=validate.check_percentile,
+                                       doc="ReAct's τ = this percentile of ID-val features"),
+            "eps": _EPS,
+            "floor": _FLOOR,
+        },
+        stats_type=ReactStats,
         needs=_MAP | {"feature"},
         reference=_REF + " Energy of ReAct-clipped logits (threshold: 90th percentile of "
         "ID-val features, as OpenOOD ReAct) ^w * S_NAP^(1-w).",
@@ -222,8 +238,7 @@ register(
     Detector(
         name="nap_vit_e",
         score=_score_nap_vit_e,
-        defaults={"w": 0.6, "floor": BASE_FLOOR},
-        sweep={"w": W_GRID},
+        hparams={"w": _w(0.6), "floor": _FLOOR},
         needs=frozenset({"attention", "logits"}),
         reference=_REF + " Energy^w * max(attention)^(1-w); w for ViT is not published "
         "(0.6 = ImageNet NAP-E value, our choice).",

@@ -16,14 +16,15 @@ Percentiles that fix a top-k size (ASH, SCALE, LTS) are **static** hyperparamete
 Python int computed in float64 with NumPy's round-half-to-even (``_ops.k_from_percentile``),
 exactly as OpenOOD, and ``lax.top_k`` needs a static k. Each sweep value therefore compiles
 once; these functions are tiny, so that costs little and keeps k bit-exact (a traced float32
-``d * p / 100`` could round differently at .5 boundaries). ReAct/BFAct percentiles are fit
-hyperparameters (they only move a threshold stored in the stats) and are not static.
+``d * p / 100`` could round differently at .5 boundaries). ReAct/BFAct percentiles are
+``role="fit"`` hyperparameters: they only fix the threshold τ, which the fitted statistics
+(:class:`ReactStats`, :class:`BFActStats`) carry to ``score``.
 
 Model heads are only available as functions. OptFS needs the weight matrix itself, which
 :func:`affine_head_params` recovers from any affine head (``W^T`` = Jacobian, ``b = head(0)``).
 
-Registered names: ``react``, ``ash`` (= ASH-B, as OpenOOD), ``ash_b``, ``ash_s``, ``ash_p``,
-``scale``, ``bfact``, ``lts``, ``optfs`` (OptFS's default "vanilla" score) and
+Registered names: ``react``, ``ash`` (= ASH-B, as OpenOOD; alias ``ash_b``), ``ash_s``,
+``ash_p``, ``scale``, ``bfact``, ``lts``, ``optfs`` (OptFS's default "vanilla" score) and
 ``optfs_energy`` (its ``-o energy`` option; a separate name rather than a string
 hyperparameter so that both appear as methods in tables and neither needs a static string).
 
@@ -37,24 +38,28 @@ so they hold the split's ``N x D`` features in memory, as the references do.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxood import validate
 from jaxood.detectors import _ops, register
-from jaxood.types import Detector, Inputs, Model, Variables
+from jaxood.types import Detector, HParam, Inputs, Model, Variables
 
 __all__ = [
+    "BFActStats",
+    "OptFSStats",
+    "ReactStats",
     "affine_head_params",
     "ash_b",
     "ash_p",
     "ash_s",
     "bfact_shape",
     "bfact_threshold",
+    "fit_react",
     "lts_factor",
     "optfs_fit_stats",
     "optfs_shape",
@@ -64,6 +69,8 @@ __all__ = [
 ]
 
 SCALE_SWEEP = (65, 70, 75, 80, 85, 90, 95)
+#: OpenOOD react.yml percentile_list (also our BFAct APS grid).
+REACT_SWEEP = (85, 90, 95, 99)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -73,7 +80,7 @@ def _static_k(d: int, percentile: Any, name: str = "percentile") -> int:
     if not validate.is_concrete(percentile):
         raise ValueError(
             f"`{name}` fixes a top-k size and must be a concrete Python number; pass it as a "
-            "static argument to jax.jit (it is listed in the detector's static_hparams)"
+            "static argument to jax.jit (the detector declares it HParam(static=True))"
         )
     validate.check_percentile(percentile, name)
     return _ops.k_from_percentile(d, float(percentile))
@@ -100,14 +107,6 @@ def _energy(logits: jax.Array) -> jax.Array:
 def _features(inputs: Inputs, need: tuple[str, ...]) -> jax.Array:
     validate.check_features(inputs.features, need=need)
     return inputs.features.feature
-
-
-def _require_stats(stats: Any, name: str, keys: tuple[str, ...]) -> None:
-    if stats is None or not all(k in stats for k in keys):
-        raise ValueError(
-            f"detector {name!r} needs fitted statistics with keys {list(keys)} (got "
-            f"{None if stats is None else sorted(stats)}); run jaxood.detectors.fit first"
-        )
 
 
 def affine_head_params(model: Model, variables: Variables, d: int) -> tuple[jax.Array, jax.Array]:
@@ -160,6 +159,20 @@ def _head_params(head, variables, d: int):
 # --------------------------------------------------------------------------------- ReAct
 
 
+@struct.dataclass
+class ReactStats:
+    """ReAct's fitted clipping threshold (also NAP-R's, which fits it the same way).
+
+    Attributes:
+      threshold: scalar τ, the ``percentile`` of the flattened ID-val features.
+      feature_dim: D of the features it was fitted on.
+    """
+
+    threshold: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+
+
 def react_threshold(features: jax.Array, percentile: float | jax.Array) -> jax.Array:
     """ReAct's clipping threshold: the ``percentile`` of all ``N x D`` feature values.
 
@@ -192,16 +205,18 @@ def react_logits(
     return model.head(variables, jnp.minimum(feature, jnp.asarray(threshold, feature.dtype)))
 
 
-def _fit_react(model, variables, data, *, percentile):
+def fit_react(model, variables, data, *, percentile) -> ReactStats:
+    """ReAct's fit: τ = ``percentile`` of the flattened ID-val features ``data["val"]``."""
     feature = data["val"].features.feature
-    return {"threshold": react_threshold(feature, percentile)}
+    tau = react_threshold(feature, percentile)
+    return ReactStats(threshold=tau, feature_dim=int(np.shape(feature)[-1]))
 
 
-def _score_react(model, variables, stats, inputs, *, percentile=None):
-    del percentile  # a fit hyperparameter: already folded into the threshold
-    _require_stats(stats, "react", ("threshold",))
+def _score_react(model, variables, stats, inputs):
+    """``logsumexp(head(min(f, τ)))``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, ReactStats, "react")
     f = _features(inputs, ("feature",))
-    return _energy(react_logits(model, variables, f, stats["threshold"]))
+    return _energy(react_logits(model, variables, f, stats.threshold))
 
 
 # ----------------------------------------------------------------------------------- ASH
@@ -258,6 +273,7 @@ def _ash_s(feature: jax.Array, k: int) -> jax.Array:
 
 def _ash_score(shape_fn):
     def score(model, variables, stats, inputs, *, percentile):
+        """``logsumexp(head(ASH(f)))``, ``[B]``, higher = more ID."""
         f = _features(inputs, ("feature",))
         return _energy(model.head(variables, shape_fn(f, percentile)))
 
@@ -283,6 +299,7 @@ def _scale_factor(feature: jax.Array, k: int) -> jax.Array:
 
 
 def _score_scale(model, variables, stats, inputs, *, percentile):
+    """``logsumexp(head(e^r f))``, ``[B]``, higher = more ID."""
     f = _features(inputs, ("feature",))
     r = scale_factor(f, percentile)
     return _energy(model.head(variables, f * jnp.exp(r)[:, None]))
@@ -302,12 +319,27 @@ def lts_factor(feature: jax.Array, percentile: float) -> jax.Array:
 
 
 def _score_lts(model, variables, stats, inputs, *, percentile):
+    """``logsumexp(r^2 logits)``, ``[B]``, higher = more ID."""
     f = _features(inputs, ("logits", "feature"))
     r = lts_factor(f, percentile)
     return _energy(inputs.features.logits * jnp.square(r)[:, None])
 
 
 # --------------------------------------------------------------------------------- BFAct
+
+
+@struct.dataclass
+class BFActStats:
+    """BFAct's fitted Butterworth cut-off.
+
+    Attributes:
+      threshold: scalar τ > 0, the ``percentile`` of the flattened ID-train features.
+      feature_dim: D of the features it was fitted on.
+    """
+
+    threshold: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
 
 
 def bfact_threshold(features: jax.Array, percentile: float | jax.Array) -> jax.Array:
@@ -346,24 +378,42 @@ def _bfact_float(feature: jax.Array, threshold: jax.Array, n: jax.Array) -> jax.
     return feature / jnp.sqrt(1 + z ** (2 * jnp.asarray(n, feature.dtype)))
 
 
-def _fit_bfact(model, variables, data, *, percentile):
-    tau = bfact_threshold(data["train"].features.feature, percentile)
+def _fit_bfact(model, variables, data, *, percentile) -> BFActStats:
+    feature = data["train"].features.feature
+    tau = bfact_threshold(feature, percentile)
     if validate.is_concrete(tau) and float(tau) == 0.0:
         raise ValueError(
             f"BFAct threshold (the {percentile}th percentile of the ID train features) is 0, "
             "so f / τ is undefined; use a higher `percentile` (features are too sparse)"
         )
-    return {"threshold": tau}
+    return BFActStats(threshold=tau, feature_dim=int(np.shape(feature)[-1]))
 
 
-def _score_bfact(model, variables, stats, inputs, *, percentile=None, n):
-    del percentile  # a fit hyperparameter: already folded into the threshold
-    _require_stats(stats, "bfact", ("threshold",))
+def _score_bfact(model, variables, stats, inputs, *, n):
+    """``logsumexp(head(f / sqrt(1 + (f/τ)^(2n))))``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, BFActStats, "bfact")
     f = _features(inputs, ("feature",))
-    return _energy(model.head(variables, bfact_shape(f, stats["threshold"], n)))
+    return _energy(model.head(variables, bfact_shape(f, stats.threshold, n)))
 
 
 # --------------------------------------------------------------------------------- OptFS
+
+
+@struct.dataclass
+class OptFSStats:
+    """OptFS's fitted piecewise-constant shaping (shared by ``optfs`` and ``optfs_energy``).
+
+    Attributes:
+      left, right: ``[M]`` float32 bin edges (half-open bins ``[left_i, right_i)``).
+      theta: ``[M]`` float32 bin weights θ.
+      feature_dim: D of the features (and head) it was fitted on.
+    """
+
+    left: jax.Array
+    right: jax.Array
+    theta: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
 
 
 def _bins_np(f: np.ndarray, left: np.ndarray, right: np.ndarray):
@@ -388,7 +438,7 @@ def optfs_fit_stats(
     weight: np.ndarray,
     *,
     chunk: int = 4096,
-) -> dict[str, np.ndarray]:
+) -> OptFSStats:
     """OptFS setup (``ours.py``): bins over the ID train features and their weights θ.
 
     1. ``lo``/``hi`` = 0.1% / 99.9% quantiles of all flattened values; ``w = (hi - lo) / 100``;
@@ -404,8 +454,8 @@ def optfs_fit_stats(
       weight: ``[D, K]`` head weight.
 
     Returns:
-      ``{"left": [M], "right": [M], "theta": [M]}`` float32 arrays (edges rounded to float32,
-      as the reference compares float32 torch features with them at test time).
+      :class:`OptFSStats` of float32 NumPy arrays ``left, right, theta [M]`` (edges rounded
+      to float32, as the reference compares float32 torch features with them at test time).
     """
     feature = np.asarray(feature)
     pred = np.asarray(pred)
@@ -432,20 +482,21 @@ def optfs_fit_stats(
     if not (np.isfinite(norm) and norm > 0):
         raise ValueError("OptFS: all bin importances are 0; cannot normalise θ")
     theta = importance / norm * 1000.0
-    return {
-        "left": left.astype(np.float32),
-        "right": right.astype(np.float32),
-        "theta": theta.astype(np.float32),
-    }
+    return OptFSStats(
+        left=left.astype(np.float32),
+        right=right.astype(np.float32),
+        theta=theta.astype(np.float32),
+        feature_dim=int(feature.shape[-1]),
+    )
 
 
-def optfs_shape(feature: jax.Array, stats: Mapping[str, jax.Array]) -> jax.Array:
+def optfs_shape(feature: jax.Array, stats: OptFSStats) -> jax.Array:
     """OptFS test-time shaping ``f'_j = θ_{bin(f_j)} f_j`` (0 outside every bin). ``[B, D] -> [B, D]``.
 
     Uses float32 comparisons against the stored edges (as the reference's torch code).
     """
     _check_feature(feature)
-    return _optfs_shape(feature, stats["left"], stats["right"], stats["theta"])
+    return _optfs_shape(feature, stats.left, stats.right, stats.theta)
 
 
 @jax.jit
@@ -460,18 +511,19 @@ def _optfs_shape(feature, left, right, theta):
     return coef * feature
 
 
-def _fit_optfs(model, variables, data):
+def _fit_optfs(model, variables, data) -> OptFSStats:
     feats = data["train"].features
     validate.check_features(feats, need=("logits", "feature"))
     feature = np.asarray(feats.feature)
     pred = np.argmax(np.asarray(feats.logits), axis=-1)
     weight, _ = affine_head_params(model, variables, feature.shape[-1])
     stats = optfs_fit_stats(feature, pred, np.asarray(weight))
-    return {k: jnp.asarray(v) for k, v in stats.items()}
+    return jax.tree.map(jnp.asarray, stats)
 
 
 def _score_optfs_vanilla(model, variables, stats, inputs):
-    _require_stats(stats, "optfs", ("left", "right", "theta"))
+    """``sum_j W[yhat, j] f'_j`` (OptFS's default score), ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, OptFSStats, "optfs")
     f = _features(inputs, ("logits", "feature"))
     pred = jnp.argmax(inputs.features.logits, axis=-1)
     shaped_logits = model.head(variables, optfs_shape(f, stats))
@@ -482,7 +534,8 @@ def _score_optfs_vanilla(model, variables, stats, inputs):
 
 
 def _score_optfs_energy(model, variables, stats, inputs):
-    _require_stats(stats, "optfs_energy", ("left", "right", "theta"))
+    """``logsumexp(head(f'))``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, OptFSStats, "optfs_energy")
     f = _features(inputs, ("logits", "feature"))
     return _energy(model.head(variables, optfs_shape(f, stats)))
 
@@ -493,15 +546,28 @@ _OPENOOD = "OpenOOD v1.5 "
 _FEATURE = frozenset({"feature"})
 _LOGITS_FEATURE = frozenset({"logits", "feature"})
 
+
+def _topk_percentile(default: int) -> HParam:
+    """The percentile that fixes ASH/SCALE/LTS's top-k size: static (k is a Python int)."""
+    return HParam(
+        default, sweep=SCALE_SWEEP, static=True, check=validate.check_percentile,
+        doc="keep the top k = D - round_half_even(D*p/100) activations",
+    )
+
+
 register(
     Detector(
         name="react",
         score=_score_react,
-        fit=_fit_react,
+        fit=fit_react,
         fit_splits=("val",),
-        fit_hparams=("percentile",),
-        defaults={"percentile": 90},
-        sweep={"percentile": [85, 90, 95, 99]},
+        hparams={
+            "percentile": HParam(
+                90, sweep=REACT_SWEEP, role="fit", check=validate.check_percentile,
+                doc="τ = this percentile of the flattened ID-val features",
+            ),
+        },
+        stats_type=ReactStats,
         needs=_FEATURE,
         reference=(
             "Sun et al. 2021 (ReAct); "
@@ -512,34 +578,32 @@ register(
     )
 )
 
-for _name, _fn, _desc in (
-    ("ash", ash_b, "ASH-B, as OpenOOD's `ash` (ASHNet.forward_threshold calls ash_b)"),
-    ("ash_b", ash_b, "ASH-B (binarise top-k to sum(f)/k)"),
-    ("ash_s", ash_s, "ASH-S (prune, scale by exp(s1/s2)); sweep borrowed from OpenOOD ash.yml"),
-    ("ash_p", ash_p, "ASH-P (prune only); sweep borrowed from OpenOOD ash.yml"),
+for _name, _fn, _desc, _aliases in (
+    ("ash", ash_b, "ASH-B (binarise top-k to sum(f)/k), OpenOOD's `ash` "
+     "(ASHNet.forward_threshold calls ash_b); alias `ash_b`", ("ash_b",)),
+    ("ash_s", ash_s, "ASH-S (prune, scale by exp(s1/s2)); sweep borrowed from OpenOOD ash.yml",
+     ()),
+    ("ash_p", ash_p, "ASH-P (prune only); sweep borrowed from OpenOOD ash.yml", ()),
 ):
     register(
         Detector(
             name=_name,
             score=_ash_score(_fn),
-            static_hparams=("percentile",),
-            defaults={"percentile": 90},
-            sweep={"percentile": list(SCALE_SWEEP)},
+            hparams={"percentile": _topk_percentile(90)},
             needs=_FEATURE,
             reference=(
                 f"Djurisic et al. 2023; {_desc}. {_OPENOOD}ash_net.py, ash.yml; "
                 "k = D - round_half_even(D*p/100); score logsumexp(head(shaped f))"
             ),
-        )
+        ),
+        aliases=_aliases,
     )
 
 register(
     Detector(
         name="scale",
         score=_score_scale,
-        static_hparams=("percentile",),
-        defaults={"percentile": 85},
-        sweep={"percentile": list(SCALE_SWEEP)},
+        hparams={"percentile": _topk_percentile(85)},
         needs=_FEATURE,
         reference=(
             "Xu et al. 2024 (SCALE); "
@@ -555,11 +619,21 @@ register(
         score=_score_bfact,
         fit=_fit_bfact,
         fit_splits=("train",),
-        fit_hparams=("percentile",),
-        defaults={"percentile": 95, "n": 2},
-        # OptFS's BFAct has no APS grid (its optional surrogate-OOD search spans p in 5..95
-        # and n in 1..4). Our APS choice: ReAct's percentile list at the default order n=2.
-        sweep={"percentile": [85, 90, 95, 99]},
+        hparams={
+            # OptFS's BFAct has no APS grid (its optional surrogate-OOD search spans p in
+            # 5..95 and n in 1..4). Our APS choice: ReAct's percentile list at n = 2.
+            "percentile": HParam(
+                95, sweep=REACT_SWEEP, role="fit", check=validate.check_percentile,
+                doc="τ = this percentile of the flattened ID-train features",
+            ),
+            # Static: an integer order is computed as an exact integer power (the reference's
+            # `**`); a traced n would switch to a float power.
+            "n": HParam(
+                2, static=True, check=validate.check_positive,
+                doc="Butterworth filter order",
+            ),
+        },
+        stats_type=BFActStats,
         needs=_FEATURE,
         reference=(
             "Kong & Li 2023 (BFAct); OptFSOOD detector/bfact.py: τ = 95th percentile of the "
@@ -573,9 +647,7 @@ register(
     Detector(
         name="lts",
         score=_score_lts,
-        static_hparams=("percentile",),
-        defaults={"percentile": 95},
-        sweep={"percentile": list(SCALE_SWEEP)},
+        hparams={"percentile": _topk_percentile(95)},
         needs=_LOGITS_FEATURE,
         reference=(
             "Djurisic et al. 2024 (LTS); andrijazz/lts lts.py (lts@95 in its configs): "
@@ -591,6 +663,7 @@ register(
         score=_score_optfs_vanilla,
         fit=_fit_optfs,
         fit_splits=("train",),
+        stats_type=OptFSStats,
         needs=_LOGITS_FEATURE,
         reference=(
             "Zhao et al. 2024 (OptFS); OptFSOOD detector/ours.py, default 'vanilla' score "
@@ -605,6 +678,7 @@ register(
         score=_score_optfs_energy,
         fit=_fit_optfs,
         fit_splits=("train",),
+        stats_type=OptFSStats,
         needs=_LOGITS_FEATURE,
         reference=(
             "OptFS with its `-o energy` option (OptFSOOD detector/ours.py): "

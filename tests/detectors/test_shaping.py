@@ -221,9 +221,9 @@ def test_react_matches_openood(percentile):
     v, val, test = _variables(), _features(seed=2, n=200), _features(seed=3)
     stats = _fit("react", v, "val", val, percentile=percentile)
     tau = np.percentile(val.flatten(), percentile)
-    np.testing.assert_allclose(float(stats["threshold"]), tau, rtol=1e-6)
+    np.testing.assert_allclose(float(stats.threshold), tau, rtol=1e-6)
     want = _np_energy(_np_head(v, np.minimum(test, tau)))
-    got = _score("react", v, test, stats, percentile=percentile)
+    got = _score("react", v, test, stats)
     np.testing.assert_allclose(got, want, rtol=RTOL)
 
 
@@ -239,11 +239,11 @@ def test_bfact_matches_optfs(negative):
     v, train, test = _variables(), _features(seed=2, n=300), _features(seed=3, negative=negative)
     stats = _fit("bfact", v, "train", train)  # defaults: percentile 95, n 2
     tau = np.percentile(train.flatten(), 95)
-    np.testing.assert_allclose(float(stats["threshold"]), tau, rtol=1e-6)
+    np.testing.assert_allclose(float(stats.threshold), tau, rtol=1e-6)
     want = _np_energy(_np_head(v, ref_softcap(test, tau, 2)))
     np.testing.assert_allclose(_score("bfact", v, test, stats), want, rtol=RTOL)
     # A traced float n gives the same as the integer power.
-    got_float = jax.jit(lambda f: shaping.bfact_shape(f, stats["threshold"], 2.0))(test)
+    got_float = jax.jit(lambda f: shaping.bfact_shape(f, stats.threshold, 2.0))(test)
     np.testing.assert_allclose(got_float, ref_softcap(test, tau, 2), rtol=1e-5, atol=1e-6)
 
 
@@ -256,12 +256,12 @@ def test_optfs_matches_repo():
     left, width, theta = ref_optfs_setup(train, pred, w_kd)
 
     stats = _fit("optfs", v, "train", train)
-    np.testing.assert_array_equal(np.asarray(stats["left"]), left.astype(np.float32))
-    np.testing.assert_array_equal(np.asarray(stats["right"]), (left + width).astype(np.float32))
-    np.testing.assert_allclose(np.asarray(stats["theta"]), theta, rtol=RTOL, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(stats.left), left.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(stats.right), (left + width).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(stats.theta), theta, rtol=RTOL, atol=1e-3)
     # Chunking the fit does not change it.
     small = shaping.optfs_fit_stats(train, pred, np.asarray(v["w"]), chunk=97)
-    np.testing.assert_allclose(small["theta"], np.asarray(stats["theta"]), rtol=1e-6)
+    np.testing.assert_allclose(small.theta, np.asarray(stats.theta), rtol=1e-6)
 
     feat_p = ref_optfs_shape(test, left, width, theta)
     np.testing.assert_allclose(shaping.optfs_shape(test, stats), feat_p, rtol=RTOL, atol=1e-3)
@@ -275,7 +275,7 @@ def test_optfs_matches_repo():
 def test_optfs_zero_outside_bins():
     v, train = _variables(), _features(seed=2, n=300, negative=True)
     stats = _fit("optfs", v, "train", train)
-    lo, hi = float(stats["left"][0]), float(stats["right"][-1])
+    lo, hi = float(stats.left[0]), float(stats.right[-1])
     f = np.array([[lo - 1.0, hi + 1.0, hi, (lo + hi) / 2]], np.float32)
     f = np.pad(f, ((0, 0), (0, D - 4)))
     shaped = np.asarray(shaping.optfs_shape(f, stats))
@@ -351,10 +351,10 @@ def test_ash_invariants():
 
 def test_react_large_threshold_is_energy():
     v, f = _variables(), _features()
-    stats = {"threshold": jnp.asarray(f.max() + 1.0)}
+    stats = shaping.ReactStats(threshold=jnp.asarray(f.max() + 1.0))
     np.testing.assert_allclose(_score("react", v, f, stats), _np_energy(_np_head(v, f)), rtol=RTOL)
     # BFAct with a huge τ is (numerically) the identity too.
-    big = {"threshold": jnp.asarray(1e6, jnp.float32)}
+    big = shaping.BFActStats(threshold=jnp.asarray(1e6, jnp.float32))
     np.testing.assert_allclose(_score("bfact", v, f, big), _np_energy(_np_head(v, f)), rtol=RTOL)
 
 
@@ -364,8 +364,8 @@ def test_react_monotone_in_threshold_for_nonneg_weights(t1, t2):
     # min(f, τ) grows with τ, so with W >= 0 every logit, hence the energy, is non-decreasing.
     v, f = _variables(nonneg=True), _features()
     lo, hi = sorted((t1, t2))
-    s_lo = _score("react", v, f, {"threshold": jnp.float32(lo)})
-    s_hi = _score("react", v, f, {"threshold": jnp.float32(hi)})
+    s_lo = _score("react", v, f, shaping.ReactStats(threshold=jnp.float32(lo)))
+    s_hi = _score("react", v, f, shaping.ReactStats(threshold=jnp.float32(hi)))
     assert np.all(s_hi >= s_lo - 1e-5)
 
 
@@ -399,20 +399,24 @@ def test_registry_entries():
     for name in ALL:
         det = detectors.get(name)
         assert "feature" in det.needs
-        for hp in det.static_hparams:
-            assert hp == "percentile"
+        for hp in det.static_names:
+            assert hp in ("percentile", "n")
         for point in detectors.sweep_grid(det):
             assert set(point) == set(det.defaults)
     assert detectors.get("react").fit_splits == ("val",)
     assert detectors.get("bfact").fit_splits == ("train",)
     assert detectors.get("scale").defaults == {"percentile": 85}
     assert detectors.get("lts").defaults == {"percentile": 95}
+    # Fit-time percentiles: τ is fitted, score only reads it from the stats.
+    assert detectors.get("react").names("fit") == ("percentile",)
+    assert detectors.get("bfact").names("fit") == ("percentile",)
+    assert detectors.get("bfact").names("score") == ("n",)
 
 
 def _jitted_score(name, v, stats, traces):
     det = detectors.get(name)
     _, _, hp = det.split_hparams({})
-    static = {k: hp.pop(k) for k in det.static_hparams}
+    static = {k: hp.pop(k) for k in det.static_names if k in hp}
 
     @jax.jit
     def run(inputs):
@@ -505,6 +509,11 @@ def test_other_bad_inputs():
         jax.jit(lambda f, p: shaping.scale_factor(f, p))(_features(n=2), 85.0)
     with pytest.raises(ValueError, match="n"):
         shaping.bfact_shape(_features(n=2), 1.0, 0)
+    with pytest.raises(ValueError, match="`n` must be an integer"):  # static integer order
+        _score("bfact", v, _features(n=2), _fit("bfact", v, "train", _features(n=50)), n=2.5)
+    # τ is fitted: ReAct's percentile goes to fit, not score.
+    with pytest.raises(ValueError, match="percentile"):
+        _score("react", v, _features(n=2), _fit("react", v, "val", _features(n=50)), percentile=85)
     with pytest.raises(ValueError, match="threshold"):
         _fit("bfact", v, "train", np.zeros((4, D), np.float32))
     with pytest.raises(ValueError, match="constant"):
@@ -516,7 +525,7 @@ def test_other_bad_inputs():
 def test_jit_with_static_percentile_via_partial():
     v, f = _variables(), _features()
     det = detectors.get("scale")
-    run = jax.jit(functools.partial(det.score, MODEL), static_argnames=det.static_hparams)
+    run = jax.jit(functools.partial(det.score, MODEL), static_argnames=tuple(det.static_names))
     np.testing.assert_allclose(
         run(v, None, _inputs(f, v), percentile=85),
         _score("scale", v, f, percentile=85),
