@@ -71,7 +71,7 @@ def _worker(method: str, args) -> dict:
             stats = knn.knn_bank(bank, on_host=True, chunk=16384)
         else:
             stats = knn.knn_bank(bank, chunk=int(method.split("_c")[-1]))
-            jax.block_until_ready(stats["bank"])
+            jax.block_until_ready(stats.bank)
         del bank
         run = lambda: np.asarray(jax.block_until_ready(knn.knn_score(queries, stats, k)))
     elif method == "numpy_blocked":

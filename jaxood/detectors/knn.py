@@ -16,6 +16,8 @@ chunks are streamed to the device one at a time (not jit-able as a whole, but ea
 step is).
 
 Normalisation: OpenOOD v1.5 uses ``x / (||x|| + 1e-10)``; we do the same.
+
+Fitted statistics: :class:`KNNStats` (also the chunked ID dictionary OODD searches).
 """
 
 from __future__ import annotations
@@ -28,12 +30,37 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxood import validate
-from jaxood.detectors import register
-from jaxood.types import Detector, Inputs
+from jaxood.detectors import _ops, register
+from jaxood.types import Detector, HParam, Inputs
 
 NORM_EPS = 1e-10
+
+
+@struct.dataclass
+class KNNStats:
+    """A normalised feature bank to search, in one of two layouts.
+
+    * chunked (device): ``bank [T, c, D]``, ``bias [T, c]`` (``-inf`` marks padding rows);
+    * flat (host): ``bank [N, D]`` (NumPy or ``np.memmap``), ``bias [N]``, streamed to the
+      device ``chunk`` rows at a time; moved to the device (e.g. under jit) it is chunked there.
+
+    ``bias`` is added to every similarity with that row (KNN: ``-||b||^2 / 2``).
+
+    Attributes:
+      bank, bias: as above.
+      n: number of real bank rows N (static: it bounds K).
+      chunk: rows per chunk (``c`` of the chunked layout; the streaming size of the flat one).
+      feature_dim: D.
+    """
+
+    bank: Any
+    bias: Any
+    n: int = struct.field(pytree_node=False)
+    chunk: int = struct.field(pytree_node=False)
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
 
 
 def l2_normalize(x: Any, eps: float = NORM_EPS) -> Any:
@@ -47,8 +74,9 @@ def l2_normalize(x: Any, eps: float = NORM_EPS) -> Any:
 # ------------------------------------------------------------------------ chunked k-th search
 
 
-def chunk_bank(bank: Any, chunk: int, *, bias: Any = None) -> dict[str, Any]:
-    """Pads and reshapes a bank ``[N, D]`` into ``{"bank": [T, c, D], "bias": [T, c], "n": N}``.
+def chunk_bank(bank: Any, chunk: int, *, bias: Any = None) -> KNNStats:
+    """Pads and reshapes a bank ``[N, D]`` into a chunked :class:`KNNStats`
+    (``bank [T, c, D]``, ``bias [T, c]``, ``n = N``).
 
     ``bias`` ``[N]`` is added to every similarity with that bank row (default 0); padded rows
     get ``-inf`` so they are never among the top-K. ``c = min(chunk, N)``.
@@ -61,7 +89,7 @@ def chunk_bank(bank: Any, chunk: int, *, bias: Any = None) -> dict[str, Any]:
     b = jnp.zeros((n,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
     bank = jnp.pad(bank, ((0, pad), (0, 0))).reshape(t, c, d)
     b = jnp.pad(b, (0, pad), constant_values=-jnp.inf).reshape(t, c)
-    return {"bank": bank, "bias": b, "n": n}
+    return KNNStats(bank=bank, bias=b, n=int(n), chunk=c, feature_dim=int(d))
 
 
 def _merge_topk(top: jax.Array, queries: jax.Array, bank: jax.Array, bias: jax.Array, k: int):
@@ -127,19 +155,15 @@ def _check_k(k: Any, n: int, name: str = "K") -> int:
     return int(k)
 
 
-def bank_size(stats: dict[str, Any]) -> int:
-    """Number of real bank rows; falls back to the padded size when ``n`` is traced."""
-    n = stats["n"]
-    if validate.is_concrete(n):
-        return int(n)
-    bank = stats["bank"]
-    return int(bank.shape[0] * bank.shape[1]) if bank.ndim == 3 else int(bank.shape[0])
+def bank_size(stats: KNNStats) -> int:
+    """Number of real bank rows N."""
+    return int(stats.n)
 
 
 # ------------------------------------------------------------------------------- KNN proper
 
 
-def knn_bank(features: Any, *, chunk: int = 4096, on_host: bool = False) -> dict[str, Any]:
+def knn_bank(features: Any, *, chunk: int = 4096, on_host: bool = False) -> KNNStats:
     """KNN statistics from ID features ``[N, D]``: the normalised bank, chunked.
 
     Squared distances are computed as ``||x||^2 + ||b||^2 - 2 x.b``: we keep
@@ -150,14 +174,17 @@ def knn_bank(features: Any, *, chunk: int = 4096, on_host: bool = False) -> dict
     if on_host:
         bank = l2_normalize(np.asarray(features, np.float32))
         half_sq = 0.5 * np.einsum("nd,nd->n", bank, bank)
-        return {"bank": bank, "bias": -half_sq, "n": bank.shape[0], "chunk": int(chunk)}
+        return KNNStats(
+            bank=bank, bias=-half_sq, n=int(bank.shape[0]), chunk=int(chunk),
+            feature_dim=int(bank.shape[1]),
+        )
     bank = l2_normalize(jnp.asarray(features, jnp.float32))
     return chunk_bank(bank, chunk, bias=-0.5 * jnp.sum(bank * bank, axis=-1))
 
 
 def write_bank(
     feature_chunks: Iterable[Any], path: str | os.PathLike, n: int, d: int, *, chunk: int = 65536
-) -> dict[str, Any]:
+) -> KNNStats:
     """Streams ID features into an on-disk normalised bank (``.npy`` memmap), chunk by chunk.
 
     Use for banks that do not fit in memory at once (ImageNet train). Returns host KNN stats
@@ -176,10 +203,10 @@ def write_bank(
     if pos != n:
         raise ValueError(f"got {pos} feature rows, declared n={n}")
     bank.flush()
-    return {"bank": bank, "bias": bias, "n": n, "chunk": int(chunk)}
+    return KNNStats(bank=bank, bias=bias, n=int(n), chunk=int(chunk), feature_dim=int(d))
 
 
-def knn_score(features: Any, stats: dict[str, Any], k: int) -> jax.Array:
+def knn_score(features: Any, stats: KNNStats, k: int) -> jax.Array:
     """OpenOOD KNN score: ``-||x_hat - b_(k)||^2`` (minus squared distance to the k-th NN).
 
     Args:
@@ -193,24 +220,25 @@ def knn_score(features: Any, stats: dict[str, Any], k: int) -> jax.Array:
     validate.check_array(features, "features.feature", ndim=2)
     k = _check_k(k, bank_size(stats))
     q = l2_normalize(jnp.asarray(features, jnp.float32))
-    if isinstance(stats["bank"], np.ndarray):  # host bank: stream chunks to the device
-        top = topk_similarities_host(q, stats["bank"], k, chunk=stats["chunk"], bias=stats["bias"])
-    elif stats["bank"].ndim == 2:  # a host bank moved to the device (e.g. stats under jit)
-        chunk = stats["chunk"] if validate.is_concrete(stats["chunk"]) else 4096
-        chunked = chunk_bank(stats["bank"], int(chunk), bias=stats["bias"])
-        top = topk_similarities(q, chunked["bank"], chunked["bias"], k)
-    else:
-        top = topk_similarities(q, stats["bank"], stats["bias"], k)
+    if stats.bank.ndim == 3:  # chunked layout (device arrays, or restored as NumPy)
+        top = topk_similarities(q, stats.bank, stats.bias, k)
+    elif isinstance(stats.bank, np.ndarray):  # host bank: stream chunks to the device
+        top = topk_similarities_host(q, stats.bank, k, chunk=stats.chunk, bias=stats.bias)
+    else:  # a host bank moved to the device (e.g. stats under jit)
+        chunked = chunk_bank(stats.bank, stats.chunk, bias=stats.bias)
+        top = topk_similarities(q, chunked.bank, chunked.bias, k)
     # ||x - b||^2 = ||x||^2 - 2 (x.b - ||b||^2/2); clamp tiny negative rounding to 0.
     dist2 = jnp.maximum(jnp.sum(q * q, axis=-1) - 2.0 * top[:, k - 1], 0.0)
     return -dist2
 
 
-def _fit_knn(model, variables, data, *, bank_chunk, bank_on_host):
+def _fit_knn(model, variables, data, *, bank_chunk, bank_on_host) -> KNNStats:
     return knn_bank(data["train"].features.feature, chunk=bank_chunk, on_host=bank_on_host)
 
 
-def _score_knn(model, variables, stats, inputs: Inputs, *, K, bank_chunk=None, bank_on_host=None):
+def _score_knn(model, variables, stats, inputs: Inputs, *, K):
+    """``-||x_hat - b_(K)||^2``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, KNNStats, "knn")
     return knn_score(inputs.features.feature, stats, K)
 
 
@@ -220,11 +248,16 @@ register(
         score=_score_knn,
         fit=_fit_knn,
         fit_splits=("train",),
-        fit_hparams=("bank_chunk", "bank_on_host"),
-        fit_only_hparams=("bank_chunk", "bank_on_host"),
-        static_hparams=("K",),
-        defaults={"K": 50, "bank_chunk": 4096, "bank_on_host": False},
-        sweep={"K": [50, 100, 200, 500, 1000]},
+        hparams={
+            "K": HParam(50, sweep=(50, 100, 200, 500, 1000), static=True,
+                        check=validate.check_positive_int, doc="rank of the neighbour (top_k)"),
+            "bank_chunk": HParam(4096, role="fit", static=True,
+                                 check=validate.check_positive_int,
+                                 doc="bank rows per search step (memory, not the result)"),
+            "bank_on_host": HParam(False, role="fit", static=True,
+                                   doc="keep the bank in host memory, streamed per chunk"),
+        },
+        stats_type=KNNStats,
         needs=frozenset({"feature"}),
         reference=(
             "Sun et al. 2022 (deep KNN); OpenOOD v1.5 knn_postprocessor.py (normalised "

@@ -23,9 +23,10 @@ OOD test set separately: stream = ``concat(ID-test, OOD)`` permuted with
 OOD set (so ID-test scores differ per OOD set). :func:`release_protocol` does exactly that.
 
 The registered ``score`` treats the batch it is given as the whole stream (fresh queue,
-chunks of ``chunk_size`` in the given order). A caller that pads batches (e.g. to a fixed
-jit shape) must not feed the padding through it: padded rows would enter the queue. Use
-:func:`oodd_stream` (which masks padding) or :func:`release_protocol` instead.
+chunks of ``chunk_size`` in the given order): it is :func:`init_state` followed by one
+:func:`step` over the batch. A deployed detector continues its stream with ``step``, which
+takes the queue state and a ``valid`` mask (padding rows never enter the queue); calls that
+split the stream at multiples of ``chunk_size`` give the same scores as one call.
 
 The queue state is an explicit pytree (:class:`OODDState`); :func:`oodd_step` is a pure,
 jit-able ``(state, chunk) -> (state, scores)`` and :func:`oodd_stream` scans it, so a stream
@@ -58,16 +59,24 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxood import validate
-from jaxood.detectors import register
-from jaxood.detectors.knn import _check_k, bank_size, chunk_bank, l2_normalize, topk_similarities
-from jaxood.types import Detector, Inputs, Model
+from jaxood.detectors import _ops, register
+from jaxood.detectors.knn import (
+    KNNStats,
+    _check_k,
+    bank_size,
+    chunk_bank,
+    l2_normalize,
+    topk_similarities,
+)
+from jaxood.types import Detector, HParam, Inputs, Model
 
 logger = logging.getLogger(__name__)
 
@@ -250,10 +259,61 @@ def iis_select(crop_msp: Any, crop_features: Any, labels: Any, alpha: float) -> 
     return l2_normalize(chosen[order[:keep]])
 
 
+# ------------------------------------------------------------------------- statistics
+
+
+@struct.dataclass
+class OODDStats:
+    """Fitted OODD statistics (``oodd`` and ``oodd_cout``).
+
+    Attributes:
+      id_bank: ``[T, c, D]`` the chunked, L2-normalised ID dictionary (IIS).
+      id_bias: ``[T, c]`` 0 for dictionary rows, ``-inf`` for chunk padding.
+      id_size: number of dictionary rows (static: it bounds ``k_in``).
+      queue_seeds: ``[S, D]`` C-Out features that seed the queue, or None (``oodd``).
+      memory_bank: ``[M, D]`` fixed C-Out OOD features, or None (``oodd``).
+      feature_dim: D.
+    """
+
+    id_bank: jax.Array
+    id_bias: jax.Array
+    id_size: int = struct.field(pytree_node=False)
+    queue_seeds: jax.Array | None = None
+    memory_bank: jax.Array | None = None
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+    @property
+    def id_dictionary(self) -> KNNStats:
+        """The ID dictionary as the chunked bank :func:`s_in` searches."""
+        return KNNStats(
+            bank=self.id_bank, bias=self.id_bias, n=self.id_size,
+            chunk=int(self.id_bank.shape[1]), feature_dim=self.feature_dim,
+        )
+
+
+def make_stats(
+    id_dictionary: Any,
+    *,
+    bank_chunk: int = 4096,
+    queue_seeds: Any = None,
+    memory_bank: Any = None,
+) -> OODDStats:
+    """:class:`OODDStats` from an L2-normalised ID dictionary ``[N, D]`` (e.g.
+    :func:`iis_select`) and optional C-Out ``queue_seeds [S, D]`` / ``memory_bank [M, D]``."""
+    bank = chunk_bank(id_dictionary, bank_chunk)
+    as_array = lambda a: None if a is None else jnp.asarray(a, jnp.float32)
+    return OODDStats(
+        id_bank=bank.bank, id_bias=bank.bias, id_size=bank.n,
+        queue_seeds=as_array(queue_seeds), memory_bank=as_array(memory_bank),
+        feature_dim=bank.feature_dim,
+    )
+
+
 # ------------------------------------------------------------------------------ queue
 
 
-class OODDState(NamedTuple):
+@struct.dataclass
+class OODDState:
     """The OOD dictionary: ``feats [Q, D]`` (normalised) and ``keys [Q]`` (their ``S_in``;
     ``+inf`` marks an empty slot)."""
 
@@ -268,10 +328,10 @@ def empty_state(queue_size: int, dim: int) -> OODDState:
     return OODDState(jnp.zeros((queue_size, dim), jnp.float32), jnp.full((queue_size,), jnp.inf))
 
 
-def s_in(features: jax.Array, id_bank: dict[str, Any], k_in: int) -> jax.Array:
+def s_in(features: jax.Array, id_bank: KNNStats, k_in: int) -> jax.Array:
     """``k_in``-th largest cosine similarity to the ID dictionary: ``[B, D] -> [B]``."""
     q = l2_normalize(jnp.asarray(features, jnp.float32))
-    return topk_similarities(q, id_bank["bank"], id_bank["bias"], k_in)[:, k_in - 1]
+    return topk_similarities(q, id_bank.bank, id_bank.bias, k_in)[:, k_in - 1]
 
 
 def _insert(state: OODDState, feats: jax.Array, keys: jax.Array) -> OODDState:
@@ -282,7 +342,7 @@ def _insert(state: OODDState, feats: jax.Array, keys: jax.Array) -> OODDState:
     return OODDState(all_feats[idx], -neg)
 
 
-def seeded_state(seeds: Any, id_bank: dict[str, Any], *, queue_size: int, k_in: int) -> OODDState:
+def seeded_state(seeds: Any, id_bank: KNNStats, *, queue_size: int, k_in: int) -> OODDState:
     """A queue pre-filled with ``seeds [S, D]`` (C-Out), priorities = their ``S_in``."""
     seeds = l2_normalize(jnp.asarray(seeds, jnp.float32))
     state = empty_state(queue_size, seeds.shape[1])
@@ -294,7 +354,7 @@ def oodd_step(
     chunk: jax.Array,
     valid: jax.Array | None = None,
     *,
-    id_bank: dict[str, Any],
+    id_bank: KNNStats,
     k_in: int,
     k_out: int,
     memory_bank: jax.Array | None = None,
@@ -341,7 +401,7 @@ def _stream(state, features, valid, id_bank, memory_bank, *, k_in, k_out, chunk_
 
 
 def oodd_stream(
-    id_bank: dict[str, Any],
+    id_bank: KNNStats,
     features: Any,
     *,
     queue_size: int,
@@ -350,15 +410,17 @@ def oodd_stream(
     chunk_size: int = CHUNK_SIZE,
     memory_bank: Any = None,
     state: OODDState | None = None,
+    valid: Any = None,
 ) -> tuple[jax.Array, OODDState]:
     """Scores a stream ``features [N, D]`` in order, chunk by chunk (``lax.scan``).
 
     Args:
-      id_bank: chunked ID dictionary (``fit`` stats ``["id_bank"]``).
+      id_bank: chunked ID dictionary (:attr:`OODDStats.id_dictionary`).
       features: ``[N, D]`` stream in processing order.
       queue_size, k_in, k_out, chunk_size: release hyperparameters (static).
       memory_bank: optional ``[M, D]`` fixed OOD features.
       state: initial queue (default: empty, as the release).
+      valid: optional ``[N]`` bool; False rows (padding) are scored but never enter the queue.
 
     Returns:
       ``(scores [N] in stream order, final state)``; higher = more ID.
@@ -384,10 +446,12 @@ def oodd_stream(
         )
     pad = (-n) % chunk_size
     x = jnp.pad(jnp.asarray(features, jnp.float32), ((0, pad), (0, 0)))
-    valid = jnp.arange(n + pad) < n
+    mask = jnp.arange(n + pad) < n
+    if valid is not None:
+        mask = mask & jnp.pad(jnp.asarray(valid, bool), (0, pad))
     mb = None if memory_bank is None else l2_normalize(jnp.asarray(memory_bank, jnp.float32))
     scores, state = _stream(
-        state, x, valid, id_bank, mb, k_in=int(k_in), k_out=int(k_out), chunk_size=int(chunk_size)
+        state, x, mask, id_bank, mb, k_in=int(k_in), k_out=int(k_out), chunk_size=int(chunk_size)
     )
     return scores[:n], state
 
@@ -398,7 +462,7 @@ def release_permutation(n: int, seed: int = RELEASE_SEED) -> np.ndarray:
 
 
 def release_protocol(
-    stats: dict[str, Any],
+    stats: OODDStats,
     id_features: Any,
     ood_features: Any,
     *,
@@ -418,15 +482,17 @@ def release_protocol(
     ood = np.asarray(ood_features, np.float32)
     z = np.concatenate([ids, ood])
     perm = release_permutation(z.shape[0], seed)
-    state = _initial_state(stats, queue_size=queue_size, k_in=k_in, dim=z.shape[1])
+    state = init_state(
+        stats, z.shape[1], k_in=k_in, k_out=k_out, queue_size=queue_size, chunk_size=chunk_size
+    )
     scores, _ = oodd_stream(
-        stats["id_bank"],
+        stats.id_dictionary,
         z[perm],
         queue_size=queue_size,
         k_in=k_in,
         k_out=k_out,
         chunk_size=chunk_size,
-        memory_bank=stats.get("memory_bank"),
+        memory_bank=stats.memory_bank,
         state=state,
     )
     out = np.empty(z.shape[0], np.float32)
@@ -434,11 +500,32 @@ def release_protocol(
     return out[: ids.shape[0]], out[ids.shape[0] :]
 
 
-def _initial_state(stats, *, queue_size, k_in, dim):
-    seeds = stats.get("queue_seeds")
-    if seeds is None:
-        return empty_state(queue_size, dim)
-    return seeded_state(seeds, stats["id_bank"], queue_size=queue_size, k_in=k_in)
+def init_state(
+    stats: OODDStats, feature_dim: int, *, k_in: int, k_out: int, queue_size: int, chunk_size: int
+) -> OODDState:
+    """The queue before the first sample: empty (``oodd``), or seeded with the C-Out
+    outliers at priority ``S_in`` (``oodd_cout``). Checks the settings against ``stats``.
+
+    Raises:
+      ValueError: ``k_in`` above the ID dictionary size, ``k_out`` above what the OOD
+        dictionary can ever hold, a bad ``chunk_size``, or ``feature_dim`` not the fitted D.
+    """
+    _ops.require_stats(stats, OODDStats, "oodd")
+    if stats.feature_dim is not None and feature_dim != stats.feature_dim:
+        raise ValueError(
+            f"OODD was fitted on D = {stats.feature_dim} features, got D = {feature_dim}"
+        )
+    k_in = _check_k(k_in, stats.id_size, "k_in")
+    validate.check_positive_int(chunk_size, "chunk_size")
+    n_mb = 0 if stats.memory_bank is None else int(stats.memory_bank.shape[0])
+    if not isinstance(k_out, (int, np.integer)) or not 1 <= k_out <= queue_size + n_mb:
+        raise ValueError(
+            f"`k_out`={k_out!r} must be an int in [1, queue_size + memory bank = "
+            f"{queue_size + n_mb}]"
+        )
+    if stats.queue_seeds is None:
+        return empty_state(queue_size, feature_dim)
+    return seeded_state(stats.queue_seeds, stats.id_dictionary, queue_size=queue_size, k_in=k_in)
 
 
 # -------------------------------------------------------------------------------- C-Out
@@ -507,57 +594,96 @@ def _crop_data(model, variables, inputs: Inputs, *, n_crops, crop_seed):
     return msp, np.asarray(f.feature)[:, None, :]
 
 
-def fit_oodd(model, variables, data, *, alpha, n_crops, crop_seed, bank_chunk, **_):
+def fit_oodd(model, variables, data, *, alpha, n_crops, crop_seed, bank_chunk) -> OODDStats:
     """IIS ID dictionary from ``data["train"]`` (labels in ``extras["labels"]``)."""
     inputs = data["train"]
     labels = _labels(inputs)
     msp, feats = _crop_data(model, variables, inputs, n_crops=n_crops, crop_seed=crop_seed)
-    return {"id_bank": chunk_bank(iis_select(msp, feats, labels, alpha), bank_chunk)}
+    return make_stats(iis_select(msp, feats, labels, alpha), bank_chunk=bank_chunk)
 
 
-def _fit_oodd_cout(model, variables, data, *, cout_queue, cout_bank, cout_seed, **kw):
-    stats = fit_oodd(model, variables, data, **kw)
+def _fit_oodd_cout(
+    model, variables, data, *, alpha, n_crops, crop_seed, bank_chunk, cout_queue, cout_bank,
+    cout_seed,
+) -> OODDStats:
+    """:func:`fit_oodd` plus C-Out queue seeds and memory bank (needs the train images)."""
+    stats = fit_oodd(
+        model, variables, data, alpha=alpha, n_crops=n_crops, crop_seed=crop_seed,
+        bank_chunk=bank_chunk,
+    )
     x = data["train"].x
     if x is None:
         raise ValueError("oodd_cout needs the train images (Inputs.x) to make C-Out crops")
     seeds, bank = cout_outliers(
         model, variables, x, jax.random.PRNGKey(cout_seed), n_queue=cout_queue, n_bank=cout_bank
     )
-    stats["queue_seeds"] = jnp.asarray(seeds) if cout_queue else None
-    stats["memory_bank"] = jnp.asarray(bank) if cout_bank else None
-    return stats
+    return stats.replace(
+        queue_seeds=jnp.asarray(seeds) if cout_queue else None,
+        memory_bank=jnp.asarray(bank) if cout_bank else None,
+    )
 
 
-def _score_oodd(model, variables, stats, inputs, *, k_in, k_out, queue_size, chunk_size, **_):
-    """The batch is the stream, in the given order, with a fresh (or C-Out-seeded) queue."""
+def step(
+    model, variables, stats: OODDStats, state: OODDState, inputs: Inputs, valid: Any, *,
+    k_in: int, k_out: int, queue_size: int, chunk_size: int,
+) -> tuple[jax.Array, OODDState]:
+    """Continues the stream with a batch: chunks of ``chunk_size`` from the batch start, each
+    inserted into the queue and then scored. Pure and jit-able.
+
+    Args:
+      state: the queue so far (:func:`init_state` for a new stream).
+      inputs: ``features.feature [B, D]`` in stream order.
+      valid: ``[B]`` bool; False rows (padding) are scored but never enter the queue.
+
+    Returns:
+      ``(scores [B], new state)``; scores ``S_in - S_out``, higher = more ID.
+    """
+    _ops.require_stats(stats, OODDStats, "oodd")
     f = inputs.features.feature
     validate.check_array(f, "features.feature", ndim=2)
-    k_in = _check_k(k_in, bank_size(stats["id_bank"]), "k_in")
-    state = _initial_state(stats, queue_size=queue_size, k_in=k_in, dim=f.shape[1])
-    scores, _ = oodd_stream(
-        stats["id_bank"],
-        f,
-        queue_size=queue_size,
-        k_in=k_in,
-        k_out=k_out,
-        chunk_size=chunk_size,
-        memory_bank=stats.get("memory_bank"),
-        state=state,
+    return oodd_stream(
+        stats.id_dictionary, f, queue_size=queue_size, k_in=k_in, k_out=k_out,
+        chunk_size=chunk_size, memory_bank=stats.memory_bank, state=state, valid=valid,
     )
+
+
+def _score_oodd(model, variables, stats, inputs, *, k_in, k_out, queue_size, chunk_size):
+    """The batch is the whole stream, in the given order, from :func:`init_state`:
+    ``[B]`` scores, higher = more ID."""
+    f = inputs.features.feature
+    validate.check_array(f, "features.feature", ndim=2)
+    settings = dict(k_in=k_in, k_out=k_out, queue_size=queue_size, chunk_size=chunk_size)
+    state = init_state(stats, int(f.shape[1]), **settings)
+    valid = jnp.ones((f.shape[0],), bool)
+    scores, _ = step(model, variables, stats, state, inputs, valid, **settings)
     return scores
 
 
-# Marks OODD as a streaming detector for the benchmark runner (``runner.is_stream``) when
-# the Detector record has that field.
-_FIT = ("alpha", "n_crops", "crop_seed", "bank_chunk")
-_DEFAULTS = {
-    **OODD_DEFAULTS["cifar10"],
-    "chunk_size": CHUNK_SIZE,
-    "n_crops": 5,
-    "crop_seed": 0,
-    "bank_chunk": 4096,
+def _count(default: int, doc: str, role: str = "score", minimum: int = 1) -> HParam:
+    """An integer setting (a size, rank or seed): static, checked."""
+    check = validate.check_positive_int if minimum else validate.check_nonnegative_int
+    return HParam(default, role=role, static=True, check=check, doc=doc)
+
+
+_CIFAR10 = OODD_DEFAULTS["cifar10"]
+#: Released CIFAR-10 defaults (OODD_DEFAULTS has the others); no APS in the release.
+HPARAMS = {
+    "k_in": _count(_CIFAR10["k_in"], "rank of the ID-dictionary neighbour (S_in)"),
+    "k_out": _count(_CIFAR10["k_out"], "rank of the OOD-dictionary neighbour (S_out)"),
+    "alpha": HParam(_CIFAR10["alpha"], role="fit", check=validate.check_open_fraction,
+                    doc="fraction of ID-train images kept in the ID dictionary (IIS)"),
+    "queue_size": _count(_CIFAR10["queue_size"], "capacity of the OOD queue"),
+    "chunk_size": _count(CHUNK_SIZE, "stream rows inserted together, then scored"),
+    "n_crops": _count(5, "random crops per train image for IIS", role="fit"),
+    "crop_seed": _count(0, "PRNG seed of the IIS crops", role="fit", minimum=0),
+    "bank_chunk": _count(4096, "ID-dictionary rows per search step", role="fit"),
 }
-_COUT = {"cout_queue": 128, "cout_bank": 5, "cout_seed": 0}
+COUT_HPARAMS = {
+    **HPARAMS,
+    "cout_queue": _count(128, "C-Out outliers seeding the queue", role="fit", minimum=0),
+    "cout_bank": _count(5, "C-Out outliers in the fixed memory bank", role="fit", minimum=0),
+    "cout_seed": _count(0, "PRNG seed of the C-Out crops and split", role="fit", minimum=0),
+}
 
 register(
     Detector(
@@ -565,12 +691,12 @@ register(
         score=_score_oodd,
         fit=fit_oodd,
         fit_splits=("train",),
-        fit_hparams=_FIT,
-        fit_only_hparams=_FIT,
-        static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
-        defaults=_DEFAULTS,
+        hparams=HPARAMS,
+        stats_type=OODDStats,
         needs=frozenset({"feature", "logits"}),
         stream=True,
+        init_state=init_state,
+        step=step,
         reference=(
             "Yang et al. CVPR 2025 (OODD), release zxk1212/OODD knn_postprocessor.py: IIS + "
             "priority queue, insert-then-score, no APS. Defaults = CIFAR-10 (oodd.OODD_DEFAULTS "
@@ -585,12 +711,12 @@ register(
         score=_score_oodd,
         fit=_fit_oodd_cout,
         fit_splits=("train",),
-        fit_hparams=_FIT + tuple(_COUT),
-        fit_only_hparams=_FIT + tuple(_COUT),
-        static_hparams=("k_in", "k_out", "queue_size", "chunk_size"),
-        defaults={**_DEFAULTS, **_COUT},
+        hparams=COUT_HPARAMS,
+        stats_type=OODDStats,
         needs=frozenset({"feature", "logits"}),
         stream=True,
+        init_state=init_state,
+        step=step,
         reference=(
             "OODD + C-Out/DOS: OUR implementation of the paper's description (not in the "
             "release): low-MSP crops (scale 0.08-0.3) of ID-train images seed the queue "

@@ -95,7 +95,7 @@ def test_release_protocol_matches_reference(bank):
     ref = release_reference(bank, z[perm], k_in=5, k_out=5, queue_size=128)
     ref_unperm = np.empty_like(ref)
     ref_unperm[perm] = ref
-    stats = {"id_bank": chunk_bank(bank, 64)}
+    stats = oodd.make_stats(bank, bank_chunk=64)
     got_id, got_ood = oodd.release_protocol(stats, ids, ood, k_in=5, k_out=5, queue_size=128)
     np.testing.assert_allclose(got_id, ref_unperm[: len(ids)], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_ood, ref_unperm[len(ids) :], rtol=1e-5, atol=1e-5)
@@ -115,13 +115,39 @@ def test_stream_with_memory_bank_small_chunks_matches_reference(bank):
 
 def test_same_stream_same_order_identical_scores(bank):
     ids, ood = stream_data(4)
-    stats = {"id_bank": chunk_bank(bank, 64)}
+    stats = oodd.make_stats(bank, bank_chunk=64)
     a = oodd.release_protocol(stats, ids, ood, k_in=5, k_out=5, queue_size=128)
     b = oodd.release_protocol(stats, ids, ood, k_in=5, k_out=5, queue_size=128)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     c = oodd.release_protocol(stats, ids, ood, k_in=5, k_out=5, queue_size=128, seed=7)
     assert not np.array_equal(a[0], c[0])  # the order matters, and the seed sets the order
+
+
+def test_step_calls_with_padding_match_reference(bank):
+    # A deployed stream: three calls of the registered `step`, state carried, each batch
+    # padded to 40 rows with copies of real rows marked invalid; split points are multiples
+    # of chunk_size, so the result must be the release's single stream.
+    ids, ood = stream_data(5, 40, 40)
+    z = np.concatenate([ids, ood])[np.random.RandomState(0).permutation(80)]
+    ref = release_reference(bank, z, k_in=3, k_out=4, queue_size=20, chunk=16)
+    det = detectors.get("oodd")
+    stats = oodd.make_stats(bank, bank_chunk=64)
+    kw = dict(k_in=3, k_out=4, queue_size=20, chunk_size=16)
+    step = jax.jit(lambda st, x, v: det.step(None, None, stats, st, x, v, **kw))
+    state = det.init_state(stats, D, **kw)
+    rng, got = np.random.default_rng(1), []
+    for lo, hi in [(0, 32), (32, 48), (48, 80)]:
+        x = z[rng.integers(0, 80, 40)]  # padding that would disturb the queue if let in
+        x[: hi - lo] = z[lo:hi]
+        inputs = Inputs(Features(jnp.zeros((40, 3)), jnp.asarray(x)))
+        s, state = step(state, inputs, jnp.arange(40) < hi - lo)
+        got.append(np.asarray(s)[: hi - lo])
+    np.testing.assert_allclose(np.concatenate(got), ref, rtol=1e-5, atol=1e-5)
+    # ... and equals the registered score of the whole stream as one batch.
+    whole = detectors.score(det, None, None, stats, Inputs(Features(jnp.zeros((80, 3)), z)), **kw)
+    np.testing.assert_allclose(np.concatenate(got), np.asarray(whole), rtol=1e-6, atol=1e-6)
+    assert isinstance(state, oodd.OODDState) and state.keys.shape == (20,)
 
 
 _STEP = jax.jit(functools.partial(oodd.oodd_step, k_in=2, k_out=1))
@@ -203,7 +229,7 @@ def test_fit_from_images_and_cout_variant(tiny_model):
     )
     det = detectors.get("oodd")
     stats = detectors.fit(det, model, variables, {"train": train}, alpha=0.5, n_crops=5)
-    assert stats["id_bank"]["n"] == 30
+    assert stats.id_size == 30
     test = Inputs(model.features(variables, jnp.asarray(x[:20])))
     s1 = detectors.score(det, model, variables, stats, test, k_out=3, queue_size=10, chunk_size=8)
     assert s1.shape == (20,) and np.all(np.isfinite(s1))
@@ -215,11 +241,11 @@ def test_fit_from_images_and_cout_variant(tiny_model):
         x=None, extras={"labels": y, "crop_logits": logits, "crop_features": feats}
     )
     stats2 = detectors.fit(det, model, variables, {"train": pre})
-    np.testing.assert_allclose(stats2["id_bank"]["bank"], stats["id_bank"]["bank"], atol=1e-6)
+    np.testing.assert_allclose(stats2.id_bank, stats.id_bank, atol=1e-6)
 
     cdet = detectors.get("oodd_cout")
     cstats = detectors.fit(cdet, model, variables, {"train": train}, cout_queue=6, cout_bank=4)
-    assert cstats["queue_seeds"].shape == (6, D) and cstats["memory_bank"].shape == (4, D)
+    assert cstats.queue_seeds.shape == (6, D) and cstats.memory_bank.shape == (4, D)
     s2 = detectors.score(cdet, model, variables, cstats, test, k_out=3, queue_size=10, chunk_size=8)
     assert np.all(np.isfinite(s2))
     with pytest.raises(ValueError, match="train images"):
@@ -237,3 +263,13 @@ def test_bad_input_is_a_clear_error(bank):
         oodd.oodd_stream(id_bank, x, queue_size=4, k_in=2, k_out=5)
     with pytest.raises(ValueError, match="extras\\['labels'\\]"):
         detectors.fit(detectors.get("oodd"), None, None, {"train": Inputs(Features(x, x))})
+    stats = oodd.make_stats(bank, bank_chunk=64)
+    kw = dict(k_in=2, k_out=1, queue_size=4, chunk_size=8)
+    with pytest.raises(ValueError, match="fitted on D = 8 features, got D = 7"):
+        oodd.init_state(stats, D - 1, **kw)
+    with pytest.raises(ValueError, match="k_out"):
+        oodd.init_state(stats, D, **{**kw, "k_out": 5})
+    with pytest.raises(ValueError, match="k_in"):
+        oodd.init_state(stats, D, **{**kw, "k_in": len(bank) + 1})
+    with pytest.raises(ValueError, match="needs the OODDStats its fit returns, got None"):
+        detectors.get("oodd").score(None, None, None, Inputs(Features(x, x)), **kw)
