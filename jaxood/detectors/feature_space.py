@@ -14,7 +14,9 @@ at fit time and store it in the stats.
 
 Fitting statistics in float64 NumPy on the host; every fit has a chunked accumulator
 (:class:`ClassMoments`, :func:`vim_fit_chunks`) so the training features never need to be
-in memory at once.
+in memory at once. The fitted statistics are typed pytrees (:class:`MDSStats`,
+:class:`RMDSStats`, :class:`VimStats`, :class:`DiceStats`, :class:`FDBDStats`) of float32
+arrays.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from flax import struct
 
 from jaxood import validate
-from jaxood.detectors import register
-from jaxood.types import Detector, Inputs, Model
+from jaxood.detectors import _ops, register
+from jaxood.types import Detector, HParam, Inputs, Model
 
 LABELS_KEY = "labels"
 _HI = jax.lax.Precision.HIGHEST
@@ -130,21 +133,54 @@ class ClassMoments:
         return out
 
 
+@struct.dataclass
+class MDSStats:
+    """Class-conditional Gaussians with a shared covariance, in whitened coordinates.
+
+    Attributes:
+      whiten: ``[D, D]`` ``L`` with ``L L^T`` = the shared precision matrix.
+      means: ``[C, D]`` class means times ``L``.
+      feature_dim: D.
+    """
+
+    whiten: jax.Array
+    means: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+
+@struct.dataclass
+class RMDSStats:
+    """:class:`MDSStats` plus the class-agnostic background Gaussian (RMDS).
+
+    Attributes:
+      whiten, means: as :class:`MDSStats`.
+      bg_whiten: ``[D, D]`` whitening of the background precision.
+      bg_mean: ``[1, D]`` background mean times ``bg_whiten``.
+      feature_dim: D.
+    """
+
+    whiten: jax.Array
+    means: jax.Array
+    bg_whiten: jax.Array
+    bg_mean: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+
 def _whiten(precision: np.ndarray) -> np.ndarray:
     """``L`` with ``L L^T = precision`` (PSD; eigendecomposition so pinv'd matrices work)."""
     lam, vec = np.linalg.eigh((precision + precision.T) / 2)
     return vec * np.sqrt(np.clip(lam, 0, None))
 
 
-def _gaussian_stats(means: np.ndarray, precision: np.ndarray) -> dict[str, jax.Array]:
+def _gaussian_stats(means: np.ndarray, precision: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """``(L [D, D], means @ L [C, D])`` in float32."""
     lw = _whiten(precision)
-    return {"L": jnp.asarray(lw, jnp.float32), "m": jnp.asarray(means @ lw, jnp.float32)}
+    return jnp.asarray(lw, jnp.float32), jnp.asarray(means @ lw, jnp.float32)
 
 
-def _sq_mahalanobis(x: jax.Array, g: dict[str, jax.Array]) -> jax.Array:
-    """``[B, D] -> [B, C]`` squared Mahalanobis distances to each (whitened) mean."""
-    z = jnp.dot(x, g["L"], precision=_HI)
-    m = g["m"]
+def _sq_mahalanobis(x: jax.Array, whiten: jax.Array, m: jax.Array) -> jax.Array:
+    """``[B, D] -> [B, C]`` squared Mahalanobis distances to each whitened mean ``m [C, D]``."""
+    z = jnp.dot(x, whiten, precision=_HI)
     d = (
         jnp.sum(z * z, -1, keepdims=True)
         - 2.0 * jnp.dot(z, m.T, precision=_HI)
@@ -153,7 +189,7 @@ def _sq_mahalanobis(x: jax.Array, g: dict[str, jax.Array]) -> jax.Array:
     return jnp.maximum(d, 0.0)
 
 
-def mds_fit(features: Any, labels: Any, num_classes: int) -> dict[str, Any]:
+def mds_fit(features: Any, labels: Any, num_classes: int) -> MDSStats:
     """MDS statistics from ID-train ``features [N, D]`` and ``labels [N]`` (chunked)."""
     validate.check_array(features, "train features", ndim=2)
     acc = ClassMoments(num_classes, np.shape(features)[1])
@@ -162,22 +198,24 @@ def mds_fit(features: Any, labels: Any, num_classes: int) -> dict[str, Any]:
     return mds_stats_from(acc)
 
 
-def mds_stats_from(acc: ClassMoments) -> dict[str, Any]:
+def mds_stats_from(acc: ClassMoments) -> MDSStats:
     """Score-ready MDS stats from a filled :class:`ClassMoments`."""
     s = acc.mds_stats()
-    return {"cls": _gaussian_stats(s["means"], s["precision"])}
+    whiten, means = _gaussian_stats(s["means"], s["precision"])
+    return MDSStats(whiten=whiten, means=means, feature_dim=acc.dim)
 
 
-def rmds_stats_from(acc: ClassMoments) -> dict[str, Any]:
+def rmds_stats_from(acc: ClassMoments) -> RMDSStats:
     """Score-ready RMDS stats from a filled :class:`ClassMoments`."""
     s = acc.rmds_stats()
-    return {
-        "cls": _gaussian_stats(s["means"], s["precision"]),
-        "bg": _gaussian_stats(s["whole_mean"][None], s["whole_precision"]),
-    }
+    whiten, means = _gaussian_stats(s["means"], s["precision"])
+    bg_whiten, bg_mean = _gaussian_stats(s["whole_mean"][None], s["whole_precision"])
+    return RMDSStats(
+        whiten=whiten, means=means, bg_whiten=bg_whiten, bg_mean=bg_mean, feature_dim=acc.dim
+    )
 
 
-def mds_score(features: jax.Array, stats: dict[str, Any]) -> jax.Array:
+def mds_score(features: jax.Array, stats: MDSStats) -> jax.Array:
     """Mahalanobis (OpenOOD v1.5 ``mds``): ``max_c -(f - mu_c)^T P (f - mu_c)``.
 
     Source: Lee et al. 2018; OpenOOD v1.5 ``mds_postprocessor.py`` (penultimate feature
@@ -185,10 +223,11 @@ def mds_score(features: jax.Array, stats: dict[str, Any]) -> jax.Array:
     ``sklearn.covariance.EmpiricalCovariance`` precision); ``mds.yml``: ``APS_mode: False``.
     ``[B, D] -> [B]``, higher = more ID.
     """
-    return -jnp.min(_sq_mahalanobis(jnp.asarray(features, jnp.float32), stats["cls"]), axis=-1)
+    f = jnp.asarray(features, jnp.float32)
+    return -jnp.min(_sq_mahalanobis(f, stats.whiten, stats.means), axis=-1)
 
 
-def rmds_score(features: jax.Array, stats: dict[str, Any]) -> jax.Array:
+def rmds_score(features: jax.Array, stats: RMDSStats) -> jax.Array:
     """Relative Mahalanobis: ``max_c [-MD_c(f) + MD_0(f)]`` with MD_0 the class-agnostic
     Gaussian fitted on all ID-train features.
 
@@ -196,8 +235,8 @@ def rmds_score(features: jax.Array, stats: dict[str, Any]) -> jax.Array:
     ``APS_mode: False``. ``[B, D] -> [B]``, higher = more ID.
     """
     f = jnp.asarray(features, jnp.float32)
-    bg = _sq_mahalanobis(f, stats["bg"])[:, 0]
-    return jnp.max(-_sq_mahalanobis(f, stats["cls"]) + bg[:, None], axis=-1)
+    bg = _sq_mahalanobis(f, stats.bg_whiten, stats.bg_mean)[:, 0]
+    return jnp.max(-_sq_mahalanobis(f, stats.whiten, stats.means) + bg[:, None], axis=-1)
 
 
 def _fit_moments(model, data, num_classes=None) -> ClassMoments:
@@ -215,9 +254,26 @@ def _fit_moments(model, data, num_classes=None) -> ClassMoments:
 # ------------------------------------------------------------------------------------ ViM
 
 
+@struct.dataclass
+class VimStats:
+    """ViM's fitted residual space.
+
+    Attributes:
+      u: ``[D]`` origin shift ``-pinv(W) b``.
+      ns: ``[D, D - dim]`` basis of the residual space.
+      alpha: scalar virtual-logit scale (mean max-logit / mean residual norm on ID-train).
+      feature_dim: D.
+    """
+
+    u: jax.Array
+    ns: jax.Array
+    alpha: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+
 def vim_fit_chunks(
     chunks: Callable[[], Iterable[Any]], w: np.ndarray, b: np.ndarray, dim: int
-) -> dict[str, Any]:
+) -> VimStats:
     """ViM statistics in two streaming passes over ID-train features.
 
     Args:
@@ -246,11 +302,15 @@ def vim_fit_chunks(
         f = np.asarray(f, np.float64)
         vsum += np.linalg.norm((f - u) @ ns, axis=-1).sum()
         msum += (f @ w.T + b).max(-1).sum()
-    alpha = msum / vsum
-    return {"u": jnp.asarray(u, jnp.float32), "ns": jnp.asarray(ns, jnp.float32), "alpha": alpha}
+    # float32, as a float64 scalar meets the float32 residual norms (x64 is off) anyway.
+    alpha = np.asarray(msum / vsum, np.float32)
+    return VimStats(
+        u=jnp.asarray(u, jnp.float32), ns=jnp.asarray(ns, jnp.float32), alpha=alpha,
+        feature_dim=int(d),
+    )
 
 
-def vim_score(features: jax.Array, logits: jax.Array, stats: dict[str, Any]) -> jax.Array:
+def vim_score(features: jax.Array, logits: jax.Array, stats: VimStats) -> jax.Array:
     """ViM: ``logsumexp(logits) - alpha * ||(f - u) NS||``.
 
     Source: Wang et al. 2022; OpenOOD v1.5 ``vim_postprocessor.py`` (``u = -pinv(W) b``,
@@ -261,8 +321,8 @@ def vim_score(features: jax.Array, logits: jax.Array, stats: dict[str, Any]) -> 
     ``[B, D], [B, K] -> [B]``, higher = more ID.
     """
     f = jnp.asarray(features, jnp.float32)
-    vlogit = jnp.linalg.norm(jnp.dot(f - stats["u"], stats["ns"], precision=_HI), axis=-1)
-    return jax.nn.logsumexp(logits, axis=-1) - stats["alpha"] * vlogit
+    vlogit = jnp.linalg.norm(jnp.dot(f - stats.u, stats.ns, precision=_HI), axis=-1)
+    return jax.nn.logsumexp(logits, axis=-1) - stats.alpha * vlogit
 
 
 # ------------------------------------------------------------------------------------ GEN
@@ -293,7 +353,23 @@ def gen_score(logits: jax.Array, gamma: Any, m: int) -> jax.Array:
 # ----------------------------------------------------------------------------------- DICE
 
 
-def dice_score(features: jax.Array, stats: dict[str, Any], p: Any) -> jax.Array:
+@struct.dataclass
+class DiceStats:
+    """DICE's fitted contributions.
+
+    Attributes:
+      mean_act: ``[D]`` mean ID-train feature.
+      w: ``[K, D]`` head weight; ``b``: ``[K]`` head bias.
+      feature_dim: D.
+    """
+
+    mean_act: jax.Array
+    w: jax.Array
+    b: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
+
+
+def dice_score(features: jax.Array, stats: DiceStats, p: Any) -> jax.Array:
     """DICE: energy of logits from sparsified weights ``W * [mean_act * W > perc_p]``.
 
     Source: Sun & Li 2022; OpenOOD v1.5 ``dice_postprocessor.py`` (``mean_act`` = mean
@@ -301,14 +377,29 @@ def dice_score(features: jax.Array, stats: dict[str, Any], p: Any) -> jax.Array:
     contributions, linear interpolation; strict ``>``); ``dice.yml``: ``p: 90``,
     ``APS_mode: False`` (``p_list [90]``). ``[B, D] -> [B]``, higher = more ID.
     """
-    contrib = stats["mean_act"][None, :] * stats["w"]
+    contrib = stats.mean_act[None, :] * stats.w
     thresh = jnp.percentile(contrib, p)
-    masked = stats["w"] * (contrib > thresh)
-    logits = jnp.dot(features, masked.T, precision=_HI) + stats["b"]
+    masked = stats.w * (contrib > thresh)
+    logits = jnp.dot(features, masked.T, precision=_HI) + stats.b
     return jax.nn.logsumexp(logits, axis=-1)
 
 
 # ----------------------------------------------------------------------------------- fDBD
+
+
+@struct.dataclass
+class FDBDStats:
+    """fDBD's fitted terms.
+
+    Attributes:
+      train_mean: ``[D]`` mean ID-train feature.
+      den: ``[K, K]`` ``||w_j - w_p||`` (1 on the diagonal).
+      feature_dim: D.
+    """
+
+    train_mean: jax.Array
+    den: jax.Array
+    feature_dim: int | None = struct.field(pytree_node=False, default=None)
 
 
 def fdbd_denominator(w: np.ndarray) -> np.ndarray:
@@ -322,7 +413,7 @@ def fdbd_denominator(w: np.ndarray) -> np.ndarray:
 
 
 def fdbd_score(
-    features: jax.Array, logits: jax.Array, stats: dict[str, Any], distance_as_normalizer: bool
+    features: jax.Array, logits: jax.Array, stats: FDBDStats, distance_as_normalizer: bool
 ) -> jax.Array:
     """fDBD: mean-free sum of ``|z_max - z_j| / ||w_max - w_j||`` over classes, divided by
     ``||f - mu_train||`` (or ``||f||`` when ``distance_as_normalizer`` is False).
@@ -334,8 +425,8 @@ def fdbd_score(
     f = jnp.asarray(features, jnp.float32)
     pred = jnp.argmax(logits, axis=-1)
     diff = jnp.abs(logits - jnp.max(logits, axis=-1, keepdims=True))
-    num = jnp.sum(diff / stats["den"][pred], axis=-1)
-    ref = f - stats["train_mean"] if distance_as_normalizer else f
+    num = jnp.sum(diff / stats.den[pred], axis=-1)
+    ref = f - stats.train_mean if distance_as_normalizer else f
     return num / jnp.linalg.norm(ref, axis=-1)
 
 
@@ -369,64 +460,88 @@ def _logits(inputs: Inputs) -> jax.Array:
     return inputs.features.logits
 
 
-def _fit_mds(model, variables, data):
+def _fit_mds(model, variables, data) -> MDSStats:
     return mds_stats_from(_fit_moments(model, data))
 
 
-def _fit_rmds(model, variables, data):
+def _fit_rmds(model, variables, data) -> RMDSStats:
     return rmds_stats_from(_fit_moments(model, data))
 
 
-def _fit_vim(model, variables, data, *, dim):
+def _fit_vim(model, variables, data, *, dim) -> VimStats:
     f = data["train"].features.feature
     validate.check_array(f, "train features.feature", ndim=2)
     w, b = head_affine(model, variables, f.shape[1])
     return vim_fit_chunks(functools.partial(_iter_chunks, f), w, b, dim)
 
 
-def _fit_dice(model, variables, data):
+def _fit_dice(model, variables, data) -> DiceStats:
     f = data["train"].features.feature
     validate.check_array(f, "train features.feature", ndim=2)
     w, b = head_affine(model, variables, f.shape[1])
     total = sum(c.sum(0) for c in _iter_chunks(f))
-    return {
-        "mean_act": jnp.asarray(total / f.shape[0], jnp.float32),
-        "w": jnp.asarray(w, jnp.float32),
-        "b": jnp.asarray(b, jnp.float32),
-    }
+    return DiceStats(
+        mean_act=jnp.asarray(total / f.shape[0], jnp.float32),
+        w=jnp.asarray(w, jnp.float32),
+        b=jnp.asarray(b, jnp.float32),
+        feature_dim=int(f.shape[1]),
+    )
 
 
-def _fit_fdbd(model, variables, data):
+def _fit_fdbd(model, variables, data) -> FDBDStats:
     f = data["train"].features.feature
     validate.check_array(f, "train features.feature", ndim=2)
     w, _ = head_affine(model, variables, f.shape[1])
     total = sum(c.sum(0) for c in _iter_chunks(f))
-    return {
-        "train_mean": jnp.asarray(total / f.shape[0], jnp.float32),
-        "den": jnp.asarray(fdbd_denominator(w), jnp.float32),
-    }
+    return FDBDStats(
+        train_mean=jnp.asarray(total / f.shape[0], jnp.float32),
+        den=jnp.asarray(fdbd_denominator(w), jnp.float32),
+        feature_dim=int(f.shape[1]),
+    )
 
 
-def _check_head(stats_w, inputs):
-    if stats_w is not None and stats_w.shape[1] != inputs.features.feature.shape[1]:
-        raise ValueError("feature dimension differs from the one the detector was fitted on")
+def _score_mds(model, variables, stats, inputs):
+    """``max_c -MD_c(f)``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, MDSStats, "mds")
+    return mds_score(_feat(inputs), stats)
 
 
-def _score_vim(model, variables, stats, inputs, *, dim):
+def _score_rmds(model, variables, stats, inputs):
+    """``max_c [-MD_c(f) + MD_0(f)]``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, RMDSStats, "rmds")
+    return rmds_score(_feat(inputs), stats)
+
+
+def _score_vim(model, variables, stats, inputs):
+    """``logsumexp(logits) - alpha ||residual||``, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, VimStats, "vim")
     return vim_score(_feat(inputs), _logits(inputs), stats)
 
 
 def _score_dice(model, variables, stats, inputs, *, p):
+    """Energy of the sparsified head, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, DiceStats, "dice")
     validate.check_percentile(p, "p")
-    _check_head(stats["w"], inputs)
     return dice_score(_feat(inputs), stats, p)
 
 
 def _score_gen(model, variables, stats, inputs, *, gamma, M):
+    """Minus the generalized entropy of the top-M probabilities, ``[B]``, higher = more ID."""
     validate.check_positive(gamma, "gamma")
     if not isinstance(M, (int, np.integer)) or M < 1:
         raise ValueError(f"GEN `M` must be a positive int (static), got {M!r}")
     return gen_score(_logits(inputs), gamma, int(M))
+
+
+def _score_fdbd(model, variables, stats, inputs, *, distance_as_normalizer):
+    """Mean-free decision-boundary distance over the feature norm, ``[B]``, higher = more ID."""
+    _ops.require_stats(stats, FDBDStats, "fdbd")
+    return fdbd_score(_feat(inputs), _logits(inputs), stats, bool(distance_as_normalizer))
+
+
+def _score_gradnorm(model, variables, stats, inputs):
+    """L1 norm of the fc-weight gradient, ``[B]``, higher = more ID."""
+    return gradnorm_score(_feat(inputs), _logits(inputs))
 
 
 _FEATURE = frozenset({"feature"})
@@ -436,9 +551,10 @@ _OPENOOD = "OpenOOD v1.5 openood/postprocessors/"
 register(
     Detector(
         name="mds",
-        score=lambda model, variables, stats, inputs: mds_score(_feat(inputs), stats),
+        score=_score_mds,
         fit=_fit_mds,
         fit_splits=("train",),
+        stats_type=MDSStats,
         needs=_FEATURE,
         reference=f"Lee et al. 2018; {_OPENOOD}mds_postprocessor.py, mds.yml (no APS). "
         "Needs Inputs.extras['labels'] on the train split.",
@@ -447,9 +563,10 @@ register(
 register(
     Detector(
         name="rmds",
-        score=lambda model, variables, stats, inputs: rmds_score(_feat(inputs), stats),
+        score=_score_rmds,
         fit=_fit_rmds,
         fit_splits=("train",),
+        stats_type=RMDSStats,
         needs=_FEATURE,
         reference=f"Ren et al. 2021; {_OPENOOD}rmds_postprocessor.py, rmds.yml (no APS). "
         "Needs Inputs.extras['labels'] on the train split.",
@@ -461,9 +578,13 @@ register(
         score=_score_vim,
         fit=_fit_vim,
         fit_splits=("train",),
-        fit_hparams=("dim",),
-        defaults={"dim": 256},
-        sweep={"dim": [256, 1000]},
+        hparams={
+            # Static: it fixes the residual basis' shape.
+            "dim": HParam(256, sweep=(256, 1000), role="fit", static=True,
+                          check=validate.check_nonnegative_int,
+                          doc="principal-subspace dimension (must be < D)"),
+        },
+        stats_type=VimStats,
         needs=_FEATURE_LOGITS,
         reference=f"Wang et al. 2022; {_OPENOOD}vim_postprocessor.py, vim.yml "
         "(dim 256, dim_list [256, 1000]; dim must be < D).",
@@ -473,9 +594,14 @@ register(
     Detector(
         name="gen",
         score=_score_gen,
-        static_hparams=("M",),
-        defaults={"gamma": 0.1, "M": 100},
-        sweep={"gamma": [0.01, 0.1, 0.5, 1, 2, 5, 10], "M": [10, 50, 100, 200, 500, 1000]},
+        hparams={
+            "gamma": HParam(0.1, sweep=(0.01, 0.1, 0.5, 1, 2, 5, 10),
+                            check=validate.check_positive, doc="entropy exponent"),
+            # Static: it fixes the top_k size.
+            "M": HParam(100, sweep=(10, 50, 100, 200, 500, 1000), static=True,
+                        check=validate.check_positive_int,
+                        doc="number of largest probabilities (M > K uses all K)"),
+        },
         needs=frozenset({"logits"}),
         reference=f"Liu et al. 2023; {_OPENOOD}gen_postprocessor.py, gen.yml.",
     )
@@ -486,7 +612,11 @@ register(
         score=_score_dice,
         fit=_fit_dice,
         fit_splits=("train",),
-        defaults={"p": 90},
+        hparams={
+            "p": HParam(90, check=validate.check_percentile,
+                        doc="sparsity: percentile of the contributions W * mean_act"),
+        },
+        stats_type=DiceStats,
         needs=_FEATURE,
         reference=f"Sun & Li 2022; {_OPENOOD}dice_postprocessor.py, dice.yml (p 90, no APS).",
     )
@@ -494,14 +624,16 @@ register(
 register(
     Detector(
         name="fdbd",
-        score=lambda model, variables, stats, inputs, *, distance_as_normalizer: fdbd_score(
-            _feat(inputs), _logits(inputs), stats, bool(distance_as_normalizer)
-        ),
+        score=_score_fdbd,
         fit=_fit_fdbd,
         fit_splits=("train",),
-        static_hparams=("distance_as_normalizer",),
-        defaults={"distance_as_normalizer": True},
-        sweep={"distance_as_normalizer": [True, False]},
+        hparams={
+            "distance_as_normalizer": HParam(
+                True, sweep=(True, False), static=True,
+                doc="divide by ||f - mean_train|| (True) or ||f|| (False)",
+            ),
+        },
+        stats_type=FDBDStats,
         needs=_FEATURE_LOGITS,
         reference=f"Liu & Qin 2024; {_OPENOOD}fdbd_postprocessor.py, fdbd.yml.",
     )
@@ -509,9 +641,7 @@ register(
 register(
     Detector(
         name="gradnorm",
-        score=lambda model, variables, stats, inputs: gradnorm_score(
-            _feat(inputs), _logits(inputs)
-        ),
+        score=_score_gradnorm,
         needs=_FEATURE_LOGITS,
         reference=f"Huang et al. 2021; {_OPENOOD}gradnorm_postprocessor.py, gradnorm.yml "
         "(closed form of the fc-weight gradient L1 norm).",

@@ -50,9 +50,13 @@ def setup():
 
 
 def run(name, s, **hp):
+    """Fits with ``hp`` and scores with its score-role part."""
     det = detectors.get(name)
     stats = detectors.fit(det, s["model"], s["variables"], {"train": s["train"]}, **hp)
-    return np.asarray(detectors.score(det, s["model"], s["variables"], stats, s["test"], **hp))
+    score_hp = {k: v for k, v in hp.items() if k in det.names("score")}
+    return np.asarray(
+        detectors.score(det, s["model"], s["variables"], stats, s["test"], **score_hp)
+    )
 
 
 def _class_gaussian(f, y):
@@ -168,11 +172,11 @@ def test_gradnorm_matches_torch_autograd(setup):
 
 def test_openood_sweep_grids():
     assert detectors.get("gen").sweep == {
-        "gamma": [0.01, 0.1, 0.5, 1, 2, 5, 10],
-        "M": [10, 50, 100, 200, 500, 1000],
+        "gamma": (0.01, 0.1, 0.5, 1, 2, 5, 10),
+        "M": (10, 50, 100, 200, 500, 1000),
     }
-    assert detectors.get("vim").sweep == {"dim": [256, 1000]}
-    assert detectors.get("fdbd").sweep == {"distance_as_normalizer": [True, False]}
+    assert detectors.get("vim").sweep == {"dim": (256, 1000)}
+    assert detectors.get("fdbd").sweep == {"distance_as_normalizer": (True, False)}
     assert detectors.get("dice").defaults == {"p": 90}
 
 
