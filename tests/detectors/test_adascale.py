@@ -116,7 +116,7 @@ def test_end_to_end_batch_api_matches_registry(setup):
     model, weights, _, _, x_val, x_test = setup
     stats = adascale.fit_batch(model, weights, jnp.asarray(x_val), batch_size=24)
     direct = jax.jit(
-        adascale.score_batch, static_argnums=(0,), static_argnames=("variant", "k1", "k2", "o")
+        adascale.score_batch, static_argnums=(0,), static_argnames=("variant", "o")
     )(model, weights, stats, jnp.asarray(x_test), variant="l", percentile=(60, 95))
     det = detectors.get("adascale_l")
     val = detectors.prepare_inputs(det, model, weights, jnp.asarray(x_val))
@@ -216,7 +216,7 @@ def test_grid_scores_match_per_pair_scores(setup):
     test = detectors.prepare_inputs(det, model, weights, jnp.asarray(x_test))
     stats = detectors.fit(det, model, weights, {"val": val})
     f, ft = test.features.feature, test.extras["feature_perturbed"]
-    cache = adascale.grid_cache(model, weights, f, ft)
+    cache = adascale.grid_cache(model, weights, stats, f, ft)
     for variant in ("a", "l"):
         grid = np.asarray(adascale.grid_scores(stats, cache, adascale.PERCENTILE_GRID,
                                                variant=variant))

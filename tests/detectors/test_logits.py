@@ -120,7 +120,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="rank 2"):
         detectors.score(detectors.get("mls"), None, None, None,
                         Inputs(features=Features(logits=jnp.zeros(3), feature=jnp.zeros(3))))
-    with pytest.raises(ValueError, match="unknown hyperparameters"):
+    with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['temperature'\]"):
         detectors.score(detectors.get("msp"), None, None, None, inputs_of(np.zeros((2, 3))),
                         temperature=2.0)
     with pytest.raises(ValueError, match="unknown detector 'nope'; valid names: .*msp"):
@@ -131,14 +131,15 @@ def test_register_user_detector_without_subclassing():
     def my_score(model, variables, stats, inputs, *, temperature):
         return jnp.max(inputs.features.logits / temperature, axis=-1)
 
-    det = detectors.register(
-        detectors.Detector(name="test_user_mls", score=my_score, defaults={"temperature": 2.0},
-                           sweep={"temperature": [1.0, 2.0]}),
-        overwrite=True,
+    det = detectors.Detector(
+        name="test_user_mls", score=my_score,
+        hparams={"temperature": detectors.HParam(2.0, sweep=(1.0, 2.0))},
     )
-    assert detectors.get("test_user_mls") is det
-    assert [p["temperature"] for p in detectors.sweep_grid(det)] == [1.0, 2.0]
-    s = detectors.score(det, None, None, None, inputs_of([[2.0, 4.0]]))
-    np.testing.assert_allclose(np.asarray(s), [2.0])
-    with pytest.raises(ValueError, match="already registered"):
-        detectors.register(det)
+    with detectors.temporary_register(det):
+        assert detectors.get("test_user_mls") is det
+        assert [p["temperature"] for p in detectors.sweep_grid(det)] == [1.0, 2.0]
+        s = detectors.score(det, None, None, None, inputs_of([[2.0, 4.0]]))
+        np.testing.assert_allclose(np.asarray(s), [2.0])
+        with pytest.raises(ValueError, match="already registered"):
+            detectors.register(det)
+    assert "test_user_mls" not in detectors.names()  # nothing leaks out of the block
