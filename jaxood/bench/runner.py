@@ -483,7 +483,6 @@ def prepare(cfg: BenchConfig) -> Plan:
 class RunContext:
     """One run (model) opened on the benchmark: its data store and detectors."""
 
-    model_dir: str
     loaded: Any
     opened: Any
     store: DataStore
@@ -528,8 +527,7 @@ def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh) -> RunContext
     id_labels = np.concatenate([store.labels(k) for k in id_keys])
     id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
     acc = metrics.accuracy(np.argmax(id_logits, -1), id_labels)
-    return RunContext(model_dir, loaded, opened, store, dets, id_keys, acc,
-                      time.perf_counter() - t0)
+    return RunContext(loaded, opened, store, dets, id_keys, acc, time.perf_counter() - t0)
 
 
 def settings_of(cfg: BenchConfig, det: Detector, overrides) -> dict:
@@ -584,7 +582,7 @@ def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float
         dr.det, ctx.loaded, hp, stats, calibration=calib,
         calibration_info={"n": len(calib), "used_by_fit": "val" in dr.det.fit_splits,
                           "source": "benchmark id_val"},
-        batch_size=ctx.store.batch_size, model_dir=os.path.abspath(ctx.model_dir),
+        batch_size=ctx.store.batch_size, model_dir=ctx.loaded.directory,
     )
     fitted.threshold(tpr)
     fitted.save(directory, overwrite=True)

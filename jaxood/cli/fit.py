@@ -108,7 +108,6 @@ def main(args) -> int:
         tpr=args.tpr, batch_size=args.batch_size, data_dir=args.data_dir,
         progress=not args.quiet,
     )
-    fitted.model_dir = os.path.abspath(model_dir)
     if args.confidence is not None:
         fitted.threshold(args.tpr, confidence=args.confidence)
     path = fitted.save(args.out, overwrite=args.overwrite)

@@ -173,8 +173,8 @@ def fit(
         for s in det.fit_splits
     }
     stats = registry.fit(det, loaded.model, loaded.variables, data, **hp)
-    model_dir = os.path.abspath(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else None
-    fitted = FittedDetector(det, loaded, hp, stats, batch_size=batch_size, model_dir=model_dir)
+    fitted = FittedDetector(det, loaded, hp, stats, batch_size=batch_size,
+                            model_dir=loaded.directory)
     if calibration is None:
         fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits)
     else:

@@ -253,8 +253,7 @@ def load(directory: str, model: Any, *, batch_size: int | None = None) -> Fitted
         threshold_value=threshold.pop("value"),
         threshold_info=threshold or None,
         batch_size=batch_size or manifest["batch_size"],
-        model_dir=os.fspath(model) if isinstance(model, (str, os.PathLike))
-        else manifest.get("model_dir"),
+        model_dir=loaded.directory or manifest.get("model_dir"),
     )
     if layout.get("state"):
         template = det.init_state(stats, fitted.feature_dim, **fitted.score_hparams)

@@ -122,13 +122,15 @@ VARIABLES_DIR = "variables"
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A saved model ready to score: pure functions, weights, preprocessing, metadata."""
+    """A saved model ready to score: pure functions, weights, preprocessing, metadata, and the
+    directory it was loaded from (``None`` when built in memory)."""
 
     model: Model
     variables: Any
     preprocess: PreprocessSpec | None
     manifest: Mapping[str, Any]
     module: Any
+    directory: str | None = None
 
 
 def save(
@@ -274,6 +276,7 @@ def load(directory: str | os.PathLike, *, expected_num_classes: int | None = Non
         preprocess=None if preprocess is None else PreprocessSpec.from_dict(preprocess),
         manifest=manifest,
         module=module,
+        directory=os.path.abspath(os.fspath(directory)),
     )
 
 
