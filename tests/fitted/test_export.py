@@ -63,3 +63,18 @@ def test_stream_detectors_refuse_export(tiny_world, tmp_path):
     fitted = jaxood.fit("oodd", (model, weights), id_data, batch_size=16)
     with pytest.raises(ValueError, match="stream detector"):
         fitted.export(str(tmp_path / "o"))
+
+
+def test_multi_platform_export_lowers_here_and_runs_on_cpu(tiny_world, tmp_path):
+    """Lowered for cpu, cuda and tpu on this CPU-only machine; the cpu variant runs here."""
+    import importlib.util
+
+    model, weights, id_data, x_test = tiny_world
+    fitted = jaxood.fit("adascale_a", (model, weights), id_data, batch_size=16)
+    path = fitted.export(str(tmp_path / "multi"), platforms=("cpu", "cuda", "tpu"))
+    spec = importlib.util.spec_from_file_location("artifact_score", os.path.join(path, "score.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fn = mod.load(path)
+    assert fn.metadata["platforms"] == ["cpu", "cuda", "tpu"]
+    np.testing.assert_array_equal(fn(x_test)[0], fitted(x_test))
