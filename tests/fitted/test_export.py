@@ -77,4 +77,6 @@ def test_multi_platform_export_lowers_here_and_runs_on_cpu(tiny_world, tmp_path)
     spec.loader.exec_module(mod)
     fn = mod.load(path)
     assert fn.metadata["platforms"] == ["cpu", "cuda", "tpu"]
-    np.testing.assert_array_equal(fn(x_test)[0], fitted(x_test))
+    # A multi-platform module dispatches on the platform inside the program, which changes
+    # XLA's fusion: equal to float rounding (the cpu-only export above is bit-identical).
+    np.testing.assert_allclose(fn(x_test)[0], fitted(x_test), rtol=1e-6)
