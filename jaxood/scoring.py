@@ -41,7 +41,7 @@ _CACHE_SIZE = 256
 def split(det: Detector, hparams: Mapping[str, Any], roles=("score",)):
     """``(traced, static)`` for the hyperparameters of ``roles``.
 
-    ``traced``: ``{name: array}`` (float32, or int32 for integer values) of the non-static
+    ``traced``: ``{name: array}`` (dtype: :func:`_traced_dtype`) of the non-static
     numeric ones; ``static``: a sorted, hashable ``((name, value), ...)`` of the rest.
     Extract hyperparameters are always static (they select cached arrays).
     """
@@ -52,9 +52,19 @@ def split(det: Detector, hparams: Mapping[str, Any], roles=("score",)):
         if hp.static or hp.role == "extract":
             static[name] = value
         else:
-            floating = any(isinstance(v, float) for v in np.ravel(np.asarray(value, object)))
-            traced[name] = np.asarray(value, np.float32 if floating else np.int32)
+            traced[name] = np.asarray(value, _traced_dtype(hp.default, value))
     return traced, tuple(sorted(static.items()))
+
+
+def _traced_dtype(default, value):
+    """float32 when the default is a float (so a sweep mixing 1 and 0.5 compiles once) or the
+    value is not an integer (never truncated); int32 otherwise."""
+    def floats(v):
+        return [x for x in np.ravel(np.asarray(v, object)) if isinstance(x, float)]
+
+    if floats(default) or any(x != int(x) for x in floats(value)):
+        return np.float32
+    return np.int32
 
 
 def _explain(det: Detector, err: Exception, traced_names) -> ValueError:

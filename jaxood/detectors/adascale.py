@@ -235,7 +235,7 @@ def fit_ecdf(
     if q.size > num_samples:
         q = q[np.random.default_rng(seed).permutation(q.size)[: int(num_samples)]]
     return AdaScaleStats(
-        sorted_q=np.sort(q), lmbda=np.float32(lmbda), k1=float(k1), k2=float(k2),
+        sorted_q=np.sort(q), lmbda=np.asarray(lmbda, np.float32), k1=float(k1), k2=float(k2),
         feature_dim=feature_dim,
     )
 
