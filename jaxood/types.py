@@ -232,6 +232,10 @@ class Detector:
       version: bump it when ``extract`` or ``fit`` change their output for the same inputs:
         it is part of every feature-cache key and saved detector, so stale cached arrays are
         never reused.
+      dim_grid: optional ``dim_grid(D) -> {name: values}``: for a model whose feature
+        dimension D the published grid does not fit (ViM's ``dim`` must be < D), the values
+        that replace a hyperparameter's sweep (the first one also replaces its default);
+        ``{}`` when the published grid fits. The benchmark runner applies it and records it.
     """
 
     name: str
@@ -247,6 +251,7 @@ class Detector:
     init_state: Callable[..., Any] | None = None
     step: Callable[..., tuple[Array, Any]] | None = None
     version: str = "1"
+    dim_grid: Callable[[int], Mapping[str, tuple]] | None = None
 
     def __post_init__(self):
         unknown = set(self.needs) - NEEDS

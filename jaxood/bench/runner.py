@@ -343,10 +343,17 @@ class DetectorRun:
             return self._score_images(split, stats, hp)
         return self.scorer.score(self.store.variables, stats, self.arrays(split, hp), hp)
 
-    def score_stream(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
-        """Stream protocol (OODD): permute ID ∪ OOD with seed 100, score the stream once."""
+    def score_stream(
+        self, id_split: str | Sequence[str], ood_split: str, hp
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stream protocol (OODD): permute ID ∪ OOD with seed 100, score the stream once.
+        ``id_split`` may list several ID splits (full-spectrum: ID-test + covariate-shifted
+        sets), concatenated in order before the permutation."""
         stats = self.fit(hp)
-        a, b = self.arrays(id_split, hp), self.arrays(ood_split, hp)
+        ids = [id_split] if isinstance(id_split, str) else list(id_split)
+        parts = [self.arrays(k, hp) for k in ids]
+        a = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+        b = self.arrays(ood_split, hp)
         n_id = len(a["logits"])
         perm = np.random.RandomState(STREAM_SEED).permutation(n_id + len(b["logits"]))
         joined = {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])])[perm] for k in a}
@@ -382,10 +389,15 @@ class DetectorRun:
         return self.score(id_split, hp), self.score(ood_split, hp)
 
     def search(self, use_aps: bool) -> aps_lib.APSResult:
-        """APS over the detector's sweep (or the defaults + overrides when off/empty)."""
-        grid = [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det)]
+        """APS over the detector's sweep (or the defaults + overrides when off/empty); sweeps
+        that do not fit the model's feature dimension are replaced by the detector's
+        D-relative ones (recorded by the caller via :meth:`adapted_grid`)."""
+        d = int(np.shape(self.store.base("id_val")["feature"])[-1])
+        grid = [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det, d)]
         if not use_aps or not self.det.sweep:
-            grid = [{**self.det.defaults, **self.overrides}]
+            adapted = det_registry.dim_adapted(self.det, d)
+            grid = [{**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
+                     **self.overrides}]
 
         def evaluate(hp):
             s_id, s_ood = self.pair_scores("id_val", "ood_val", hp)
@@ -556,6 +568,13 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
         "chosen": hp, "aps_auroc": found.best_auroc,
         "grid": [{"hparams": p, "auroc": a} for p, a in found.table],
     }
+    d = int(np.shape(ctx.store.base("id_val")["feature"])[-1])
+    adapted = det_registry.dim_adapted(det, d)
+    if adapted:
+        aps_entry["adapted_grid"] = {"feature_dim": d, "published": {
+            k: det.hparams[k].sweep for k in adapted}, "used": adapted}
+        if cfg.progress:
+            print(f"[run {r}] {det.name}: published grid does not fit D = {d}; using {adapted}")
     seconds = time.perf_counter() - t1
     plan.results.put(det.name, r, row=row, aps=aps_entry,
                      settings=settings_of(cfg, det, overrides), seconds=seconds)
@@ -677,7 +696,7 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
             key = f"{group}/{name}"
             if is_stream(dr.det):
                 # The stream re-mixes ID with each OOD set, so ID scores differ per set.
-                s_id, s_ood = dr.score_stream("id_test", key, hp)
+                s_id, s_ood = dr.score_stream(id_keys, key, hp)
                 run_scores.setdefault("id", s_id)
             else:
                 s_id, s_ood = id_scores, dr.score(key, hp)

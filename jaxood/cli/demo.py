@@ -49,8 +49,6 @@ def main(args) -> int:
         # Histograms/ROC curves for a few detectors keep the demo fast; the near/far bar
         # chart covers all of them.
         plot_detectors=("msp", "ebo", "react", "knn", "adascale_a", "adascale_l"),
-        # OpenOOD's ViM grid (dim 256 or 1000) needs features wider than this 128-d model.
-        hparams={"vim": {"dim": 64}},
     )
     result = runner.run(cfg)
     if args.quiet:

@@ -308,14 +308,25 @@ def score(
     return detector.score(model, variables, stats, inputs, **score_kw)
 
 
-def sweep_grid(detector: Detector) -> Iterator[dict[str, Any]]:
+def dim_adapted(detector: Detector, feature_dim: int | None) -> dict[str, tuple]:
+    """``{name: values}`` replacing published sweeps that do not fit feature dimension
+    ``feature_dim`` (``detector.dim_grid``); ``{}`` when they fit or D is unknown."""
+    if detector.dim_grid is None or feature_dim is None:
+        return {}
+    return {k: tuple(v) for k, v in detector.dim_grid(int(feature_dim)).items()}
+
+
+def sweep_grid(detector: Detector, feature_dim: int | None = None) -> Iterator[dict[str, Any]]:
     """The APS grid in OpenOOD order: Cartesian product of ``detector.sweep`` lists in table
     order, each point completed with the defaults. Yields the defaults once when the
-    detector has no sweep."""
-    sweep = detector.sweep
+    detector has no sweep. With ``feature_dim``, sweeps that do not fit it are replaced by
+    the detector's D-relative ones (:func:`dim_adapted`)."""
+    adapted = dim_adapted(detector, feature_dim)
+    sweep = {**detector.sweep, **adapted}
+    defaults = {**detector.defaults, **{k: v[0] for k, v in adapted.items()}}
     keys = list(sweep)
     if not keys:
-        yield dict(detector.defaults)
+        yield defaults
         return
     for values in itertools.product(*(sweep[k] for k in keys)):
-        yield {**detector.defaults, **dict(zip(keys, values))}
+        yield {**defaults, **dict(zip(keys, values))}

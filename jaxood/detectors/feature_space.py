@@ -468,6 +468,15 @@ def _fit_rmds(model, variables, data) -> RMDSStats:
     return rmds_stats_from(_fit_moments(model, data))
 
 
+def vim_dim_grid(d: int) -> dict[str, tuple]:
+    """ViM's ``dim`` must be < D: keep OpenOOD's (256, 1000) values that fit; with none
+    (D <= 256), use (D // 4, D // 2)."""
+    fits = tuple(v for v in (256, 1000) if v < d)
+    if fits == (256, 1000):
+        return {}
+    return {"dim": fits or (max(1, d // 4), max(1, d // 2))}
+
+
 def _fit_vim(model, variables, data, *, dim) -> VimStats:
     f = data["train"].features.feature
     validate.check_array(f, "train features.feature", ndim=2)
@@ -586,8 +595,10 @@ register(
         },
         stats_type=VimStats,
         needs=_FEATURE_LOGITS,
+        dim_grid=vim_dim_grid,
         reference=f"Wang et al. 2022; {_OPENOOD}vim_postprocessor.py, vim.yml "
-        "(dim 256, dim_list [256, 1000]; dim must be < D).",
+        "(dim 256, dim_list [256, 1000]; dim must be < D). Models with D <= 256: the "
+        "D-relative grid (D/4, D/2) (our choice; recorded in the results).",
     )
 )
 register(

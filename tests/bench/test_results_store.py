@@ -136,3 +136,22 @@ def _npz_benchmark(tmp_path) -> str:
              x_ood_val=data["ood_val"][0], x_near_a=data["near"]["near_a"][0],
              x_far_noise=data["far"]["noise"][0], num_classes=NUM_CLASSES)
     return path
+
+
+def test_vim_uses_a_recorded_d_relative_grid_on_narrow_models(setup, tmp_path):  # noqa: F811
+    root, model_dir = setup  # TinyNet: D = 16, below OpenOOD's dim grid (256, 1000)
+    res = runner.run(_cfg(root, model_dir, tmp_path, ["vim"]))
+    [entry] = res.aps["vim"]
+    assert entry["adapted_grid"] == {"feature_dim": 16, "published": {"dim": [256, 1000]},
+                                     "used": {"dim": [4, 8]}}
+    assert [p["hparams"]["dim"] for p in entry["grid"]] == [4, 8]
+    assert entry["chosen"]["dim"] in (4, 8)
+
+
+def test_stream_detectors_include_covariate_shifted_id_in_full_spectrum(setup, tmp_path):  # noqa: F811
+    root, model_dir = setup
+    res = runner.run(_cfg(root, model_dir, tmp_path, ["oodd", "msp"], fsood=True,
+                          hparams={"oodd": {"k_in": 5, "k_out": 5, "queue_size": 8}}))
+    n_id = 37 + 37  # toy ID-test + its covariate-shifted copy
+    assert len(res.scores["msp"]["id"]) == n_id
+    assert len(res.scores["oodd"]["id"]) == n_id
