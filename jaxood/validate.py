@@ -6,16 +6,35 @@ validate concrete inputs eagerly and still be jit-compiled.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+#: Floating-point dtypes accepted for images and features; half precision is cast to float32
+#: before the network (see :func:`images`).
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds values (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """True for NumPy floats and JAX's extra ones (bfloat16)."""
+    try:
+        return bool(jnp.issubdtype(np.dtype(dtype), jnp.floating))
+    except TypeError:
+        return False
+
+
+def dtype_of(x: Any) -> np.dtype:
+    """The dtype of an array-like (``np.asarray`` of anything else)."""
+    return np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
 
 
 def check_array(
@@ -44,11 +63,12 @@ def check_array(
             )
     if last_dim is not None and (not shape or shape[-1] != last_dim):
         raise ValueError(f"`{name}` must have last dimension {last_dim}, got shape {shape}")
-    dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
-    if floating and not np.issubdtype(dtype, np.floating):
+    dtype = dtype_of(x)
+    if floating and not is_float_dtype(dtype):
         raise ValueError(
-            f"`{name}` must be a floating-point array, got dtype {dtype}; convert images with "
-            "the model's preprocessing (e.g. uint8 -> float32 normalised) first"
+            f"`{name}` must be a floating-point array ({'/'.join(FLOAT_DTYPES)}), got dtype "
+            f"{dtype}; convert images with the model's preprocessing (e.g. uint8 -> float32 "
+            "normalised) first"
         )
     if nonempty and shape and shape[0] == 0:
         raise ValueError(f"`{name}` is an empty batch (shape {shape}); pass at least one sample")
@@ -90,14 +110,132 @@ def check_features(features: Any, *, need: Sequence[str] = ("logits",)) -> None:
             )
 
 
-def check_images(x: Any, name: str = "x", channels: int | None = None) -> None:
-    """Checks an NHWC float image batch."""
-    check_array(x, name, ndim=4)
-    if channels is not None and np.shape(x)[-1] != channels:
+def is_batched_source(x: Any) -> bool:
+    """True for a lazily batched image source: ``len(x)`` and ``x.batch(start, stop)``
+    (normalised ``[n, H, W, C]`` float images), and no ``shape`` (not an array)."""
+    return hasattr(x, "batch") and hasattr(x, "__len__") and not hasattr(x, "shape")
+
+
+#: A float batch whose values lie in [0, max] with max above this looks like raw pixels.
+UNNORMALISED_MAX = 20.0
+
+
+def images(
+    x: Any,
+    name: str = "x",
+    *,
+    input_shape: Sequence[int] | None = None,
+    channels: int | None = None,
+    allow_any_size: bool = False,
+    values: bool = True,
+) -> Any:
+    """Checks a batch of normalised NHWC images at a model's boundary; returns it as float32.
+
+    The one owner of the model-input checks (registry ``prepare_inputs``, AdaSCALE's
+    functional API, ``FittedDetector``, image sources, OODD's crops):
+
+    * dtype: floating point (``FLOAT_DTYPES``; half precision is cast to float32); uint8 is
+      named as raw images, other integer/bool dtypes are refused;
+    * shape ``[N, H, W, C]``: one image ``[H, W, C]``, NCHW ``[N, C, H, W]`` and (with
+      ``input_shape = (H, W, C)``, the model's) another size or channel count are errors
+      that say what was expected. ``allow_any_size`` accepts another ``H x W`` (for
+      resolution-agnostic architectures; never silently);
+    * not empty; finite; a :class:`UserWarning` when the values look like unnormalised
+      pixels (all >= 0 with a maximum above ``UNNORMALISED_MAX``).
+
+    Works on tracers (inside ``jax.jit``) too: the value checks are then skipped. NumPy
+    (and lists) come back as NumPy float32, JAX arrays as JAX float32. ``values=False``
+    checks only the layout (dtype, shape) and returns ``x`` as given (for a large or
+    memory-mapped array whose values are checked batch by batch as they are read).
+
+    Raises:
+      ValueError: naming ``name``, what was expected and what was found.
+    """
+    if x is None:
+        raise ValueError(f"`{name}` is required but was None")
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        if is_batched_source(x):
+            raise ValueError(f"`{name}` is a lazily batched source; pass an array batch")
+        x = np.asarray(x)
+    dtype = np.dtype(x.dtype)
+    if dtype == np.uint8:
         raise ValueError(
-            f"`{name}` must be NHWC with {channels} channels, got shape {np.shape(x)}; "
-            "NCHW input must be transposed with x.transpose(0, 2, 3, 1)"
+            f"`{name}` is uint8 (raw images): pass normalised float images (the model's "
+            "preprocessing), e.g. fitted.score_images(...) or jaxood.fit(...) apply it for you"
         )
+    if not is_float_dtype(dtype):
+        hint = "; raw pixel values? pass them as uint8" if np.issubdtype(dtype, np.integer) else ""
+        raise ValueError(
+            f"`{name}` must hold normalised floating-point images "
+            f"({'/'.join(FLOAT_DTYPES)}), got dtype {dtype}{hint}"
+        )
+    _check_image_shape(tuple(x.shape), name, input_shape, channels, allow_any_size)
+    if x.shape[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch (shape {tuple(x.shape)}); pass at least "
+                         "one image")
+    if not values:
+        return x
+    if is_concrete(x):
+        _check_image_values(np.asarray(x), name)
+    if dtype == np.float32:
+        return x
+    return x.astype(jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32)
+
+
+def _check_image_shape(shape, name, input_shape, channels, allow_any_size) -> None:
+    if input_shape is not None:
+        input_shape = tuple(int(s) for s in input_shape)
+        channels = input_shape[-1] if channels is None else channels
+    expected = "[N, H, W, C]" if input_shape is None else "[N, H, W, C] = [N, {}, {}, {}]".format(
+        *input_shape)
+    if len(shape) == 3 and (input_shape is None or shape == input_shape
+                            or shape[-1] in (1, 3)):
+        var = name if name.isidentifier() else "x"
+        raise ValueError(f"`{name}` must be a batch {expected}; got one image {shape}: use "
+                         f"{var}[None]")
+    if len(shape) != 4:
+        raise ValueError(f"`{name}` must be a batch of images {expected} (NHWC), got shape "
+                         f"{shape}")
+    c = channels
+    nchw = (shape[1] == c and shape[-1] != c) if c is not None else (
+        shape[1] in (1, 3) and shape[-1] not in (1, 3, 4))
+    if nchw:
+        var = name if name.isidentifier() else "x"
+        raise ValueError(f"`{name}`: expected {expected}, got {list(shape)}; NCHW? use "
+                         f"{var}.transpose(0, 2, 3, 1)")
+    if c is not None and shape[-1] != c:
+        raise ValueError(f"`{name}`: expected {expected} with {c} channel(s), got "
+                         f"{list(shape)}")
+    if input_shape is not None and not allow_any_size and tuple(shape[1:3]) != input_shape[:2]:
+        raise ValueError(
+            f"`{name}`: expected {expected}, got {list(shape)}: the model takes "
+            f"{input_shape[0]}x{input_shape[1]} images (resize them with the model's "
+            "preprocessing; allow_any_size=True only for resolution-agnostic architectures)"
+        )
+
+
+def _check_image_values(arr: np.ndarray, name: str) -> None:
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(arr.size - np.count_nonzero(finite))
+        raise ValueError(f"`{name}` contains {bad} NaN/Inf value(s); clean the images first")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0 and hi > UNNORMALISED_MAX:
+        warnings.warn(
+            f"`{name}` ranges over [{lo:.3g}, {hi:.3g}]: it looks like unnormalised pixel "
+            "values; normalise with the model's preprocessing (or pass uint8 images to "
+            "score_images / jaxood.fit, which apply it)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_images(
+    x: Any, name: str = "x", channels: int | None = None, *, input_shape=None
+) -> None:
+    """Checks an NHWC float image batch (see :func:`images`, which also returns it as
+    float32)."""
+    images(x, name, channels=channels, input_shape=input_shape)
 
 
 def check_percentile(p: Any, name: str) -> None:
@@ -167,8 +305,10 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
 
 def check_open_fraction(value: Any, name: str) -> None:
     """A fraction in ``(0, 1]`` (something must be kept)."""
-    check_range(value, name, 0.0, 1.0)
-    if np.asarray(value) <= 0:
+    if not is_concrete(value):
+        return
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0) or np.any(arr > 1):
         raise ValueError(f"`{name}` must be in (0, 1], got {value}")
 
 

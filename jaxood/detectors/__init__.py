@@ -210,13 +210,20 @@ def prepare_inputs(
     Args:
       detector: the detector that will consume the inputs.
       model, variables: the classifier.
-      x: ``[B, H, W, C]`` normalised float images.
+      x: ``[B, H, W, C]`` normalised float images (float32/float64/float16/bfloat16; half
+        precision is cast to float32). Checked against ``model.input_shape`` when the model
+        knows it (the same checks as :class:`jaxood.FittedDetector`:
+        :func:`jaxood.validate.images`).
       features: precomputed ``model.features(variables, x)``, if available.
       **hparams: hyperparameters; only the ``role="extract"`` ones are used here.
+
+    Raises:
+      ValueError: uint8 (raw) images, NCHW, another size or channel count than the model's,
+        an empty batch, NaN/Inf values (a warning for values that look unnormalised).
     """
     from jaxood import validate
 
-    validate.check_images(x, "x")
+    x = validate.images(x, "x", input_shape=model.input_shape)
     extract_kw, _, _ = detector.split_hparams(hparams)
     if features is None:
         features = model.features(variables, x)

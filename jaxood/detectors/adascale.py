@@ -28,6 +28,7 @@ All functions are pure and jit-able; ``k1``/``k2`` (percent of D) and ``o`` are 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -131,7 +132,7 @@ def perturbed_features(
     Returns:
       ``(features, feature_perturbed)``: the clean ``Features`` and ``[B, D]`` ``f~``.
     """
-    validate.check_images(x, "x")
+    x = validate.images(x, "x", input_shape=model.input_shape)
 
     def logits_fn(x):
         feats = model.features(variables, x)
@@ -234,6 +235,14 @@ def fit_ecdf(
         raise ValueError(f"`num_samples` must be >= 2, got {num_samples}")
     if q.size > num_samples:
         q = q[np.random.default_rng(seed).permutation(q.size)[: int(num_samples)]]
+    if np.all(q == q[0]):
+        warnings.warn(
+            f"AdaSCALE: all {q.size} ID-val Q' values are equal ({float(q[0]):.4g}), so the eCDF "
+            "is one step and the adaptive percentile takes only p_min or p_max; fit on varied "
+            "ID-val images (identical or constant inputs?)",
+            UserWarning,
+            stacklevel=3,
+        )
     return AdaScaleStats(
         sorted_q=np.sort(q), lmbda=np.asarray(lmbda, np.float32), k1=float(k1), k2=float(k2),
         feature_dim=feature_dim,
@@ -315,6 +324,11 @@ def scaling_factor(feature: jax.Array, k: jax.Array) -> jax.Array:
 
 
 def _ratio(stats, feature, feature_perturbed, percentile):
+    pair = isinstance(percentile, (tuple, list)) and len(percentile) == 2
+    if not pair and (not hasattr(percentile, "shape") or tuple(percentile.shape) != (2,)):
+        raise ValueError(
+            f"`percentile` must be a pair (p_min, p_max) like (75, 85), got {percentile!r}"
+        )
     p_min, p_max = percentile
     d = feature.shape[-1]
     _check_percentiles(p_min, p_max, d)
@@ -446,9 +460,8 @@ def fit_batch(
     eps=0.5, num_samples=5000, batch_size: int = 256,
 ) -> AdaScaleStats:
     """Fits the eCDF directly from ID-val images ``x_val [N, H, W, C]`` (in batches)."""
-    validate.check_images(x_val, "x_val")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    x_val = validate.images(x_val, "x_val", input_shape=model.input_shape)
+    validate.check_positive_int(batch_size, "batch_size")
     for name, value in (("k1", k1), ("k2", k2), ("lmbda", lmbda), ("o", o), ("eps", eps),
                         ("num_samples", num_samples)):
         HPARAMS[name].validate(value, name)

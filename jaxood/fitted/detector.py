@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from jaxood import detectors as registry
-from jaxood import parallel, scoring
+from jaxood import parallel, scoring, validate
 from jaxood.bench.extract import device_batch_size
 from jaxood.data import inputs as inputs_lib
 from jaxood.fitted import thresholds
@@ -195,12 +195,15 @@ class FittedDetector:
 
     # ------------------------------------------------------------------ thresholds
 
-    def calibrate(self, data, *, data_dir: str | None = None, used_by_fit: bool = False) -> None:
+    def calibrate(
+        self, data, *, data_dir: str | None = None, used_by_fit: bool = False,
+        name: str = "calibration",
+    ) -> None:
         """Scores held-out ID ``data`` (any input of :func:`jaxood.data.inputs.open_input`)
         and stores the scores the thresholds are computed from. A stream detector's state
-        is reset afterwards."""
+        is reset afterwards. ``name`` names ``data`` in error messages."""
         src = inputs_lib.open_input(
-            data, self.model.preprocess, self.input_shape, data_dir=data_dir, name="calibration"
+            data, self.model.preprocess, self.input_shape, data_dir=data_dir, name=name
         )
         scores = self._run(src)["score"]
         self.reset_stream()
@@ -228,6 +231,11 @@ class FittedDetector:
             if ood is None:
                 raise ValueError("threshold(fpr=...) needs `ood`: scores of held-out OOD data")
             ood = np.asarray(ood)
+            if ood.ndim not in (1, 4):
+                raise ValueError(
+                    f"`ood` must be OOD scores [M] or normalised OOD images [M, H, W, C], got "
+                    f"shape {ood.shape}"
+                )
             ood_scores = ood if ood.ndim == 1 else self(ood)
             t, info = thresholds.at_fpr(ood_scores, fpr, calibration=self.calibration)
         elif self.calibration is None:
@@ -263,42 +271,7 @@ class FittedDetector:
 
 def check_model_input(x, input_shape, allow_any_size: bool = False) -> np.ndarray:
     """Validates normalised images for a model taking ``input_shape = (H, W, C)``; returns
-    float32 ``[N, H, W, C]``. Half-precision inputs are accepted and cast."""
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
-    if dtype == np.uint8:
-        raise ValueError(
-            "`x` is uint8 (raw images): pass normalised floats, or use "
-            "fitted.score_images(...) to apply the model's preprocessing"
-        )
-    if not (np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"):
-        raise ValueError(f"`x` must be floating point (float32/float16/bfloat16), got {dtype}")
-    x = np.asarray(np.asarray(x).astype(np.float32))
-    if x.ndim == 3 and input_shape is not None and x.shape == tuple(input_shape):
-        raise ValueError(f"`x` must be a batch [N, H, W, C]; got one image {x.shape}: use x[None]")
-    if x.ndim != 4:
-        raise ValueError(f"`x` must be [N, H, W, C] (NHWC), got shape {x.shape}")
-    if input_shape is not None:
-        h, w, c = input_shape
-        if x.shape[1] == c and x.shape[-1] != c:
-            raise ValueError(
-                f"expected [N, H, W, C] = [N, {h}, {w}, {c}], got {list(x.shape)}; NCHW? use "
-                "x.transpose(0, 2, 3, 1)"
-            )
-        if x.shape[-1] != c or (not allow_any_size and x.shape[1:3] != (h, w)):
-            raise ValueError(
-                f"expected [N, H, W, C] = [N, {h}, {w}, {c}], got {list(x.shape)}"
-                + ("" if x.shape[-1] != c else "; pass allow_any_size=True only for "
-                   "resolution-agnostic architectures")
-            )
-    if len(x) == 0:
-        raise ValueError("`x` is an empty batch")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("`x` contains NaN/Inf values")
-    if x.min() >= 0 and x.max() > 20:
-        warnings.warn(
-            f"`x` ranges over [{x.min():.3g}, {x.max():.3g}]: it looks like unnormalised "
-            "pixel values; normalise with the model's preprocessing (or use score_images)",
-            stacklevel=3,
-        )
-    return x
-
+    float32 ``[N, H, W, C]`` (NumPy). Half-precision inputs are accepted and cast. The checks
+    are :func:`jaxood.validate.images` (shared by every path into a model)."""
+    x = validate.images(x, "x", input_shape=input_shape, allow_any_size=allow_any_size)
+    return np.asarray(x, np.float32)
