@@ -387,6 +387,11 @@ def open_benchmark(
             "record its PreprocessSpec (manifest 'preprocess')"
         )
     if bench.arrays is not None:
+        if checksums is not None:
+            raise ValueError(
+                f"checksums verify the image files of image-list benchmarks; {bench.name!r} is "
+                "an array benchmark (its arrays are fingerprinted instead): drop --checksums"
+            )
         data = bench.arrays(None if data_root is None else os.fspath(data_root))
 
         def src(role_name: str, xy) -> ArraySource:

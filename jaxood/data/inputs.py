@@ -19,12 +19,15 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from jaxood import validate
 from jaxood.data import imglist as imglist_lib
+from jaxood.data import npzfile
 from jaxood.types import PreprocessSpec
 
 #: File extensions a folder input is scanned for (case-insensitive).
@@ -124,19 +127,39 @@ class FileSource:
 
 
 class NormalisedSource:
-    """Images already preprocessed: ``[N, H, W, C]`` float arrays (memory-mapped is fine)."""
+    """Images already preprocessed: ``[N, H, W, C]`` float arrays (memory-mapped is fine).
 
-    def __init__(self, x: Any, labels: Sequence[int] | None = None, *, name: str = ""):
-        self.x, self.name = x, name
-        self.labels = np.full(len(x), -1, np.int64) if labels is None else np.asarray(labels)
+    The layout (dtype, NHWC, the model's ``input_shape``) is checked when built, the values
+    (NaN/Inf, unnormalised-looking pixels: one warning) per batch as they are read: see
+    :func:`jaxood.validate.images`.
+    """
+
+    def __init__(
+        self, x: Any, labels: Sequence[int] | None = None, *, name: str = "",
+        input_shape: tuple[int, int, int] | None = None,
+    ):
+        self.name = name
+        self._what = name or "x"
+        validate.images(x, self._what, input_shape=input_shape, values=False)
+        self.x, self.input_shape = x, input_shape
+        self.labels = _labels(labels, len(x), self._what)
         self.names = [str(i) for i in range(len(x))]
         self.errors: list[tuple[str, str]] = []
+        self._warned = False
 
     def __len__(self) -> int:
         return len(self.x)
 
     def batch(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.x[start:stop], np.float32)
+        x = self.x[start:stop]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x = validate.images(x, f"{self._what}[{start}:{stop}]", input_shape=self.input_shape)
+        if caught and not self._warned:  # once per source, not once per batch
+            self._warned = True
+            warnings.warn(str(caught[0].message).replace(f"[{start}:{stop}]", ""), UserWarning,
+                          stacklevel=2)
+        return np.asarray(x, np.float32)
 
     def load(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         x = self.batch(start, stop)
@@ -145,6 +168,18 @@ class NormalisedSource:
     def fingerprint(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(np.asarray(self.x)).data)
         return h.hexdigest()
+
+
+def _labels(labels: Any, n: int, what: str) -> np.ndarray:
+    """``[n]`` int labels (``-1`` = unknown), checked."""
+    if labels is None:
+        return np.full(n, -1, np.int64)
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels of {what} must be [N] integers, got {y.dtype} shape {y.shape}")
+    if len(y) != n:
+        raise ValueError(f"{what}: {n} images but {len(y)} labels")
+    return y.astype(np.int64)
 
 
 def prefetch(source, batch_size: int, depth: int = 2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -189,12 +224,28 @@ class RawArraySource:
     """uint8 images in memory (``[N, H, W]`` or ``[N, H, W, C]``), preprocessed per batch
     exactly as decoded files are (:class:`jaxood.data.benchmarks.ArraySource`)."""
 
-    def __init__(self, images: np.ndarray, spec: PreprocessSpec, labels=None, *, name=""):
+    def __init__(
+        self, images: np.ndarray, spec: PreprocessSpec, labels=None, *, name="", input_shape=None
+    ):
         from jaxood.data.benchmarks import ArraySource
 
-        labels = np.full(len(images), -1, np.int64) if labels is None else labels
-        self._src = ArraySource(images, labels, spec, name=name)
+        what = name or "images"
+        images = np.asarray(images)
+        if len(images) == 0:
+            raise ValueError(f"`{what}` is empty; pass at least one image")
+        self._src = ArraySource(images, _labels(labels, len(images), what), spec, name=what)
         self.labels, self.name = self._src.labels, name
+        if input_shape is not None:
+            got = self._src.batch(0, 1).shape[1:]
+            if tuple(got) != tuple(input_shape):
+                raise ValueError(
+                    f"`{what}`: uint8 images of shape {tuple(images.shape[1:])} preprocess to "
+                    f"{tuple(got)} (H, W, C) but the model takes {tuple(input_shape)} "
+                    f"(its preprocessing: resize {spec.resize_size}, crop {spec.crop_size}); "
+                    "resize the images" + ("; NCHW? use x.transpose(0, 2, 3, 1)"
+                                           if images.ndim == 4 and images.shape[1] in (1, 3)
+                                           and images.shape[-1] not in (1, 3) else "")
+                )
         self.names = [str(i) for i in range(len(images))]
         self.errors: list[tuple[str, str]] = []
 
@@ -216,29 +267,31 @@ def _npz_arrays(spec: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     """``FILE.npz`` or ``FILE.npz:KEY`` -> (images, labels or None, name)."""
     path, _, key = spec.partition(".npz:")
     path = path if path.endswith(".npz") else path + ".npz"
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path!r} does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-        keys = list(data.keys())
-    except Exception as e:  # zipfile.BadZipFile, pickle refusals, truncation
-        raise ValueError(f"{path!r} is not a readable .npz file ({type(e).__name__}: {e})") from e
-    if not key:
-        key = next((k for k in ("x", "images") if k in keys), None)
-        if key is None:
-            raise ValueError(
-                f"{path!r} has arrays {keys}; name the image array as {path}:KEY "
-                "(or store it under 'x' or 'images')"
-            )
-    if key not in keys:
-        raise ValueError(f"{path!r} has no array {key!r}; it has {keys}")
-    label_key = {"x": "y", "images": "labels"}.get(key, key.replace("x_", "y_", 1))
-    try:
-        x = data[key]
-        y = data[label_key] if label_key in keys and label_key != key else None
-    except Exception as e:
-        raise ValueError(f"{path!r}: array {key!r} is unreadable ({type(e).__name__}: {e})") from e
+    with npzfile.open_npz(path) as data:
+        keys = list(data.files)
+        if not key:
+            key = next((k for k in ("x", "images") if k in keys), None)
+            if key is None:
+                raise ValueError(
+                    f"{path!r} has arrays {keys}; name the image array as {path}:KEY "
+                    "(or store it under 'x' or 'images')"
+                )
+        label_key = {"x": "y", "images": "labels"}.get(key, key.replace("x_", "y_", 1))
+        x = npzfile.read_array(data, key)
+        y = npzfile.read_array(data, label_key) if label_key in keys and label_key != key else None
     return x, y, f"{os.path.basename(path)}:{key}"
+
+
+def _npy_array(path: str) -> np.ndarray:
+    """A ``.npy`` file (memory-mapped), with a clear error when it is not one."""
+    npzfile.check_file(path)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(
+            f"{path!r} is not a readable .npy array ({type(e).__name__}: {e}); ragged or "
+            "object arrays are not supported: images must share one shape"
+        ) from None
 
 
 def open_input(
@@ -253,7 +306,8 @@ def open_input(
 
     Args:
       data: a folder; an OpenOOD-style image list (``.txt``; paths relative to ``data_dir``,
-        default the list's folder); ``FILE.npz`` / ``FILE.npz:KEY``; a list of image paths;
+        default the list's folder); one image file; ``FILE.npz`` / ``FILE.npz:KEY``;
+        ``FILE.npy``; a list of image paths;
         a uint8 array (raw images, preprocessed here); a float array (already normalised);
         or ``(images, labels)``.
       spec, input_shape: the model's preprocessing and ``(H, W, C)``.
@@ -274,16 +328,32 @@ def open_input(
             return FileSource(list_images(path), _need(spec), input_shape, name=name or path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"input {path!r} does not exist")
+        if path.lower().endswith(IMAGE_EXTENSIONS):  # one image file
+            return FileSource([path], _need(spec), input_shape, labels, name=name or path)
+        if path.lower().endswith(".npy"):
+            x = _npy_array(path)
+            return open_input(x if labels is None else (x, labels), spec, input_shape,
+                              name=name or os.path.basename(path))
         root = data_dir or os.path.dirname(os.path.abspath(path))
-        il = imglist_lib.read_imglist(path, root)
+        try:
+            il = imglist_lib.read_imglist(path, root)
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"input {path!r} is not a text image list (it is binary); give a folder, an "
+                f"image list (.txt), an image ({', '.join(IMAGE_EXTENSIONS)}), FILE.npz[:KEY] "
+                "or FILE.npy"
+            ) from None
         paths = [il.full_path(i) for i in range(len(il))]
         return FileSource(paths, _need(spec), input_shape, il.labels, name=name or path)
     if isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, os.PathLike)):
         return FileSource(list(data), _need(spec), input_shape, labels, name=name)
+    if data is None:
+        raise ValueError(f"input {name or ''} is None; pass images (see jaxood.fit's id_data)")
     x = np.asarray(data) if not hasattr(data, "dtype") else data
     if np.dtype(x.dtype) == np.uint8:
-        return RawArraySource(np.asarray(x), _need(spec), labels, name=name)
-    return NormalisedSource(x, labels, name=name)
+        return RawArraySource(np.asarray(x), _need(spec), labels, name=name,
+                              input_shape=input_shape)
+    return NormalisedSource(x, labels, name=name, input_shape=input_shape)
 
 
 def _need(spec: PreprocessSpec | None) -> PreprocessSpec:
