@@ -22,6 +22,7 @@ arrays.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -64,8 +65,11 @@ def train_labels(inputs: Inputs, num_classes: int | None = None) -> np.ndarray:
     if labels.shape[0] != inputs.batch_size:
         raise ValueError(f"{labels.shape[0]} labels for {inputs.batch_size} feature rows")
     if labels.size and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
+        bad = np.unique(labels[(labels < 0) | (labels >= (num_classes or np.inf))])
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if bad.size > 10 else "")
         raise ValueError(
-            f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+            f"ID-train labels must be class ids in [0, {num_classes}) (the model's classes), "
+            f"got {shown}; pass the labels the model was trained with"
         )
     return labels
 
@@ -115,22 +119,67 @@ class ClassMoments:
             )
         return self.sum / self.count[:, None]
 
-    def mds_stats(self) -> dict[str, np.ndarray]:
+    def mds_stats(self, detector: str = "MDS") -> dict[str, np.ndarray]:
         """Class means ``[C, D]`` and the shared (pooled within-class, /N) covariance's
-        precision, as sklearn ``EmpiricalCovariance().fit(centered).precision_`` (pinvh)."""
+        precision, as sklearn ``EmpiricalCovariance().fit(centered).precision_`` (pinvh).
+
+        Degenerate fits (see :func:`check_covariance`): a covariance of zero raises, one that
+        is singular for lack of samples (``N - C < D``) warns.
+        """
         means = self._means()
         n = self.count.sum()
         cov = (self.outer - (means * self.count[:, None]).T @ means) / n
+        check_covariance(cov, self.outer / n, int(n), int(n) - self.num_classes, detector,
+                         "within-class")
         return {"means": means, "precision": scipy.linalg.pinvh(cov)}
 
     def rmds_stats(self) -> dict[str, np.ndarray]:
         """MDS stats plus the class-agnostic mean ``[D]`` and precision (background model)."""
-        out = self.mds_stats()
+        out = self.mds_stats("RMDS")
         n = self.count.sum()
         mean = self.sum.sum(0) / n
         cov = self.outer / n - np.outer(mean, mean)
+        check_covariance(cov, self.outer / n, int(n), int(n) - 1, "RMDS", "class-agnostic")
         out.update(whole_mean=mean, whole_precision=scipy.linalg.pinvh(cov))
         return out
+
+
+#: A covariance whose trace is below this fraction of the features' mean squared norm is
+#: zero up to rounding: every training feature equals its mean.
+DEGENERATE_RTOL = 1e-9
+
+
+def check_covariance(
+    cov: np.ndarray, second_moment: np.ndarray, n: int, dof: int, detector: str, kind: str
+) -> None:
+    """Degenerate Gaussian fits (MDS/RMDS), detected instead of scored silently.
+
+    * covariance 0 (every training feature equals its class mean: identical features, one
+      sample per class, a constant network): the Mahalanobis distance is undefined and
+      ``pinvh`` of rounding noise gives scores of ~1e16 -> ``ValueError``;
+    * fewer degrees of freedom than dimensions (``dof = N - C < D``): the covariance is
+      singular for lack of samples; the pseudo-inverse (OpenOOD's and sklearn's choice, kept
+      for exactness) ignores the missing directions, so deviations along them go undetected
+      -> ``UserWarning`` saying how many samples are needed.
+    """
+    d = cov.shape[0]
+    scale = max(float(np.trace(second_moment)), np.finfo(np.float64).tiny)
+    if float(np.trace(cov)) <= DEGENERATE_RTOL * scale:
+        raise ValueError(
+            f"{detector}: the {kind} covariance of the {n} training features is 0 (every "
+            "feature equals its class mean: identical features, one sample per class, or a "
+            "constant network), so the Mahalanobis distance is undefined; fit on varied "
+            f"training features (at least {d + 1} per Gaussian for a full-rank covariance)"
+        )
+    if dof < d:
+        warnings.warn(
+            f"{detector}: {n} training features give the {kind} covariance at most "
+            f"{max(dof, 0)} degrees of freedom for D = {d} dimensions; its pseudo-inverse (as "
+            f"OpenOOD/sklearn) ignores the other {d - max(dof, 0)} directions, so deviations "
+            f"along them go undetected. Fit on at least {n - dof + d} training samples",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 @struct.dataclass
@@ -271,6 +320,11 @@ class VimStats:
     feature_dim: int | None = struct.field(pytree_node=False, default=None)
 
 
+#: ViM refuses a fit whose mean residual norm is below this fraction of the mean feature
+#: norm (the residual is rounding noise: alpha would be ~1e13 or more).
+VIM_RESIDUAL_RTOL = 1e-6
+
+
 def vim_fit_chunks(
     chunks: Callable[[], Iterable[Any]], w: np.ndarray, b: np.ndarray, dim: int
 ) -> VimStats:
@@ -281,6 +335,10 @@ def vim_fit_chunks(
       w, b: head ``[K, D]``, ``[K]``.
       dim: principal-subspace dimension; the residual space is spanned by the ``D - dim``
         eigenvectors of the smallest eigenvalues. Must satisfy ``0 <= dim < D``.
+
+    Raises:
+      ValueError: a bad ``dim``, or a degenerate fit: ``N <= dim`` training features, or
+        features (e.g. identical rows) with no residual outside the principal subspace.
     """
     d = w.shape[1]
     if not isinstance(dim, (int, np.integer)) or not 0 <= dim < d:
@@ -294,14 +352,29 @@ def vim_fit_chunks(
         c = np.asarray(f, np.float64) - u
         cov += c.T @ c
         n += c.shape[0]
+    if n <= dim:
+        raise ValueError(
+            f"ViM `dim`={dim} needs more than {dim} training features, got N = {n}: the "
+            f"principal subspace then holds every training feature, the residual is 0 and "
+            "alpha = mean max-logit / mean residual norm is unbounded. Fit on more training "
+            "data or lower `dim`"
+        )
     lam, vec = np.linalg.eigh(cov / n)
     order = np.argsort(-lam, kind="stable")
     ns = vec[:, order[dim:]]
-    vsum = msum = 0.0
+    vsum = msum = fsum = 0.0
     for f in chunks():
         f = np.asarray(f, np.float64)
         vsum += np.linalg.norm((f - u) @ ns, axis=-1).sum()
+        fsum += np.linalg.norm(f - u, axis=-1).sum()
         msum += (f @ w.T + b).max(-1).sum()
+    if vsum <= VIM_RESIDUAL_RTOL * fsum:
+        raise ValueError(
+            f"ViM: the {n} training features have no component outside the top-{dim} "
+            f"principal subspace (mean residual norm {vsum / n:.3g} vs feature norm "
+            f"{fsum / n:.3g}: identical or rank <= {dim} features), so alpha = mean max-logit "
+            "/ mean residual norm is unbounded. Fit on varied training features or lower `dim`"
+        )
     # float32, as a float64 scalar meets the float32 residual norms (x64 is off) anyway.
     alpha = np.asarray(msum / vsum, np.float32)
     return VimStats(
@@ -408,6 +481,13 @@ def fdbd_denominator(w: np.ndarray) -> np.ndarray:
     if den is None:  # Gram identity avoids the K x K x D tensor for big heads
         sq = np.sum(w * w, -1)
         den = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * w @ w.T, 0, None))
+    off = den + np.eye(len(den))
+    if np.any(off == 0):
+        j, p = np.argwhere(off == 0)[0]
+        raise ValueError(
+            f"fDBD: head weight rows {j} and {p} are identical, so the distance to the decision "
+            "boundary between those classes is undefined (division by ||w_j - w_p|| = 0)"
+        )
     np.fill_diagonal(den, 1.0)
     return den
 
@@ -489,6 +569,12 @@ def _fit_dice(model, variables, data) -> DiceStats:
     validate.check_array(f, "train features.feature", ndim=2)
     w, b = head_affine(model, variables, f.shape[1])
     total = sum(c.sum(0) for c in _iter_chunks(f))
+    if not np.any(total):
+        raise ValueError(
+            "DICE: the mean ID-train feature is 0 in every dimension, so every contribution "
+            "W * mean_act is 0, the sparsified head keeps no weight and every input gets the "
+            "same score; check the features (a dead network?)"
+        )
     return DiceStats(
         mean_act=jnp.asarray(total / f.shape[0], jnp.float32),
         w=jnp.asarray(w, jnp.float32),

@@ -151,7 +151,10 @@ def _check_k(k: Any, n: int, name: str = "K") -> int:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
         raise ValueError(f"`{name}` must be a Python int (static), got {k!r}")
     if not 1 <= int(k) <= n:
-        raise ValueError(f"`{name}`={k} must be in [1, bank size {n}]")
+        raise ValueError(
+            f"`{name}`={k} must be in [1, bank size {n}]: the bank holds {n} training features; "
+            f"use {name} <= {n} or fit on more data"
+        )
     return int(k)
 
 
@@ -171,6 +174,12 @@ def knn_bank(features: Any, *, chunk: int = 4096, on_host: bool = False) -> KNNS
     With ``on_host=True`` the (NumPy) bank is kept on the host un-chunked.
     """
     validate.check_array(features, "train features", ndim=2)
+    if validate.is_concrete(features) and not np.any(np.asarray(features)):
+        raise ValueError(
+            f"KNN: all {np.shape(features)[0]} training features are zero vectors, so every "
+            "input is at the same distance from the bank and gets the same score; check the "
+            "features (a dead network?)"
+        )
     if on_host:
         bank = l2_normalize(np.asarray(features, np.float32))
         half_sq = 0.5 * np.einsum("nd,nd->n", bank, bank)

@@ -209,6 +209,15 @@ def fit_react(model, variables, data, *, percentile) -> ReactStats:
     """ReAct's fit: τ = ``percentile`` of the flattened ID-val features ``data["val"]``."""
     feature = data["val"].features.feature
     tau = react_threshold(feature, percentile)
+    if validate.is_concrete(tau) and validate.is_concrete(feature):
+        f = np.asarray(feature)
+        if float(tau) <= 0 and f.min() >= 0:
+            raise ValueError(
+                f"ReAct threshold (the {percentile}th percentile of the ID-val features) is "
+                f"{float(tau):.3g}: min(f, threshold) would zero every (non-negative) feature "
+                "and give every input the same score; use a higher `percentile` (the features "
+                "are too sparse) or check them (a dead network?)"
+            )
     return ReactStats(threshold=tau, feature_dim=int(np.shape(feature)[-1]))
 
 

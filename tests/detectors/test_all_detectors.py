@@ -33,8 +33,9 @@ from jaxood.types import ROLES, Features, Inputs, Model
 from tests.detectors import tiny_net
 
 D = 128
-# Fitting settings that the tiny network (D = 128, 64 training samples) can satisfy.
-OVERRIDES = {"vim": {"dim": 64}, "knn": {"K": 5}, "oodd_cout": {"cout_queue": 6, "cout_bank": 4}}
+# Fitting settings that the tiny network (D = 128, 64 training samples) can satisfy (ViM's
+# dim also below the 64 samples, or its residual space is empty and the fit refuses).
+OVERRIDES = {"vim": {"dim": 16}, "knn": {"K": 5}, "oodd_cout": {"cout_queue": 6, "cout_bank": 4}}
 NAMES = detectors.names()
 #: (detector, overrides) per test case: every detector, plus KNN with its bank on the host.
 CASES = {n: (n, OVERRIDES.get(n, {})) for n in NAMES}
