@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxood.validate import is_float_dtype
+
 RECALL_LEVEL = 0.95
 
 
@@ -39,7 +41,28 @@ class OODMetrics(NamedTuple):
 
 
 def _as_scores(scores, name: str) -> np.ndarray:
-    arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+    """``[N]`` finite real scores as float64; anything else is a ``ValueError`` naming ``name``."""
+    if scores is None:
+        raise ValueError(f"`{name}` is None; pass a 1-D array of scores (one per sample)")
+    try:
+        raw = np.asarray(scores)
+    except ValueError:  # ragged nested sequences
+        raise ValueError(
+            f"`{name}` is ragged (a list of arrays of different lengths?); pass one 1-D array "
+            "of scores (np.concatenate the parts)"
+        ) from None
+    if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer)
+                                 or is_float_dtype(raw.dtype)):
+        what = "booleans (OOD flags?)" if raw.dtype == bool else f"values of dtype {raw.dtype}"
+        raise ValueError(
+            f"`{name}` must be real-valued scores (higher = more in-distribution), got {what}"
+        )
+    if raw.ndim != 1:
+        hint = " (logits? reduce them to one score per sample with a detector)" if raw.ndim == 2 \
+            and raw.shape[1] > 1 else " (use .ravel() if it holds one score per sample)"
+        raise ValueError(f"`{name}` must be 1-D [N], one score per sample, got shape "
+                         f"{raw.shape}{hint}")
+    arr = raw.astype(np.float64)
     if arr.size == 0:
         raise ValueError(f"`{name}` is empty; metrics need at least one ID and one OOD score")
     if not np.all(np.isfinite(arr)):
@@ -116,7 +139,9 @@ def auroc(id_scores, ood_scores) -> float:
 
 
 def fpr_at_recall(id_scores, ood_scores, recall: float = RECALL_LEVEL) -> float:
-    """OpenOOD FPR@recall: fraction of ID samples flagged OOD when ``recall`` of OOD is caught."""
+    """OpenOOD FPR@recall: fraction of ID samples flagged OOD when ``recall`` (a fraction in
+    (0, 1]) of OOD is caught."""
+    _check_fraction(recall, "recall", "e.g. 0.95 for 95%")
     conf, is_ood = _binary_inputs(id_scores, ood_scores)
     fpr, tpr = roc_curve(is_ood, -conf)
     return float(fpr[np.argmax(tpr >= recall)])
@@ -150,25 +175,67 @@ def aupr_out(id_scores, ood_scores) -> float:
 
 
 def accuracy(predictions, labels) -> float:
-    """Top-1 accuracy over samples whose label is not -1 (OpenOOD's OOD label)."""
-    pred = np.asarray(predictions).reshape(-1)
-    lab = np.asarray(labels).reshape(-1)
+    """Top-1 accuracy over samples whose label is not -1 (OpenOOD's OOD label).
+
+    Args:
+      predictions: ``[N]`` predicted class ids (``argmax`` of the logits).
+      labels: ``[N]`` integer class ids, ``-1`` for samples to ignore.
+    """
+    if np.ndim(predictions) == 2:
+        raise ValueError(f"`predictions` must be [N] class ids, got shape "
+                         f"{np.shape(predictions)} (logits? take np.argmax(logits, -1))")
+    pred = _class_ids(predictions, "predictions")
+    lab = _class_ids(labels, "labels")
+    if pred.ndim != 1 or lab.ndim != 1:
+        raise ValueError(f"`predictions` and `labels` must be 1-D [N], got shapes {pred.shape} "
+                         f"and {lab.shape}")
     if pred.shape != lab.shape:
         raise ValueError(f"predictions {pred.shape} and labels {lab.shape} differ in length")
+    if np.any(lab < -1):
+        raise ValueError(f"`labels` must be class ids >= 0 (or -1 = ignore), got {lab.min()}")
     mask = lab != -1
     if not np.any(mask):
         raise ValueError("accuracy needs at least one ID sample (label != -1)")
     return float(np.mean(pred[mask] == lab[mask]))
 
 
-def compute_all_metrics(id_scores, ood_scores, acc: float = float("nan")) -> OODMetrics:
+def _check_fraction(value, name: str, hint: str, zero: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+    ok = ok and np.isfinite(value) and (0.0 <= value <= 1.0 if zero else 0.0 < value <= 1.0)
+    if not ok:
+        interval = "[0, 1]" if zero else "(0, 1]"
+        raise ValueError(f"`{name}` must be a fraction in {interval} ({hint}), got {value!r}")
+
+
+def _class_ids(values, name: str) -> np.ndarray:
+    if values is None:
+        raise ValueError(f"`{name}` is None; pass [N] integer class ids")
+    arr = np.asarray(values)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"`{name}` must be integer class ids, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"`{name}` must be integer class ids, got non-integer values")
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def compute_all_metrics(id_scores, ood_scores, acc: float | None = float("nan")) -> OODMetrics:
     """OpenOOD's ``compute_all_metrics`` row in percent: FPR@95, AUROC, AUPR-In, AUPR-Out, ACC.
 
     Args:
       id_scores: ``[N_id]`` scores of ID test samples (higher = more ID).
       ood_scores: ``[N_ood]`` scores of one OOD set.
-      acc: ID accuracy as a fraction (taken from the plain classifier, as OpenOOD does).
+      acc: ID accuracy as a fraction in [0, 1] (taken from the plain classifier, as OpenOOD
+        does); ``None`` or NaN when unknown (reported as NaN). A percentage (e.g. 95.0) is
+        an error, not silently 9,500 %.
     """
+    if acc is None:
+        acc = float("nan")
+    if isinstance(acc, (bool, np.bool_)) or not isinstance(acc, (int, float, np.number)):
+        raise ValueError(f"`acc` must be a fraction in [0, 1] or None, got {acc!r}")
+    if not np.isnan(acc):
+        _check_fraction(acc, "acc", "the accuracy as a fraction, e.g. 0.95, not 95", zero=True)
     return OODMetrics(
         fpr95=100.0 * fpr_at_95(id_scores, ood_scores),
         auroc=100.0 * auroc(id_scores, ood_scores),
