@@ -84,7 +84,10 @@ class Inputs(NamedTuple):
     Attributes:
       features: the model's ``Features`` for the batch (possibly from the on-disk cache).
       x: ``[B, H, W, C]`` normalised inputs, or ``None`` when scoring from cache. Detectors
-        that declare ``"input"`` in ``needs`` require it.
+        that declare ``"input"`` in ``needs`` require it. In the ``data`` given to ``fit``
+        it may instead be a lazily batched source (``len(x)`` and ``x.batch(start, stop)
+        -> [n, H, W, C]`` float32) when the split is larger than the in-memory image
+        budget: fits that read images iterate it (``jaxood.detectors.oodd.image_batches``).
       extras: arrays produced by the detector's own ``extract`` (e.g. AdaSCALE's perturbed
         features), keyed by name. Empty when the detector has no ``extract``.
     """

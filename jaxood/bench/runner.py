@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, parallel
+from jaxood import metrics, parallel, validate
 from jaxood.bench import aps as aps_lib
 from jaxood.bench import extract as ex
 from jaxood.bench.cache import FeatureCache, variables_fingerprint
@@ -68,9 +68,10 @@ class BenchConfig:
       model_name: results folder name (default: the manifest name / arch); the folder is
         ``<out_dir>/<benchmark>/<name>-<8 hex of the weights' SHA-256>``.
       strict: re-raise a detector's error instead of recording it and going on.
-      fit_images_mb: in-memory (array) ID splits up to this size (as float32) are also given
-        to ``fit`` as images (``Inputs.x``), for fits that use them when present (OODD's
-        crops); image-list splits are given only to detectors that need the network.
+      fit_images_mb: in-memory (array) ID splits up to this size (as float32) are given to
+        ``fit`` as an image array (``Inputs.x``); larger splits and image lists as the lazily
+        batched source itself (``len`` + ``batch(start, stop)``), which fits that use images
+        (OODD's crops) read batch by batch with bounded memory.
       plot_detectors: detectors that get histogram/ROC plots (default all; the near/far
         bar chart always shows every detector).
       rerun: recompute detectors whose results are already stored with the same settings
@@ -322,11 +323,11 @@ class DetectorRun:
             for s in self.det.fit_splits:
                 arrays = dict(self.arrays(split_of[s], hp))
                 arrays["labels"] = self.store.labels(split_of[s])
-                x = None
-                src = self.store.sources[split_of[s]]
+                # Some fits use the images (OODD's crops): small in-memory splits as an
+                # array, anything larger as the lazily batched source (decoded batch by
+                # batch only if the fit reads it).
+                x = src = self.store.sources[split_of[s]]
                 if self.det.needs_network or _cheap_images(src, self.fit_images_mb):
-                    # Some fits use the images when they are available (OODD's crops):
-                    # give them in-memory arrays, but never decode a large image list.
                     x = src.batch(0, len(src))
                 data[s] = aps_lib.to_inputs(arrays, x=x)
             # Keep one fitted state at a time: APS visits fit settings in order and a
@@ -461,6 +462,8 @@ def prepare(cfg: BenchConfig) -> Plan:
     from jaxood.fitted import model_fingerprint
 
     bench = benchmarks.get(cfg.benchmark)  # ValueError lists valid names
+    validate.check_positive_int(cfg.batch_size, "batch_size")
+    validate.check_nonnegative(cfg.fit_images_mb, "fit_images_mb")
     if not cfg.models:
         raise ValueError("no model checkpoint given (pass at least one saved-model directory)")
     if cfg.detectors is not None:

@@ -190,6 +190,39 @@ def _jit_features(model: Model):
     return jax.jit(model.features)
 
 
+def image_batches(x: Any, batch_size: int, *, input_shape=None, name: str = "train x"):
+    """Yields ``(b, images [n, H, W, C] float32)`` batches of ``x``: an array, or a lazily
+    batched source (``len(x)`` and ``x.batch(start, stop)``, e.g. a benchmark split larger
+    than the in-memory image budget), read one batch at a time so memory stays bounded.
+    Every batch is checked (:func:`jaxood.validate.images`)."""
+    validate.check_positive_int(batch_size, "batch_size")
+    lazy = validate.is_batched_source(x)
+    if not lazy:
+        x = validate.images(x, name, input_shape=input_shape)
+    n = len(x)
+    if n == 0:
+        raise ValueError(f"`{name}` is empty; OODD needs training images")
+    for b, start in enumerate(range(0, n, batch_size)):
+        stop = min(n, start + batch_size)
+        imgs = x.batch(start, stop) if lazy else x[start:stop]
+        if lazy:
+            imgs = validate.images(imgs, f"{name}[{start}:{stop}]", input_shape=input_shape)
+        yield b, imgs
+
+
+def _crop_batches(model, variables, x, key, *, n_crops, scale, batch_size):
+    """Per batch ``b``: ``(msp [n, M], features [n, M, D])`` of ``n_crops`` random crops
+    (key ``fold_in(key, b)``) of every image."""
+    feats = _jit_features(model)
+    for b, imgs in image_batches(x, batch_size, input_shape=model.input_shape):
+        imgs = jnp.asarray(imgs)
+        crops = random_resized_crops(jax.random.fold_in(key, b), imgs, n_crops, tuple(scale))
+        f = feats(variables, crops.reshape(-1, *crops.shape[2:]))
+        msp = jnp.max(jax.nn.softmax(f.logits, -1), -1)
+        yield (np.asarray(msp).reshape(imgs.shape[0], n_crops),
+               np.asarray(f.feature).reshape(imgs.shape[0], n_crops, -1))
+
+
 def crop_outputs(
     model: Model,
     variables: Any,
@@ -202,20 +235,38 @@ def crop_outputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Runs the model on ``n_crops`` random crops of every image, in batches.
 
+    ``x``: ``[N, H, W, C]`` normalised images, or a lazily batched source (see
+    :func:`image_batches`): the same batches, so the same results.
+
     Returns ``(msp [N, M], features [N, M, D])`` as host arrays. Batch ``b`` uses
     ``fold_in(key, b)``, so results do not depend on anything but ``key`` and ``batch_size``.
     """
-    validate.check_images(x, "train x")
-    feats = _jit_features(model)
-    msps, outs = [], []
-    for b, start in enumerate(range(0, x.shape[0], batch_size)):
-        imgs = jnp.asarray(x[start : start + batch_size])
-        crops = random_resized_crops(jax.random.fold_in(key, b), imgs, n_crops, tuple(scale))
-        f = feats(variables, crops.reshape(-1, *crops.shape[2:]))
-        msp = jnp.max(jax.nn.softmax(f.logits, -1), -1)
-        msps.append(np.asarray(msp).reshape(imgs.shape[0], n_crops))
-        outs.append(np.asarray(f.feature).reshape(imgs.shape[0], n_crops, -1))
-    return np.concatenate(msps), np.concatenate(outs)
+    parts = list(_crop_batches(model, variables, x, key, n_crops=n_crops, scale=scale,
+                               batch_size=batch_size))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def best_crops(
+    model: Model,
+    variables: Any,
+    x: Any,
+    key: jax.Array,
+    *,
+    n_crops: int,
+    scale: tuple[float, float] = IIS_SCALE,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`crop_outputs` reduced batch by batch to each image's highest-MSP crop (first
+    one on ties, as ``np.argmax``): ``(msp [N], features [N, D])``. Memory: ``N x D``
+    features, never the ``N x M x D`` of every crop nor more than one batch of images."""
+    confs, chosen = [], []
+    for msp, feats in _crop_batches(model, variables, x, key, n_crops=n_crops, scale=scale,
+                                    batch_size=batch_size):
+        best = np.argmax(msp, axis=1)
+        rows = np.arange(len(best))
+        confs.append(msp[rows, best])
+        chosen.append(feats[rows, best])
+    return np.concatenate(confs), np.concatenate(chosen)
 
 
 # -------------------------------------------------------------------------------- IIS
@@ -234,20 +285,29 @@ def iis_select(crop_msp: Any, crop_features: Any, labels: Any, alpha: float) -> 
       L2-normalised features, classes interleaved by within-class MSP rank (rank 1 of every
       class in ascending class order, then rank 2, ...), truncated to ``int(alpha * N)``.
     """
-    validate.check_range(alpha, "alpha", 0.0, 1.0)
     msp = np.asarray(crop_msp, np.float64)
     feats = np.asarray(crop_features, np.float32)
-    labels = np.asarray(labels)
     if msp.ndim != 2 or feats.ndim != 3 or feats.shape[:2] != msp.shape:
         raise ValueError(
             f"crop_msp [N, M] and crop_features [N, M, D] expected, got {msp.shape}, {feats.shape}"
         )
-    if labels.shape != (msp.shape[0],):
-        raise ValueError(f"labels must be [N={msp.shape[0]}], got {labels.shape}")
     best = np.argmax(msp, axis=1)
-    n = msp.shape[0]
-    conf = msp[np.arange(n), best]
-    chosen = feats[np.arange(n), best]
+    rows = np.arange(msp.shape[0])
+    return iis_dictionary(msp[rows, best], feats[rows, best], labels, alpha)
+
+
+def iis_dictionary(conf: Any, chosen: Any, labels: Any, alpha: float) -> np.ndarray:
+    """IIS from each image's best crop: ``conf [N]`` (its MSP) and ``chosen [N, D]`` (its
+    feature); see :func:`iis_select`."""
+    validate.check_range(alpha, "alpha", 0.0, 1.0)
+    conf = np.asarray(conf, np.float64)
+    chosen = np.asarray(chosen, np.float32)
+    labels = np.asarray(labels)
+    n = conf.shape[0]
+    if conf.ndim != 1 or chosen.shape[:1] != (n,) or chosen.ndim != 2:
+        raise ValueError(f"conf [N] and chosen [N, D] expected, got {conf.shape}, {chosen.shape}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must be [N={n}], got {labels.shape}")
     rank = np.empty(n, np.int64)
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -255,7 +315,10 @@ def iis_select(crop_msp: Any, crop_features: Any, labels: Any, alpha: float) -> 
     order = np.lexsort((labels, rank))  # by rank, then class
     keep = int(alpha * n)
     if keep < 1:
-        raise ValueError(f"alpha={alpha} of {n} training samples keeps nothing")
+        raise ValueError(
+            f"`alpha`={alpha} of {n} training samples keeps nothing; use alpha >= {1 / n:.3g} "
+            "or fit on more training images"
+        )
     return l2_normalize(chosen[order[:keep]])
 
 
@@ -553,15 +616,28 @@ def cout_outliers(
     if n_queue < 0 or n_bank < 0 or n_queue + n_bank < 1:
         raise ValueError("C-Out needs n_queue >= 0, n_bank >= 0 and at least one outlier")
     k_crop, k_split = jax.random.split(key)
-    msp, feats = crop_outputs(
-        model, variables, x, k_crop, n_crops=1, scale=tuple(scale), batch_size=batch_size
-    )
     total = n_queue + n_bank
-    if total > msp.shape[0]:
-        raise ValueError(f"C-Out asks for {total} outliers from {msp.shape[0]} images")
-    low = np.argsort(msp[:, 0], kind="stable")[:total]
-    low = low[np.asarray(jax.random.permutation(k_split, total))]
-    chosen = l2_normalize(feats[low, 0])
+    # The `total` lowest-MSP crops (stable: ties by image index), kept batch by batch so
+    # only `total` features and one batch of images are ever in memory.
+    msp = np.empty(0, np.float64)
+    idx = np.empty(0, np.int64)
+    feats = None
+    seen = 0
+    for m, f in _crop_batches(model, variables, x, k_crop, n_crops=1, scale=tuple(scale),
+                              batch_size=batch_size):
+        msp = np.concatenate([msp, m[:, 0]])
+        idx = np.concatenate([idx, seen + np.arange(len(m))])
+        feats = f[:, 0] if feats is None else np.concatenate([feats, f[:, 0]])
+        seen += len(m)
+        keep = np.lexsort((idx, msp))[:total]
+        msp, idx, feats = msp[keep], idx[keep], feats[keep]
+    if total > seen:
+        raise ValueError(
+            f"C-Out asks for cout_queue + cout_bank = {total} outliers from {seen} training "
+            "images; lower them or fit on more images"
+        )
+    low = np.asarray(jax.random.permutation(k_split, total))
+    chosen = l2_normalize(feats[low])
     return chosen[:n_queue], chosen[n_queue:]
 
 
@@ -575,14 +651,17 @@ def _labels(inputs: Inputs) -> np.ndarray:
 
 
 def _crop_data(model, variables, inputs: Inputs, *, n_crops, crop_seed):
+    """``(conf [N], chosen [N, D])``: each training image's best crop (MSP, feature)."""
     extras = inputs.extras or {}
     if "crop_features" in extras and "crop_logits" in extras:
         logits = jnp.asarray(extras["crop_logits"])
-        return np.asarray(jnp.max(jax.nn.softmax(logits, -1), -1)), np.asarray(
-            extras["crop_features"]
-        )
+        msp = np.asarray(jnp.max(jax.nn.softmax(logits, -1), -1), np.float64)
+        feats = np.asarray(extras["crop_features"], np.float32)
+        best = np.argmax(msp, axis=1)
+        rows = np.arange(msp.shape[0])
+        return msp[rows, best], feats[rows, best]
     if inputs.x is not None:
-        return crop_outputs(
+        return best_crops(
             model, variables, inputs.x, jax.random.PRNGKey(crop_seed), n_crops=n_crops
         )
     logger.warning(
@@ -590,16 +669,15 @@ def _crop_data(model, variables, inputs: Inputs, *, n_crops, crop_seed):
         "un-cropped view (differs from the release's 5-crop selection)"
     )
     f = inputs.features
-    msp = np.asarray(jnp.max(jax.nn.softmax(f.logits, -1), -1))[:, None]
-    return msp, np.asarray(f.feature)[:, None, :]
+    return np.asarray(jnp.max(jax.nn.softmax(f.logits, -1), -1)), np.asarray(f.feature)
 
 
 def fit_oodd(model, variables, data, *, alpha, n_crops, crop_seed, bank_chunk) -> OODDStats:
     """IIS ID dictionary from ``data["train"]`` (labels in ``extras["labels"]``)."""
     inputs = data["train"]
     labels = _labels(inputs)
-    msp, feats = _crop_data(model, variables, inputs, n_crops=n_crops, crop_seed=crop_seed)
-    return make_stats(iis_select(msp, feats, labels, alpha), bank_chunk=bank_chunk)
+    conf, chosen = _crop_data(model, variables, inputs, n_crops=n_crops, crop_seed=crop_seed)
+    return make_stats(iis_dictionary(conf, chosen, labels, alpha), bank_chunk=bank_chunk)
 
 
 def _fit_oodd_cout(

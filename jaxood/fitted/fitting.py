@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from jaxood import detectors as registry
+from jaxood import validate
 from jaxood.bench import extract as ex
 from jaxood.bench.aps import to_inputs
 from jaxood.data import inputs as inputs_lib
@@ -22,7 +23,8 @@ from jaxood.fitted.detector import BATCH_SIZE, FittedDetector
 from jaxood.models import LoadedModel
 from jaxood.types import Detector, Inputs, Model
 
-#: In-memory ID splits up to this size (as float32) are also given to ``fit`` as images.
+#: ID splits up to this size (as float32) are given to ``fit`` as an image array
+#: (``Inputs.x``); larger ones as the lazily batched source (``len`` + ``batch(start, stop)``).
 FIT_IMAGES_MB = 64.0
 
 
@@ -56,6 +58,11 @@ def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) 
         return {}
     if isinstance(hparams, Mapping):
         return dict(hparams)
+    if not isinstance(hparams, (str, os.PathLike)):
+        raise ValueError(
+            f"`hparams` must be a dict, an aps.json file or a bench results folder, got "
+            f"{type(hparams).__name__}"
+        )
     path = os.fspath(hparams)
     if os.path.isdir(path):
         path = os.path.join(path, "aps.json")
@@ -111,7 +118,9 @@ def _split_inputs(det, loaded, source, hp, batch_size, progress) -> Inputs:
                                         progress=progress, desc=f"{det.name} extract"))
     if np.any(np.asarray(source.labels) >= 0):
         arrays["labels"] = np.asarray(source.labels)
-    x = None
+    # Images: in memory up to FIT_IMAGES_MB; larger splits as the lazily batched source
+    # itself (fits that use images, e.g. OODD's crops, read it batch by batch).
+    x = source
     small = len(source) * int(np.prod(loaded.manifest.get("input_shape") or (1,))) * 4
     if det.needs_network or small <= FIT_IMAGES_MB * 1e6:
         x = source.batch(0, len(source))
@@ -148,7 +157,19 @@ def fit(
     Returns:
       A :class:`FittedDetector`.
     """
+    if not isinstance(detector, (str, Detector)):
+        raise ValueError(
+            f"`detector` must be a registered name (see `jaxood detectors`) or a "
+            f"jaxood.Detector, got {type(detector).__name__}"
+        )
     det = registry.get(detector) if isinstance(detector, str) else detector
+    validate.check_open_fraction(tpr, "tpr")
+    validate.check_positive_int(batch_size, "batch_size")
+    if not isinstance(id_data, Mapping):
+        raise ValueError(
+            f"`id_data` must be a dict like {{'train': ..., 'val': ...}}, got "
+            f"{type(id_data).__name__}"
+        )
     loaded = bind_model(model)
     hp = {**model_hparams(det, loaded), **read_hparams(det, hparams, loaded)}
     hp = det.resolve(hp)
@@ -169,14 +190,16 @@ def fit(
         )
 
     data = {
-        s: _split_inputs(det, loaded, source(id_data[s], s), hp, batch_size, progress)
+        s: _split_inputs(det, loaded, source(id_data[s], f"id_data[{s!r}]"), hp, batch_size,
+                         progress)
         for s in det.fit_splits
     }
     stats = registry.fit(det, loaded.model, loaded.variables, data, **hp)
     fitted = FittedDetector(det, loaded, hp, stats, batch_size=batch_size,
                             model_dir=loaded.directory)
     if calibration is None:
-        fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits)
+        fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits,
+                         name="id_data['val']")
     else:
         fitted.calibrate(calibration, data_dir=data_dir)
     fitted.threshold(tpr)
