@@ -65,6 +65,20 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(plain(obj), indent=1, sort_keys=True) + "\n")
 
 
+def check_can_create(path: str, flag: str = "output") -> None:
+    """Raises ``PermissionError`` naming ``path`` when it cannot be created: its folder cannot
+    be made or written (checked before any work, e.g. a fit, is done)."""
+    parent = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(
+            f"{flag} {path!r}: its folder {parent!r} cannot be created ({e.strerror or e})"
+        ) from None
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{flag} {path!r}: folder {parent!r} is not writable")
+
+
 @contextlib.contextmanager
 def atomic_dir(directory: str, *, overwrite: bool = False) -> Iterator[str]:
     """Yields a temp directory beside ``directory``; on success it replaces ``directory``.
@@ -76,8 +90,14 @@ def atomic_dir(directory: str, *, overwrite: bool = False) -> Iterator[str]:
     if os.path.exists(directory) and not overwrite:
         raise FileExistsError(f"{directory} exists; pass overwrite=True (--overwrite) to replace it")
     parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write {directory}: its folder {parent} cannot be created or written "
+            f"({e.strerror or e})"
+        ) from None
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp

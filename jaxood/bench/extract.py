@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from jaxood import parallel
+from jaxood import parallel, validate
 from jaxood.bench.cache import CacheEntry
 from jaxood.types import Model
 
@@ -40,7 +40,12 @@ class Source(Protocol):
 
 
 def device_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
-    """``batch_size`` rounded up to a multiple of the mesh's device count."""
+    """``batch_size`` rounded up to a multiple of the mesh's device count.
+
+    Raises:
+      ValueError: ``batch_size`` is not an integer >= 1.
+    """
+    validate.check_positive_int(batch_size, "batch_size")
     n = mesh.devices.size
     return max(n, int(math.ceil(batch_size / n)) * n)
 

@@ -39,12 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs one subcommand; returns the exit code (2 for a usage or user error, with one
+    line on stderr; argparse's own errors included, so in-process callers get a code too)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors (2) and --help (0), already printed
+        return int(e.code or 0)
     try:
         load_imports(args)
         return int(args._module.main(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, ImportError) as e:
-        # Expected user errors: one clear line, no traceback.
+    except (ValueError, OSError, ImportError) as e:
+        # Expected user errors (bad values, missing/unwritable files, broken plugins): one
+        # clear line, no traceback. OSError covers FileNotFoundError, PermissionError,
+        # FileExistsError, NotADirectoryError, disk full.
         print(f"jaxood {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from jaxood.cli.common import add_import_argument
+from jaxood.cli.common import add_import_argument, nonnegative_float, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--cache", default=None, help="feature cache directory (default <out>/cache)"
     )
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256)
     parser.add_argument("--no-aps", action="store_true", help="use default hyperparameters")
     parser.add_argument(
         "--hparams",
@@ -84,8 +84,9 @@ def add_arguments(parser) -> None:
         help="detectors that get histogram/ROC plots (default: all)",
     )
     parser.add_argument(
-        "--fit-images-mb", type=float, default=64.0,
-        help="in-memory ID splits up to this size are also given to fits as images (OODD crops)",
+        "--fit-images-mb", type=nonnegative_float, default=64.0,
+        help="ID splits up to this size (MB as float32) are given to fits as an image array; "
+        "larger ones are streamed in batches (OODD's crops)",
     )
     add_import_argument(parser)
 
@@ -103,6 +104,10 @@ def main(args) -> int:
             raise ValueError(
                 '--hparams must map detector names to dicts, e.g. {"react": {"percentile": 90}}'
             )
+        unused = sorted(set(hparams) - set(args.detectors)) if args.detectors else []
+        if unused:
+            print(f"warning: --hparams given for {unused}, which are not among --detectors "
+                  f"{args.detectors}; they are not used", file=sys.stderr)
     cfg = runner.BenchConfig(
         benchmark=args.benchmark,
         models=args.model,

@@ -8,7 +8,10 @@ Example::
 
 from __future__ import annotations
 
-from jaxood.cli.common import add_import_argument, load_saved_detector
+import os
+
+from jaxood import fsutil
+from jaxood.cli.common import add_import_argument, load_saved_detector, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -16,14 +19,18 @@ def add_arguments(parser) -> None:
     a("detector", help="a saved detector directory")
     a("-o", "--out", required=True, help="artifact directory (e.g. det.jaxexport)")
     a("--model", help="the model directory (default: the one recorded in the detector)")
-    a("--batch-size", type=int, default=None, help="fixed padded batch (default: saved)")
-    a("--platforms", nargs="+", default=["cpu"], help="lowering platforms: cpu cuda rocm tpu")
+    a("--batch-size", type=positive_int, default=None, help="fixed padded batch (default: saved)")
+    a("--platforms", nargs="+", default=["cpu"], choices=["cpu", "cuda", "rocm", "tpu"],
+      help="lowering platforms: cpu cuda rocm tpu")
     a("--no-symbolic", action="store_true", help="skip the symbolic-batch program")
     a("--overwrite", action="store_true")
     add_import_argument(parser)
 
 
 def main(args) -> int:
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    fsutil.check_can_create(args.out, "-o")
     fitted = load_saved_detector(args.detector, args.model, args.batch_size)
     path = fitted.export(
         args.out, batch_size=args.batch_size, platforms=tuple(args.platforms),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 
-from jaxood.cli.common import add_import_argument
+from jaxood import fsutil
+from jaxood.cli.common import add_import_argument, fraction, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -31,10 +32,11 @@ def add_arguments(parser) -> None:
     a("--data-dir", help="root of relative paths in image lists (default: the list's folder)")
     a("--hparams", help="hyperparameters: JSON text or a JSON file")
     a("--aps", help="a `jaxood bench` results folder (or its aps.json): use the tuned values")
-    a("--tpr", type=float, default=0.95, help="threshold keeps this fraction of ID (default 0.95)")
+    a("--tpr", type=fraction, default=0.95,
+      help="threshold keeps this fraction of ID (default 0.95)")
     a("--confidence", type=float, default=None,
       help="finite-sample guarantee for --tpr with this probability (e.g. 0.9)")
-    a("--batch-size", type=int, default=256)
+    a("--batch-size", type=positive_int, default=256)
     a("-o", "--out", required=True, help="output directory of the fitted detector")
     a("--overwrite", action="store_true", help="replace an existing output directory")
     a("--quiet", action="store_true")
@@ -44,7 +46,11 @@ def add_arguments(parser) -> None:
 def read_json_arg(text: str, flag: str) -> dict:
     """``--hparams`` as JSON text or a path to a JSON file; must be an object."""
     try:
-        value = json.load(open(text)) if os.path.isfile(text) else json.loads(text)
+        if os.path.isfile(text):
+            with open(text) as f:
+                value = json.load(f)
+        else:
+            value = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{flag} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
@@ -77,10 +83,11 @@ def id_data(args, det, loaded) -> dict:
 
 
 def _split_id(spec: str, det) -> dict:
-    import numpy as np
+    from jaxood.data import npzfile
 
     if spec.endswith(".npz") and os.path.isfile(spec):
-        keys = set(np.load(spec).keys())
+        with npzfile.open_npz(spec) as archive:
+            keys = set(archive.files)
         if {"x_train", "x_val"} & keys:
             return {s: f"{spec}:x_{s}" for s in ("train", "val") if f"x_{s}" in keys}
     needed = set(det.fit_splits) | {"val"}
@@ -96,11 +103,14 @@ def main(args) -> int:
     from jaxood.fitted import bind_model
 
     det = detectors.get(args.detector)
+    if args.confidence is not None and not 0.0 < args.confidence < 1.0:
+        raise ValueError(f"--confidence must be in (0, 1), e.g. 0.9; got {args.confidence}")
     if args.hparams and args.aps:
         raise ValueError("give --hparams or --aps, not both")
     hparams = read_json_arg(args.hparams, "--hparams") if args.hparams else args.aps
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    fsutil.check_can_create(args.out, "-o")
     model_dir = models.resolve_model_dir(args.model)
     loaded = bind_model(model_dir)
     fitted = jaxood.fit(

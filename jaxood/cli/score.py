@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from jaxood.cli.common import add_import_argument, load_saved_detector
+from jaxood.cli.common import add_import_argument, load_saved_detector, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -31,7 +31,8 @@ def add_arguments(parser) -> None:
     a("inputs", nargs="+", metavar="INPUT", help="folder | image list | FILE.npz[:KEY]")
     a("-o", "--out", default="scores.csv", help="CSV file (default scores.csv)")
     a("--model", help="the model directory (default: the one recorded in the detector)")
-    a("--batch-size", type=int, default=None, help="rows per compiled call (default: saved)")
+    a("--batch-size", type=positive_int, default=None,
+      help="rows per compiled call (default: saved)")
     a("--data-dir", help="root of relative paths in image lists (default: the list's folder)")
     a("--strict", action="store_true", help="stop at the first unreadable image")
     a("--quiet", action="store_true", help="no progress bar")
@@ -61,16 +62,28 @@ def _write_rows(fitted, sources, writer, progress: bool, strict: bool):
     return scored, flagged, errors
 
 
+def check_output_file(path: str) -> str:
+    """The folder a CSV ``path`` goes to, checked before any work."""
+    if os.path.isdir(path):
+        raise ValueError(f"-o {path!r} is a folder; give a file name, e.g. {path}/scores.csv")
+    out_dir = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"-o {path!r}: folder {out_dir!r} does not exist; create it first")
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"-o {path!r}: folder {out_dir!r} is not writable")
+    return out_dir
+
+
 def main(args) -> int:
     from jaxood.data.inputs import open_input
 
+    out_dir = check_output_file(args.out)
     fitted = load_saved_detector(args.detector, args.model, args.batch_size)
     sources = [
         open_input(p, fitted.model.preprocess, fitted.input_shape, data_dir=args.data_dir,
                    name=str(p))
         for p in args.inputs
     ]
-    out_dir = os.path.dirname(os.path.abspath(args.out))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=out_dir)
     t0 = time.perf_counter()
     try:

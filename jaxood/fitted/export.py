@@ -33,10 +33,12 @@ import os
 import jax
 import numpy as np
 
-from jaxood import fsutil, scoring
+from jaxood import fsutil, scoring, validate
 from jaxood.fitted.detector import FittedDetector
 
 #: Files of an artifact.
+#: Platforms ``jax.export`` lowers for.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 METADATA, FIXED, SYMBOLIC, ARGS, SCRIPT = (
     "metadata.json", "fixed.bin", "symbolic.bin", "args.npz", "score.py"
 )
@@ -96,9 +98,15 @@ def export(
         )
     if fitted.input_shape is None:
         raise ValueError("the model has no input shape in its manifest; cannot export")
+    if batch_size is not None:
+        validate.check_positive_int(batch_size, "batch_size")
+    platforms = (platforms,) if isinstance(platforms, str) else tuple(platforms)
+    unknown = sorted(set(platforms) - set(PLATFORMS))
+    if unknown or not platforms:
+        raise ValueError(f"`platforms` must be some of {list(PLATFORMS)}, got {list(platforms)}")
     leaves, treedef, static = _flat_args(fitted)
     fn = _scoring_fn(fitted, treedef, static)
-    b = int(batch_size or fitted.batch_size)
+    b = int(fitted.batch_size if batch_size is None else batch_size)
     fixed = _export(fn, leaves, (b, *fitted.input_shape), tuple(platforms))
     sym_blob, sym_error = None, None
     if symbolic:

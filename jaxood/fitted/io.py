@@ -252,7 +252,7 @@ def load(directory: str, model: Any, *, batch_size: int | None = None) -> Fitted
         calibration_info=manifest["calibration"],
         threshold_value=threshold.pop("value"),
         threshold_info=threshold or None,
-        batch_size=batch_size or manifest["batch_size"],
+        batch_size=manifest["batch_size"] if batch_size is None else batch_size,
         model_dir=loaded.directory or manifest.get("model_dir"),
     )
     if layout.get("state"):

@@ -12,6 +12,7 @@ An input is flagged when ``score < threshold``. All functions are NumPy-only.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats as sps
@@ -70,6 +71,14 @@ def at_tpr(calibration, tpr: float = 0.95, confidence: float | None = None) -> t
     n, alpha = len(s), 1.0 - tpr
     if confidence is None:
         j = min(n - 1, int(math.floor(alpha * n + 1e-9)))
+        if j == 0 and alpha > 0:
+            warnings.warn(
+                f"only {n} calibration score(s): the threshold is their minimum, so no "
+                f"calibration input is flagged; a {tpr:.2%} keep rate needs at least "
+                f"{math.ceil(1 / alpha)} ID calibration inputs",
+                UserWarning,
+                stacklevel=3,
+            )
     else:
         confidence = float(confidence)
         if not 0.0 < confidence < 1.0:
