@@ -79,16 +79,41 @@ def check_can_create(path: str, flag: str = "output") -> None:
         raise PermissionError(f"{flag} {path!r}: folder {parent!r} is not writable")
 
 
+def check_replaceable(directory: str, *, overwrite: bool, marker: str | None) -> None:
+    """Raises ``FileExistsError`` unless ``directory`` is free, or may be replaced: it exists,
+    ``overwrite`` is set and (with ``marker``) it holds that file, i.e. it is a directory of
+    the kind being written, never a model or another folder given by mistake."""
+    directory = os.path.abspath(os.fspath(directory))
+    if not os.path.exists(directory):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{directory} exists; pass overwrite=True (--overwrite) to replace it")
+    if marker is not None and not os.path.isfile(os.path.join(directory, marker)):
+        what = "a folder" if os.path.isdir(directory) else "a file"
+        raise FileExistsError(
+            f"refusing to replace {directory}: it is {what} without {marker}, not one this "
+            "would write (overwrite only replaces its own kind); choose another path"
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(directory: str, *, overwrite: bool = False) -> Iterator[str]:
+def atomic_dir(
+    directory: str, *, overwrite: bool = False, marker: str | None = None
+) -> Iterator[str]:
     """Yields a temp directory beside ``directory``; on success it replaces ``directory``.
 
+    Args:
+      overwrite: replace an existing ``directory``.
+      marker: a file every directory of this kind holds (e.g. ``detector.json``): an
+        existing ``directory`` without it is never replaced, so ``overwrite`` cannot delete
+        a model, a results folder or anything else by mistake.
+
     Raises:
-      FileExistsError: ``directory`` exists and not ``overwrite`` (checked before any work).
+      FileExistsError: ``directory`` exists and not ``overwrite``, or it is not a directory
+        of this kind (checked before any work).
     """
     directory = os.path.abspath(os.fspath(directory))
-    if os.path.exists(directory) and not overwrite:
-        raise FileExistsError(f"{directory} exists; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(directory, overwrite=overwrite, marker=marker)
     parent = os.path.dirname(directory)
     try:
         os.makedirs(parent, exist_ok=True)

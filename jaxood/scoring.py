@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood import detectors
 from jaxood.types import Detector, Inputs, Model
 
 _TRACER_ERRORS = (
@@ -102,7 +103,9 @@ def array_program(det: Detector, model: Model, static: tuple):
     """Jitted ``(variables, stats, inputs: Inputs, traced) -> [B]`` scores of cached arrays."""
 
     def program(variables, stats, inputs, traced):
-        return det.score(model, variables, stats, inputs, **traced, **dict(static))
+        score = det.score(model, variables, stats, inputs, **traced, **dict(static))
+        detectors.check_scores(det, score, inputs.batch_size)
+        return score
 
     return _guard(det, jax.jit(program))
 
@@ -121,6 +124,7 @@ def image_body(det: Detector, model: Model, static: tuple):
         keep_x = x if det.needs_network else None
         inputs = Inputs(features=feats, x=keep_x, extras=extras)
         score = det.score(model, variables, stats, inputs, **traced, **static_d)
+        detectors.check_scores(det, score, x.shape[0])
         return {"score": score, **_class_outputs(feats.logits)}
 
     return body
@@ -146,6 +150,7 @@ def stream_program(det: Detector, model: Model, static: tuple):
         inputs = Inputs(features=feats, x=x if det.needs_network else None)
         score, state = det.step(model, variables, stats, state, inputs, valid, **traced,
                                 **static_d)
+        detectors.check_scores(det, score, x.shape[0])
         return {"score": score, **_class_outputs(feats.logits)}, state
 
     return _guard(det, jax.jit(program))

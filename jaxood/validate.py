@@ -151,12 +151,10 @@ def images(
     Raises:
       ValueError: naming ``name``, what was expected and what was found.
     """
-    if x is None:
-        raise ValueError(f"`{name}` is required but was None")
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        if is_batched_source(x):
-            raise ValueError(f"`{name}` is a lazily batched source; pass an array batch")
-        x = np.asarray(x)
+    x = as_array(x, name)
+    if x.ndim < 3:
+        raise ValueError(f"`{name}` must be a batch of images [N, H, W, C], got shape "
+                         f"{tuple(x.shape)}")
     dtype = np.dtype(x.dtype)
     if dtype == np.uint8:
         raise ValueError(
@@ -180,6 +178,30 @@ def images(
     if dtype == np.float32:
         return x
     return x.astype(jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32)
+
+
+def as_array(x: Any, name: str) -> Any:
+    """``x`` as an array: NumPy and JAX arrays (and tracers) as they are; anything else
+    (lists, torch tensors, ...) through ``np.asarray``, with clear errors for ``None``,
+    ragged sequences and non-numeric objects."""
+    if x is None:
+        raise ValueError(f"`{name}` is required but was None")
+    if isinstance(x, (np.ndarray, jax.Array)) or not is_concrete(x):
+        return x
+    if is_batched_source(x):
+        raise ValueError(f"`{name}` is a lazily batched source; pass an array batch")
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor (maybe on a GPU)
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except ValueError:
+        raise ValueError(
+            f"`{name}` is ragged (images of different shapes?); images must share one shape: "
+            "stack them into one [N, H, W, C] array"
+        ) from None
+    if arr.dtype == object:
+        raise ValueError(f"`{name}` must be an array of images, got {type(x).__name__}")
+    return arr
 
 
 def _check_image_shape(shape, name, input_shape, channels, allow_any_size) -> None:

@@ -464,8 +464,18 @@ def prepare(cfg: BenchConfig) -> Plan:
     bench = benchmarks.get(cfg.benchmark)  # ValueError lists valid names
     validate.check_positive_int(cfg.batch_size, "batch_size")
     validate.check_nonnegative(cfg.fit_images_mb, "fit_images_mb")
+    for field in ("models", "detectors", "plot_detectors"):
+        if isinstance(getattr(cfg, field), (str, os.PathLike)):
+            raise ValueError(f"`{field}` must be a list, got the string "
+                             f"{getattr(cfg, field)!r}; use [{getattr(cfg, field)!r}]")
     if not cfg.models:
         raise ValueError("no model checkpoint given (pass at least one saved-model directory)")
+    twice = sorted({m for m in cfg.models if list(cfg.models).count(m) > 1})
+    if twice:
+        raise ValueError(f"model(s) {twice} given more than once; each run needs its own "
+                         "checkpoint (e.g. seeds s0 s1 s2)")
+    for name in cfg.plot_detectors or ():
+        det_registry.get(name)  # a typo would silently plot nothing
     if cfg.detectors is not None:
         for n in cfg.detectors:
             det_registry.get(n)  # unknown names fail here, listing the valid ones
@@ -475,6 +485,9 @@ def prepare(cfg: BenchConfig) -> Plan:
     if unknown:
         raise ValueError(f"hparams given for unknown detector(s) {sorted(unknown)}")
     for name, hp in cfg.hparams.items():
+        if not isinstance(hp, Mapping):
+            raise ValueError(f"hparams[{name!r}] must be a dict of hyperparameters like "
+                             f"{{'percentile': 90}}, got {hp!r}")
         det_registry.get(name).resolve(hp)  # bad names/values fail before any compute
     dirs = [models.resolve_model_dir(d, verbose=cfg.progress) for d in cfg.models]
     manifests, fingerprints = [], []
@@ -489,6 +502,7 @@ def prepare(cfg: BenchConfig) -> Plan:
         fingerprints.append(model_fingerprint(models.load(d)))
     out = results_folder(cfg, bench, manifests, fingerprints)
     check_writable(out)
+    check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
     store = ResultStore(out, bench.name, [{"dir": d, "fingerprint": f}
                                           for d, f in zip(dirs, fingerprints)])
     return Plan(bench, dirs, fingerprints, out, store)

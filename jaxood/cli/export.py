@@ -8,8 +8,6 @@ Example::
 
 from __future__ import annotations
 
-import os
-
 from jaxood import fsutil
 from jaxood.cli.common import add_import_argument, load_saved_detector, positive_int
 
@@ -28,8 +26,9 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    from jaxood.fitted import export
+
+    fsutil.check_replaceable(args.out, overwrite=args.overwrite, marker=export.METADATA)
     fsutil.check_can_create(args.out, "-o")
     fitted = load_saved_detector(args.detector, args.model, args.batch_size)
     path = fitted.export(

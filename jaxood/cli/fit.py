@@ -52,6 +52,9 @@ def read_json_arg(text: str, flag: str) -> dict:
         else:
             value = json.loads(text)
     except json.JSONDecodeError as e:
+        if not text.lstrip().startswith(("{", "[")):
+            raise ValueError(f"{flag} {text!r} is neither an existing file nor JSON text like "
+                             '\'{"percentile": 90}\'') from None
         raise ValueError(f"{flag} is not valid JSON ({e})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{flag} must be a JSON object like {{\"percentile\": 90}}")
@@ -60,6 +63,10 @@ def read_json_arg(text: str, flag: str) -> dict:
 
 def id_data(args, det, loaded) -> dict:
     """The ``id_data`` mapping of ``jaxood.fit`` from the data flags."""
+    given = [f for f in ("id", "train", "val") if getattr(args, f)]
+    if args.benchmark and given:
+        raise ValueError(f"give --benchmark or --{'/--'.join(given)}, not both (the benchmark "
+                         "provides the ID splits)")
     if args.benchmark:
         from jaxood.data import benchmarks
 
@@ -88,8 +95,10 @@ def _split_id(spec: str, det) -> dict:
     if spec.endswith(".npz") and os.path.isfile(spec):
         with npzfile.open_npz(spec) as archive:
             keys = set(archive.files)
+        needed = set(det.fit_splits) | {"val"}
         if {"x_train", "x_val"} & keys:
-            return {s: f"{spec}:x_{s}" for s in ("train", "val") if f"x_{s}" in keys}
+            return {s: f"{spec}:x_{s}" for s in ("train", "val")
+                    if f"x_{s}" in keys and s in needed}
     needed = set(det.fit_splits) | {"val"}
     if len(needed) > 1:
         print(f"note: {spec} serves both as fit data ({', '.join(det.fit_splits)}) and as "
@@ -108,8 +117,9 @@ def main(args) -> int:
     if args.hparams and args.aps:
         raise ValueError("give --hparams or --aps, not both")
     hparams = read_json_arg(args.hparams, "--hparams") if args.hparams else args.aps
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    from jaxood.fitted import io
+
+    fsutil.check_replaceable(args.out, overwrite=args.overwrite, marker=io.MANIFEST)
     fsutil.check_can_create(args.out, "-o")
     model_dir = models.resolve_model_dir(args.model)
     loaded = bind_model(model_dir)

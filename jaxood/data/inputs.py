@@ -20,7 +20,7 @@ import concurrent.futures
 import hashlib
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -347,9 +347,20 @@ def open_input(
         return FileSource(paths, _need(spec), input_shape, il.labels, name=name or path)
     if isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, os.PathLike)):
         return FileSource(list(data), _need(spec), input_shape, labels, name=name)
+    what = name or "images"
     if data is None:
-        raise ValueError(f"input {name or ''} is None; pass images (see jaxood.fit's id_data)")
-    x = np.asarray(data) if not hasattr(data, "dtype") else data
+        raise ValueError(f"`{what}` is None; pass images (an array, a folder, an image list, "
+                         "FILE.npz[:KEY], FILE.npy or a list of image paths)")
+    if isinstance(data, Mapping):
+        raise ValueError(
+            f"`{what}` must be images (an array, a folder, an image list, FILE.npz[:KEY], "
+            f"FILE.npy or image paths) or (images, labels), got a dict with keys {list(data)}"
+        )
+    if isinstance(data, tuple) and labels is None and data and hasattr(data[0], "shape") \
+            and np.ndim(data[0]) >= 3:
+        raise ValueError(f"`{what}` is a tuple of {len(data)} arrays; pass images, or "
+                         "(images, labels)")
+    x = validate.as_array(data, what)
     if np.dtype(x.dtype) == np.uint8:
         return RawArraySource(np.asarray(x), _need(spec), labels, name=name,
                               input_shape=input_shape)

@@ -173,8 +173,13 @@ def get(name: str) -> Detector:
     try:
         return _REGISTRY[_ALIASES.get(name, name)]
     except KeyError:
+        hint = ""
+        if isinstance(name, str) and "," in name:
+            hint = " (several names? separate them with spaces, not commas)"
+        elif isinstance(name, str) and name.lower() in _REGISTRY:
+            hint = f" (names are lower case: {name.lower()!r})"
         raise ValueError(
-            f"unknown detector {name!r}; valid names: {', '.join(sorted(_REGISTRY))}"
+            f"unknown detector {name!r}{hint}; valid names: {', '.join(sorted(_REGISTRY))}"
         ) from None
 
 
@@ -227,6 +232,11 @@ def prepare_inputs(
     extract_kw, _, _ = detector.split_hparams(hparams)
     if features is None:
         features = model.features(variables, x)
+    elif not isinstance(features, Features) or np.shape(features.logits)[0] != x.shape[0]:
+        got = (f"batch {np.shape(features.logits)[0]}" if isinstance(features, Features)
+               else type(features).__name__)
+        raise ValueError(f"`features` must be model.features(variables, x) for the same "
+                         f"{x.shape[0]} images, got {got}")
     extras = {}
     if detector.extract is not None:
         extras = dict(detector.extract(model, variables, x, **extract_kw))
@@ -248,6 +258,11 @@ def fit(
     _, fit_kw, _ = detector.split_hparams(hparams)
     if detector.fit is None:
         return None
+    if not isinstance(data, Mapping) or not all(isinstance(v, Inputs) for v in data.values()):
+        raise ValueError(
+            f"`data` must map ID split names {list(detector.fit_splits)} to jaxood.Inputs "
+            f"(e.g. {{'train': Inputs(features=...)}}), got {_describe(data)}"
+        )
     missing = [s for s in detector.fit_splits if s not in data]
     if missing:
         raise ValueError(
@@ -303,6 +318,11 @@ def score(
       ValueError: not fitted, or an extract/fit hyperparameter given here: those are fixed
         when the inputs are prepared / the statistics fitted, so they cannot change at scoring.
     """
+    if not isinstance(inputs, Inputs):
+        raise ValueError(
+            f"`inputs` must be a jaxood.Inputs (from prepare_inputs, or "
+            f"Inputs(features=...)), got {type(inputs).__name__}"
+        )
     check_stats(detector, stats, inputs)
     fixed = sorted(k for k in hparams if k in detector.hparams and k not in detector.names("score"))
     if fixed:
@@ -312,7 +332,26 @@ def score(
             "prepare_inputs (extract) or fit instead"
         )
     _, _, score_kw = detector.split_hparams(hparams)
-    return detector.score(model, variables, stats, inputs, **score_kw)
+    scores = detector.score(model, variables, stats, inputs, **score_kw)
+    check_scores(detector, scores, inputs.batch_size)
+    return scores
+
+
+def check_scores(detector: Detector, scores: Any, batch: int) -> None:
+    """A detector's ``score`` must return ``[B]`` (one float per input); works at trace
+    time too (shapes are static), so compiled programs check it once."""
+    shape = tuple(np.shape(scores))
+    if shape != (batch,):
+        raise ValueError(
+            f"detector {detector.name!r}: score returned shape {shape} for a batch of {batch}; "
+            f"it must return [B] = ({batch},), one score per input (higher = more ID)"
+        )
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, Mapping):
+        return "{" + ", ".join(f"{k!r}: {type(v).__name__}" for k, v in data.items()) + "}"
+    return type(data).__name__
 
 
 def dim_adapted(detector: Detector, feature_dim: int | None) -> dict[str, tuple]:

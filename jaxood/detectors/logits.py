@@ -98,7 +98,12 @@ def _score_ebo(model, variables, stats, inputs, *, temperature):
 def _score_odin(model, variables, stats, inputs, *, temperature, noise, std):
     if inputs.x is None:
         raise ValueError("ODIN needs the input images (Inputs.x): it perturbs the input")
-    validate.check_images(inputs.x, "inputs.x", channels=len(std))
+    validate.check_images(inputs.x, "inputs.x", input_shape=model.input_shape)
+    if len(std) != inputs.x.shape[-1]:
+        raise ValueError(
+            f"ODIN `std` has {len(std)} value(s) but the images have {inputs.x.shape[-1]} "
+            "channel(s): pass the model's per-channel normalisation std"
+        )
     validate.check_positive(temperature, "temperature")
     validate.check_range(noise, "noise", 0.0, float("inf"))
     return odin(model, variables, inputs.x, temperature=temperature, noise=noise, std=std)

@@ -207,6 +207,13 @@ class FittedDetector:
         )
         scores = self._run(src)["score"]
         self.reset_stream()
+        bad = int(np.count_nonzero(~np.isfinite(scores)))
+        if bad:
+            raise ValueError(
+                f"detector {self.name!r} gave {bad} NaN/Inf score(s) on the {len(scores)} "
+                f"calibration inputs ({name}): check the detector's score function, its "
+                "fitted statistics and the model's outputs on these inputs"
+            )
         self.calibration = np.sort(scores)
         self.calibration_info = {"n": int(len(scores)), "used_by_fit": bool(used_by_fit)}
 

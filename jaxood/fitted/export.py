@@ -116,7 +116,7 @@ def export(
         except Exception as e:  # shape-polymorphism limits are many and version-specific
             sym_error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
     meta = _metadata(fitted, b, platforms, len(leaves), sym_blob is not None, sym_error)
-    with fsutil.atomic_dir(path, overwrite=overwrite) as tmp:
+    with fsutil.atomic_dir(path, overwrite=overwrite, marker=METADATA) as tmp:
         with open(os.path.join(tmp, FIXED), "wb") as f:
             f.write(fixed.serialize())
         if sym_blob is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -183,6 +184,15 @@ def fit(
     unknown = set(id_data) - {"train", "val"}
     if unknown:
         raise ValueError(f"`id_data` keys must be 'train' and/or 'val', got {sorted(unknown)}")
+    unused = sorted(set(id_data) - set(det.fit_splits) - {"val"} - ({"val"} if calibration
+                                                                     is not None else set()))
+    if unused:
+        warnings.warn(
+            f"id_data {unused} not used: {det.name!r} fits on {list(det.fit_splits)} and "
+            "calibrates on 'val'",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def source(data, name):
         return inputs_lib.open_input(

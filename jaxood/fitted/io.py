@@ -132,7 +132,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         "arrays_sha256": _arrays_digest(tree),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    with fsutil.atomic_dir(directory, overwrite=overwrite) as tmp:
+    with fsutil.atomic_dir(directory, overwrite=overwrite, marker=MANIFEST) as tmp:
         if tree:
             ocp.PyTreeCheckpointer().save(os.path.join(tmp, ARRAYS), tree)
         fsutil.atomic_write_json(os.path.join(tmp, MANIFEST), manifest)

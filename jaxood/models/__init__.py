@@ -169,7 +169,7 @@ def save(
         "preprocess": None if preprocess is None else preprocess.to_dict(),
         **dict(extra or {}),
     }
-    with fsutil.atomic_dir(directory, overwrite=overwrite) as tmp:
+    with fsutil.atomic_dir(directory, overwrite=overwrite, marker=MANIFEST) as tmp:
         # Host NumPy arrays into this process's own temp dir: a process-local save, with no
         # barrier across processes (multi-host training exports from process 0 only).
         me = jax.process_index()

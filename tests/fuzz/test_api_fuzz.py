@@ -98,6 +98,29 @@ def _bf16(w):
     return jnp.asarray(w["x_val"], jnp.bfloat16)
 
 
+def _plugin(w, score_fn, fitted=False):
+    """A user's detector whose score has the wrong shape or values, through the registry
+    (or jaxood.fit and a FittedDetector)."""
+    from jaxood.types import Detector
+
+    def score(model, variables, stats, inputs):
+        return score_fn(inputs.features.logits)
+
+    det = Detector(name="fuzz_plugin", score=score, needs=frozenset({"logits"}))
+    with R.temporary_register(det):
+        if fitted:
+            return _fit_api(w, "fuzz_plugin", data={"val": w["keys"]["x_val"]})(w["x_val"])
+        return _score(w, "fuzz_plugin", None, Inputs(w["feats"]))
+
+
+def _bench(w, **kw):
+    from jaxood.bench import runner
+
+    cfg = {"benchmark": "npz:" + w["npz"], "models": [w["model"]], "detectors": ["msp"],
+           "out_dir": str(w["root"] / "bench_api"), "progress": False, "plots": False, **kw}
+    return runner.run(runner.BenchConfig(**cfg))
+
+
 def _assert_unknown_acc(m):
     assert np.isnan(m.acc)  # None = accuracy unknown, reported as NaN
     assert m.auroc == pytest.approx(100 * metrics.auroc(IDS, OODS))
@@ -433,6 +456,71 @@ CASES = [
     ("fitted/load_missing", lambda w: jaxood.load_detector("/nonexistent/det", w["model"]),
      raises(FileNotFoundError, r"saved detector '/nonexistent/det' does not exist")),
     ("fitted/load_batch_0", lambda w: jaxood.load_detector(w["det"], w["model"], batch_size=0),
+     raises(ValueError, r"`batch_size` must be an integer >= 1, got 0")),
+    # ---------------------------------------------------- second campaign (beyond the issue)
+    ("more/torch_nchw", lambda w: _fit_api(w, "msp", data={"val": __import__("torch").zeros(
+        30, 1, 8, 8)}),
+     raises(ValueError, r"`id_data\['val'\]`: expected .*NCHW")),
+    ("more/torch_nhwc", lambda w: _fit_api(w, "msp", data={"val": __import__("torch").tensor(
+        w["x_val"])}),
+     result(lambda w, fitted: np.testing.assert_allclose(
+         fitted.calibration, _fit_api(w, "msp", data={"val": w["x_val"]}).calibration))),
+    ("more/tuple_of_3", lambda w: _fit_api(w, "msp", data={"val": (w["x_val"],) * 3}),
+     raises(ValueError, r"`id_data\['val'\]` is a tuple of 3 arrays")),
+    ("more/ragged_list", lambda w: _fit_api(w, "msp", data={"val": [w["x_val"][0],
+                                                                     w["x_val"][1][:4]]}),
+     raises(ValueError, r"`id_data\['val'\]` is ragged .*images must share one shape")),
+    ("more/dict_input", lambda w: _fit_api(w, "msp", data={"val": {"x": w["x_val"]}}),
+     raises(ValueError, r"`id_data\['val'\]` must be images .*got a dict with keys \['x'\]")),
+    ("more/scalar_input", lambda w: _fit_api(w, "msp", data={"val": 5}),
+     raises(ValueError, r"`id_data\['val'\]` must be a batch of images .*got shape \(\)")),
+    ("more/unused_split", lambda w: _fit_api(w, "msp"),
+     warns(r"id_data \['train'\] not used: 'msp' fits on \[\]")),
+    ("more/features_wrong_batch", lambda w: R.prepare_inputs(
+        R.get("msp"), *_model(w), w["x_val"], features=_feats(w, 5)),
+     raises(ValueError, r"`features` must be model.features\(variables, x\) for the same 100")),
+    ("more/score_features_not_inputs", lambda w: _score(w, "msp", None, w["feats"]),
+     raises(ValueError, r"`inputs` must be a jaxood.Inputs .*got Features")),
+    ("more/fit_inputs_not_dict", lambda w: _fit(w, "knn", Inputs(_feats(w))),
+     raises(ValueError, r"`data` must map ID split names \['train'\] to jaxood.Inputs")),
+    ("more/fit_dict_of_arrays", lambda w: _fit(w, "knn", {"train": w["feats"].feature}),
+     raises(ValueError, r"got \{'train': ArrayImpl\}")),
+    ("more/plugin_2d_scores", lambda w: _plugin(w, lambda lg: lg),
+     raises(ValueError, r"detector 'fuzz_plugin': score returned shape \(100, 5\) for a batch "
+                        r"of 100; it must return \[B\]")),
+    ("more/plugin_scalar_score", lambda w: _plugin(w, lambda lg: lg.sum()),
+     raises(ValueError, r"score returned shape \(\) for a batch of 100")),
+    ("more/plugin_2d_fitted", lambda w: _plugin(w, lambda lg: lg, fitted=True),
+     raises(ValueError, r"detector 'fuzz_plugin': score returned shape \(\d+, 5\)")),
+    ("more/plugin_nan_fitted", lambda w: _plugin(w, lambda lg: lg[:, 0] * jnp.nan, fitted=True),
+     raises(ValueError, r"detector 'fuzz_plugin' gave 100 NaN/Inf score\(s\) on the 100 "
+                        r"calibration inputs")),
+    ("more/names_with_commas", lambda w: R.get("msp,ebo"),
+     raises(ValueError, r"separate them with spaces, not commas")),
+    ("more/name_upper_case", lambda w: R.get("MSP"),
+     raises(ValueError, r"names are lower case: 'msp'")),
+    ("more/odin_std_length", lambda w: R.score(R.get("odin"), *_model(w), None, _prep(
+        w, w["x_val"], "odin"), std=(0.5, 0.5, 0.5)),
+     raises(ValueError, r"ODIN `std` has 3 value\(s\) but the images have 1 channel")),
+    ("more/save_over_a_model", lambda w: w["knn"].save(w["model"], overwrite=True),
+     raises(FileExistsError, r"refusing to replace .*model: it is a folder without "
+                             r"detector.json")),
+    ("more/export_over_a_file", lambda w: w["knn"].export(w["npz"], overwrite=True),
+     raises(FileExistsError, r"refusing to replace .*digits.npz: it is a file without "
+                             r"metadata.json")),
+    ("more/bench_models_string", lambda w: _bench(w, models=w["model"]),
+     raises(ValueError, r"`models` must be a list, got the string")),
+    ("more/bench_detectors_string", lambda w: _bench(w, detectors="msp"),
+     raises(ValueError, r"`detectors` must be a list, got the string 'msp'; use \['msp'\]")),
+    ("more/bench_hparams_not_dict", lambda w: _bench(w, hparams={"react": 90}),
+     raises(ValueError, r"hparams\['react'\] must be a dict of hyperparameters")),
+    ("more/bench_same_model_twice", lambda w: _bench(w, models=[w["model"], w["model"]]),
+     raises(ValueError, r"given more than once")),
+    ("more/bench_plot_typo", lambda w: _bench(w, plot_detectors=["mps"]),
+     raises(ValueError, r"unknown detector 'mps'")),
+    ("more/bench_cache_is_a_file", lambda w: _bench(w, cache_dir=w["npz"]),
+     raises(ValueError, r"digits.npz' is not writable")),
+    ("more/bench_batch_size", lambda w: _bench(w, batch_size=0),
      raises(ValueError, r"`batch_size` must be an integer >= 1, got 0")),
     ("fitted/bfloat16", lambda w: w["knn"](_bf16(w)),
      result(lambda w, s: np.testing.assert_allclose(
