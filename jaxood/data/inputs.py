@@ -233,6 +233,9 @@ class RawArraySource:
         images = np.asarray(images)
         if len(images) == 0:
             raise ValueError(f"`{what}` is empty; pass at least one image")
+        if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+            raise ValueError(f"`{what}`: uint8 images must be [N, H, W] or [N, H, W, C], got "
+                             f"{list(images.shape)}; NCHW? use x.transpose(0, 2, 3, 1)")
         self._src = ArraySource(images, _labels(labels, len(images), what), spec, name=what)
         self.labels, self.name = self._src.labels, name
         if input_shape is not None:

@@ -500,7 +500,9 @@ def fdbd_score(
 
     Source: Liu & Qin 2024 (fDBD); OpenOOD v1.5 ``fdbd_postprocessor.py`` (sum over all j,
     the ``j = pred`` term is 0/1); ``fdbd.yml``: ``distance_as_normalizer: True``,
-    sweep ``[True, False]``, APS on. ``[B, D], [B, K] -> [B]``, higher = more ID.
+    sweep ``[True, False]``, APS on. ``[B, D], [B, K] -> [B]``, higher = more ID. A feature
+    exactly at the train mean (``||f|| = 0`` without the normaliser) scores ``+inf``, as in
+    OpenOOD (maximally ID; a calibration set holding one is refused by name).
     """
     f = jnp.asarray(features, jnp.float32)
     pred = jnp.argmax(logits, axis=-1)
