@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from jaxood.cli.common import load_imports
+from jaxood.cli.common import init_distributed, load_imports
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        init_distributed(args)  # before plugins: JAX must not start its backend first
         load_imports(args)
         return int(args._module.main(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, ImportError) as e:
