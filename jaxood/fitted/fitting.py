@@ -152,16 +152,7 @@ def fit(
     loaded = bind_model(model)
     hp = {**model_hparams(det, loaded), **read_hparams(det, hparams, loaded)}
     hp = det.resolve(hp)
-    needed = sorted(set(det.fit_splits) | ({"val"} if calibration is None else set()))
-    missing = [s for s in needed if s not in id_data]
-    if missing:
-        raise ValueError(
-            f"detector {det.name!r} needs ID data {needed} (fit on {list(det.fit_splits)}, "
-            f"calibrate on 'val'); missing {missing}"
-        )
-    unknown = set(id_data) - {"train", "val"}
-    if unknown:
-        raise ValueError(f"`id_data` keys must be 'train' and/or 'val', got {sorted(unknown)}")
+    _check_id_data(det, id_data, calibration)
 
     def source(data, name):
         return inputs_lib.open_input(
@@ -181,6 +172,24 @@ def fit(
         fitted.calibrate(calibration, data_dir=data_dir)
     fitted.threshold(tpr)
     return fitted
+
+
+def _check_id_data(det: Detector, id_data, calibration) -> None:
+    if not isinstance(id_data, Mapping):
+        raise ValueError(
+            f"`id_data` must map split names to data, e.g. {{'val': images}}, got "
+            f"{type(id_data).__name__}"
+        )
+    needed = sorted(set(det.fit_splits) | ({"val"} if calibration is None else set()))
+    missing = [s for s in needed if s not in id_data]
+    if missing:
+        raise ValueError(
+            f"detector {det.name!r} needs ID data {needed} (fit on {list(det.fit_splits)}, "
+            f"calibrate on 'val'); missing {missing}"
+        )
+    unknown = set(id_data) - {"train", "val"}
+    if unknown:
+        raise ValueError(f"`id_data` keys must be 'train' and/or 'val', got {sorted(unknown)}")
 
 
 def _input_shape(loaded: LoadedModel):
