@@ -17,8 +17,10 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices: list | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh over all (or the given) devices with axis name ``"data"``."""
-    devices = jax.devices() if devices is None else list(devices)
+    """A 1-D mesh over this process's local devices (or the given ones) with axis name
+    ``"data"``. Scoring and extraction run per process (in a multi-host benchmark each
+    process handles its own shards); multi-host training passes the global devices."""
+    devices = jax.local_devices() if devices is None else list(devices)
     return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 

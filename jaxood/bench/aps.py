@@ -131,13 +131,6 @@ class Scorer:
             out[start:stop] = s[mask]
         return out
 
-    def score_images(self, variables, stats, x, hparams) -> np.ndarray:
-        """``[B]`` scores of a (padded, sharded) image batch: network, extract and score in
-        one compiled program (:func:`jaxood.scoring.image_program`)."""
-        traced, static = scoring.image_static(self.det, hparams)
-        program = scoring.image_program(self.det, self.model, static)
-        return np.asarray(program(variables, stats, x, traced)["score"])
-
     def score_inputs(self, variables, stats, inputs: Inputs, hparams) -> np.ndarray:
         """Scores one ready ``Inputs`` (no chunking; for stream detectors and padded chunks)."""
         detectors.check_stats(self.det, stats, inputs)

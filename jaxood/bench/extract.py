@@ -24,6 +24,7 @@ import numpy as np
 
 from jaxood import parallel, validate
 from jaxood.bench.cache import CacheEntry
+from jaxood.distributed import Processes
 from jaxood.types import Model
 
 
@@ -96,8 +97,15 @@ def extract(
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
     desc: str = "",
+    processes: Processes | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Runs ``fn`` over ``source`` and caches the outputs; returns the cached arrays.
+
+    With several ``processes`` (a multi-host run on shared storage) every process computes
+    the missing shards ``i`` with ``i % count == index`` on its local devices, so each sample
+    is computed exactly once across processes; after a barrier process 0 consolidates the
+    entry, and after a second barrier every process reads it. Every process must call this
+    with the same arguments in the same order.
 
     Args:
       fn: ``(variables, x [B, H, W, C]) -> {name: [B, ...]}``, not yet jitted (it is jitted
@@ -116,6 +124,7 @@ def extract(
     Returns:
       For each group, its ``{name: array}`` (memory-mapped ``[N, ...]``), in source order.
     """
+    procs = processes or Processes()
     pending = [(e, names) for e, names in groups if not e.complete]
     if pending:
         mesh = mesh or parallel.data_mesh()
@@ -126,12 +135,17 @@ def extract(
         shard_size = bs * shard_batches
         num_shards = int(math.ceil(n / shard_size))
         todo = [i for i in range(num_shards) if not all(e.has_shard(i) for e, _ in pending)]
+        todo = procs.mine(todo)
         if todo:
             _run_shards(
                 fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc
             )
-        for e, _ in pending:
-            e.finalize(num_shards, n)
+        tag = pending[0][0].dir
+        procs.barrier(f"shards {tag}")
+        if procs.is_main:
+            for e, _ in pending:
+                e.finalize(num_shards, n)
+        procs.barrier(f"finalized {tag}")
     return [e.load() for e, _ in groups]
 
 

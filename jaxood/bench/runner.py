@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -31,12 +32,13 @@ import jax
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, parallel, validate
+from jaxood import metrics, parallel, scoring, validate
 from jaxood.bench import aps as aps_lib
 from jaxood.bench import extract as ex
 from jaxood.bench.cache import FeatureCache, variables_fingerprint
 from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
 from jaxood.data import benchmarks
+from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
 from jaxood.fsutil import plain
 from jaxood.types import Detector, plain_value
 
@@ -78,6 +80,8 @@ class BenchConfig:
         (default: skip them, which is how an interrupted run resumes).
       save_detectors: write each tuned detector of each run as a deployable fitted detector
         to ``<results>/fitted/<detector>/run<r>/`` (``jaxood score`` loads it).
+      distributed: a multi-host run (``jaxood.distributed.initialize`` called first): network
+        passes are shared out over the processes; process 0 writes the results.
     """
 
     benchmark: str
@@ -100,6 +104,7 @@ class BenchConfig:
     plot_detectors: Sequence[str] | None = None
     rerun: bool = False
     save_detectors: bool = True
+    distributed: bool = False
 
 
 # --------------------------------------------------------------------------- checks
@@ -183,7 +188,11 @@ def extract_id(det: Detector) -> str:
     """Identity of a detector's ``extract`` for cache keys: its qualified name, the detector's
     ``version`` and a hash of the function's source, so a fixed extract never reuses stale
     cached arrays (bump ``version`` when code it calls changes)."""
-    fn = det.extract
+    return function_id(det, det.extract)
+
+
+def function_id(det: Detector, fn) -> str:
+    """``module.qualname@v<version>:<source hash>`` of one of a detector's functions."""
     try:
         source = inspect.getsource(fn)
     except (OSError, TypeError):  # no source (builtins, REPL): the version alone identifies it
@@ -202,7 +211,8 @@ class DataStore:
     """
 
     def __init__(
-        self, opened, loaded, cache: FeatureCache, *, batch_size, mesh, progress, map_splits=()
+        self, opened, loaded, cache: FeatureCache, *, batch_size, mesh, progress, map_splits=(),
+        processes: Processes | None = None,
     ):
         self.sources = opened.all_sources()
         self.model, self.variables = loaded.model, loaded.variables
@@ -216,6 +226,7 @@ class DataStore:
         self._mem: dict[tuple, dict] = {}
         self._fingerprints: dict[str, str] = {}
         self.network_passes = 0  # how many datasets needed a network pass (cache misses)
+        self.processes = processes or Processes()
 
     def _key(self, split: str, what: Mapping[str, Any]) -> dict:
         src = self.sources[split]
@@ -235,6 +246,7 @@ class DataStore:
             mesh=self.mesh,
             progress=self.progress,
             desc=desc,
+            processes=self.processes,
         )
 
     def base(self, split: str, fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
@@ -278,6 +290,32 @@ class DataStore:
             (self._mem[mem_key],) = self._run(
                 split, fn, [(entry, None)], f"{split} {det.name} extract"
             )
+        return self._mem[mem_key]
+
+    def network_scores(self, det: Detector, split: str, stats, hp) -> np.ndarray:
+        """``[N]`` scores of a detector that needs the network (ODIN: a gradient pass per
+        hyperparameter point), cached like features per (split, hyperparameters, stats)."""
+        traced, static = scoring.image_static(det, hp)
+        what = {
+            "kind": "netscore", "fn": function_id(det, det.score), "static": static,
+            "traced": {k: v.tolist() for k, v in sorted(traced.items())},
+            "stats": None if stats is None else variables_fingerprint(stats),
+        }
+        mem_key = ("netscore", split, json.dumps(plain(what), sort_keys=True))
+        if mem_key not in self._mem:
+            program = scoring.image_program(det, self.model, static)
+
+            def fn(variables_and_stats, x):
+                variables, st = variables_and_stats
+                return {"score": program(variables, st, x, traced)["score"]}
+
+            entry = self.cache.entry(self._key(split, what))
+            (out,) = ex.extract(
+                fn, (self.variables, stats), self.sources[split], [(entry, None)],
+                batch_size=self.batch_size, mesh=self.mesh, progress=self.progress,
+                desc=f"{split} {det.name} score", processes=self.processes,
+            )
+            self._mem[mem_key] = np.asarray(out["score"])
         return self._mem[mem_key]
 
     def labels(self, split: str) -> np.ndarray:
@@ -341,7 +379,7 @@ class DetectorRun:
         """``[N]`` scores of a dataset (higher = more ID)."""
         stats = self.fit(hp)
         if self.det.needs_network:
-            return self._score_images(split, stats, hp)
+            return self.store.network_scores(self.det, split, stats, hp)
         return self.scorer.score(self.store.variables, stats, self.arrays(split, hp), hp)
 
     def score_stream(
@@ -363,42 +401,25 @@ class DetectorRun:
         unperm[perm] = s
         return unperm[:n_id], unperm[n_id:]
 
-    def _score_images(self, split: str, stats, hp) -> np.ndarray:
-        """Detectors that need the network: feed padded image batches (no score cache)."""
-        src = self.store.sources[split]
-        mesh = self.store.mesh
-        variables = jax.device_put(self.store.variables, parallel.replicated(mesh))
-        stats = jax.device_put(stats, parallel.replicated(mesh))
-        bs = ex.device_batch_size(self.store.batch_size, mesh)
-        out = np.empty(len(src), np.float32)
-        n_batches = -(-len(src) // bs)
-        bar = ex._progress(n_batches, f"{split} {self.det.name} score", self.store.progress)
-        try:
-            for start in range(0, len(src), bs):
-                stop = min(len(src), start + bs)
-                x, mask = parallel.pad_batch(src.batch(start, stop), bs)
-                x = jax.device_put(x, parallel.batch_sharding(mesh))
-                out[start:stop] = self.scorer.score_images(variables, stats, x, hp)[mask]
-                bar.update(1)
-        finally:
-            bar.close()
-        return out
-
     def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
         if is_stream(self.det):
             return self.score_stream(id_split, ood_split, hp)
         return self.score(id_split, hp), self.score(ood_split, hp)
 
-    def search(self, use_aps: bool) -> aps_lib.APSResult:
-        """APS over the detector's sweep (or the defaults + overrides when off/empty); sweeps
-        that do not fit the model's feature dimension are replaced by the detector's
-        D-relative ones (recorded by the caller via :meth:`adapted_grid`)."""
+    def grid(self, use_aps: bool) -> list[dict]:
+        """The hyperparameter points APS evaluates (one point: defaults + overrides when APS
+        is off or the detector has no sweep); sweeps that do not fit the model's feature
+        dimension are replaced by the detector's D-relative ones."""
         d = int(np.shape(self.store.base("id_val")["feature"])[-1])
-        grid = [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det, d)]
         if not use_aps or not self.det.sweep:
             adapted = det_registry.dim_adapted(self.det, d)
-            grid = [{**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
+            return [{**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
                      **self.overrides}]
+        return [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det, d)]
+
+    def search(self, use_aps: bool) -> aps_lib.APSResult:
+        """APS over :meth:`grid` (first strictly greater AUROC wins)."""
+        grid = self.grid(use_aps)
 
         def evaluate(hp):
             s_id, s_ood = self.pair_scores("id_val", "ood_val", hp)
@@ -521,7 +542,7 @@ class RunContext:
     extract_s: float
 
 
-def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh) -> RunContext:
+def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -> RunContext:
     """Loads the model, opens (and verifies) the data, selects the detectors, measures ACC."""
     from jaxood import models
 
@@ -551,7 +572,7 @@ def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh) -> RunContext
             if "train" in d.fit_splits:
                 map_splits.add("id_train")
     store = DataStore(opened, loaded, cache, batch_size=cfg.batch_size, mesh=mesh,
-                      progress=cfg.progress, map_splits=map_splits)
+                      progress=cfg.progress, map_splits=map_splits, processes=procs)
     id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
     id_labels = np.concatenate([store.labels(k) for k in id_keys])
     id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
@@ -574,7 +595,7 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     """APS, evaluation, the fitted detector and the stored result of one detector; returns
     this run's scores (for plots)."""
     t1 = time.perf_counter()
-    overrides = {**model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+    overrides = _overrides(cfg, ctx, det)
     dr = DetectorRun(det, ctx.store, overrides, cfg.fit_images_mb)
     found = dr.search(cfg.aps)
     hp = found.best
@@ -624,23 +645,90 @@ def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float
     fitted.save(directory, overwrite=True)
 
 
-def run(cfg: BenchConfig) -> BenchResult:
-    """Runs a benchmark end to end, merging into the folder's result store (see module
-    docstring). Detectors already stored with the same settings are skipped (resume)."""
-    from jaxood.bench import report
+def _overrides(cfg: BenchConfig, ctx: RunContext, det: Detector) -> dict:
+    return {**model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
 
+
+def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
+    """Every network pass a detector will need (features, extras at each APS point, network
+    scores), so a multi-host run shares them out; APS of network detectors runs here too, on
+    every process alike from the shared cached val scores, to agree on the test passes."""
+    dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx, det), cfg.fit_images_mb)
+    fit_splits = {"train": "id_train", "val": "id_val"}
+    splits = ["id_val", "ood_val", *ctx.id_keys, *(fit_splits[s] for s in det.fit_splits)]
+    splits += [f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g)]
+    settings = {}
+    for hp in dr.grid(cfg.aps):  # one pass per distinct extract setting
+        settings.setdefault(json.dumps(plain(det.split_hparams(hp)[0]), sort_keys=True), hp)
+    for hp in settings.values():
+        for split in dict.fromkeys(splits):
+            dr.arrays(split, hp)
+    if det.needs_network:
+        best = dr.search(cfg.aps).best
+        tests = [*ctx.id_keys, *(f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g))]
+        for split in tests:
+            dr.score(split, best)
+
+
+def distributed_extraction(cfg: BenchConfig, plan: Plan, cache, mesh, procs: Processes):
+    """Multi-host phase: every process computes its shards of every network pass into the
+    shared cache. Returns the opened runs (process 0 continues with them)."""
+    contexts = []
+    with exit_promptly_when_a_peer_dies():
+        for r, model_dir in enumerate(plan.model_dirs):
+            ctx = open_run(cfg, plan.bench, model_dir, cache, mesh, procs)
+            for det in ctx.dets:
+                settings = settings_of(cfg, det, _overrides(cfg, ctx, det))
+                if cfg.rerun or not plan.results.done(det.name, r, settings):
+                    try:
+                        prefetch(cfg, ctx, det)
+                    except ValueError as e:  # the same on every process; recorded later
+                        print(f"[run {r}] {det.name}: prefetch failed ({e})", flush=True)
+            contexts.append(ctx)
+        procs.barrier("jaxood bench: extraction done")
+    for ctx in contexts:
+        ctx.store.processes = Processes()
+    if cfg.progress:
+        print(f"process {procs.index}: network passes done ({procs.count} processes)", flush=True)
+    return contexts
+
+
+def run(cfg: BenchConfig) -> BenchResult | None:
+    """Runs a benchmark end to end, merging into the folder's result store (see module
+    docstring). Detectors already stored with the same settings are skipped (resume).
+
+    With ``cfg.distributed`` (after ``jaxood.distributed.initialize``), the network passes are
+    shared out over the processes (:func:`distributed_extraction`), then process 0 does the
+    fits, APS, metrics and files; the other processes return ``None``.
+    """
     t_start = time.perf_counter()
+    procs = Processes.current() if cfg.distributed else Processes()
     plan = prepare(cfg)
     cache = FeatureCache(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
     mesh = parallel.data_mesh()
+    contexts = None
+    if procs.count > 1:
+        done = procs.done_marker(plan.out_dir)
+        contexts = distributed_extraction(cfg, plan, cache, mesh, procs)
+        if not procs.is_main:
+            done.wait()  # stay in the cluster until process 0 has written everything
+            return None
+        with done.signal_when_finished():
+            return _finish(cfg, plan, cache, mesh, contexts, t_start)
+    return _finish(cfg, plan, cache, mesh, contexts, t_start)
+
+
+def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
+    """Fits, APS, metrics, fitted detectors and result files (process 0 of a multi-host run)."""
+    from jaxood.bench import report
+
     scores, timings, failed, computed, skipped = {}, [], {}, [], []
     passes = 0
     for r, model_dir in enumerate(plan.model_dirs):
-        ctx = open_run(cfg, plan.bench, model_dir, cache, mesh)
+        ctx = contexts[r] if contexts else open_run(cfg, plan.bench, model_dir, cache, mesh)
         det_times = {}
         for det in ctx.dets:
-            overrides = {**model_hparams(det, ctx.opened.id_val.spec),
-                         **cfg.hparams.get(det.name, {})}
+            overrides = _overrides(cfg, ctx, det)
             if not cfg.rerun and plan.results.done(det.name, r, settings_of(cfg, det, overrides)):
                 skipped.append(det.name)
                 continue

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from jaxood.cli.common import load_imports
+from jaxood.cli.common import init_distributed, load_imports
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: usage errors (2) and --help (0), already printed
         return int(e.code or 0)
     try:
+        init_distributed(args)  # before plugins: JAX must not start its backend first
         load_imports(args)
         return int(args._module.main(args) or 0)
     except (ValueError, OSError, ImportError) as e:

@@ -13,7 +13,12 @@ from __future__ import annotations
 import json
 import sys
 
-from jaxood.cli.common import add_import_argument, nonnegative_float, positive_int
+from jaxood.cli.common import (
+    add_distributed_arguments,
+    add_import_argument,
+    nonnegative_float,
+    positive_int,
+)
 
 
 def add_arguments(parser) -> None:
@@ -89,6 +94,7 @@ def add_arguments(parser) -> None:
         "larger ones are streamed in batches (OODD's crops)",
     )
     add_import_argument(parser)
+    add_distributed_arguments(parser)
 
 
 def main(args) -> int:
@@ -129,8 +135,13 @@ def main(args) -> int:
         save_detectors=not args.no_save_detectors,
         plot_detectors=args.plot_detectors,
         fit_images_mb=args.fit_images_mb,
+        distributed=args.distributed,
     )
     result = runner.run(cfg)
+    if result is None:  # a multi-host run's other process: its network passes are done
+        print("this process's share of the network passes is in the cache; process 0 writes "
+              "the results")
+        return 0
     if args.quiet:
         from jaxood.bench import report
 

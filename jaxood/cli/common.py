@@ -74,3 +74,23 @@ def load_saved_detector(directory: str, model: str | None, batch_size: int | Non
                 "pass --model DIR"
             )
     return jaxood.load_detector(directory, model, batch_size=batch_size)
+
+
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--distributed`` and the cluster flags (SLURM/MPI/TPU are auto-detected)."""
+    a = parser.add_argument
+    a("--distributed", action="store_true",
+      help="multi-host run: one process per host, same --out/--workdir on shared storage "
+      "(calls jax.distributed.initialize(); SLURM/MPI/TPU clusters are auto-detected)")
+    a("--coordinator-address",
+      help="with --distributed: host:port of process 0 (plain machines without SLURM/MPI)")
+    a("--num-processes", type=int, help="with --distributed: total number of processes")
+    a("--process-id", type=int, help="with --distributed: this process's index")
+
+
+def init_distributed(args: argparse.Namespace) -> None:
+    """Joins the cluster when ``--distributed`` was given (before any JAX computation)."""
+    if getattr(args, "distributed", False):
+        from jaxood import distributed
+
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)

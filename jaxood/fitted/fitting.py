@@ -166,33 +166,10 @@ def fit(
     det = registry.get(detector) if isinstance(detector, str) else detector
     validate.check_open_fraction(tpr, "tpr")
     validate.check_positive_int(batch_size, "batch_size")
-    if not isinstance(id_data, Mapping):
-        raise ValueError(
-            f"`id_data` must be a dict like {{'train': ..., 'val': ...}}, got "
-            f"{type(id_data).__name__}"
-        )
     loaded = bind_model(model)
     hp = {**model_hparams(det, loaded), **read_hparams(det, hparams, loaded)}
     hp = det.resolve(hp)
-    needed = sorted(set(det.fit_splits) | ({"val"} if calibration is None else set()))
-    missing = [s for s in needed if s not in id_data]
-    if missing:
-        raise ValueError(
-            f"detector {det.name!r} needs ID data {needed} (fit on {list(det.fit_splits)}, "
-            f"calibrate on 'val'); missing {missing}"
-        )
-    unknown = set(id_data) - {"train", "val"}
-    if unknown:
-        raise ValueError(f"`id_data` keys must be 'train' and/or 'val', got {sorted(unknown)}")
-    unused = sorted(set(id_data) - set(det.fit_splits) - {"val"} - ({"val"} if calibration
-                                                                     is not None else set()))
-    if unused:
-        warnings.warn(
-            f"id_data {unused} not used: {det.name!r} fits on {list(det.fit_splits)} and "
-            "calibrates on 'val'",
-            UserWarning,
-            stacklevel=2,
-        )
+    _check_id_data(det, id_data, calibration)
 
     def source(data, name):
         return inputs_lib.open_input(
@@ -214,6 +191,33 @@ def fit(
         fitted.calibrate(calibration, data_dir=data_dir)
     fitted.threshold(tpr)
     return fitted
+
+
+def _check_id_data(det: Detector, id_data, calibration) -> None:
+    if not isinstance(id_data, Mapping):
+        raise ValueError(
+            f"`id_data` must map split names to data, e.g. {{'val': images}}, got "
+            f"{type(id_data).__name__}"
+        )
+    needed = sorted(set(det.fit_splits) | ({"val"} if calibration is None else set()))
+    missing = [s for s in needed if s not in id_data]
+    if missing:
+        raise ValueError(
+            f"detector {det.name!r} needs ID data {needed} (fit on {list(det.fit_splits)}, "
+            f"calibrate on 'val'); missing {missing}"
+        )
+    unknown = set(id_data) - {"train", "val"}
+    if unknown:
+        raise ValueError(f"`id_data` keys must be 'train' and/or 'val', got {sorted(unknown)}")
+    unused = sorted(set(id_data) - set(det.fit_splits) - {"val"} - ({"val"} if calibration
+                                                                     is not None else set()))
+    if unused:
+        warnings.warn(
+            f"id_data {unused} not used: {det.name!r} fits on {list(det.fit_splits)} and "
+            "calibrates on 'val'",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _input_shape(loaded: LoadedModel):

@@ -29,7 +29,7 @@ from jaxood import detectors as registry
 from jaxood import fsutil
 from jaxood.bench.cache import variables_fingerprint
 from jaxood.fitted.detector import FittedDetector
-from jaxood.models import LoadedModel
+from jaxood.models import LoadedModel, local_checkpointer
 
 FORMAT = "jaxood-detector/1"
 MANIFEST = "detector.json"
@@ -104,8 +104,6 @@ def _arrays_tree(fitted: FittedDetector) -> tuple[dict, dict, dict]:
 
 def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> str:
     """Writes ``fitted`` to ``directory`` (temp dir + rename: never half-written)."""
-    import orbax.checkpoint as ocp
-
     from jaxood import __version__
 
     tree, empty, layout = _arrays_tree(fitted)
@@ -134,7 +132,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
     }
     with fsutil.atomic_dir(directory, overwrite=overwrite, marker=MANIFEST) as tmp:
         if tree:
-            ocp.PyTreeCheckpointer().save(os.path.join(tmp, ARRAYS), tree)
+            local_checkpointer().save(os.path.join(tmp, ARRAYS), tree)
         fsutil.atomic_write_json(os.path.join(tmp, MANIFEST), manifest)
     return os.path.abspath(directory)
 
@@ -177,8 +175,6 @@ def check_same_model(saved: dict, model: LoadedModel, where: str) -> None:
 
 
 def _restore_arrays(directory: str, manifest: dict) -> dict:
-    import orbax.checkpoint as ocp
-
     tree = {}
     path = os.path.join(os.path.abspath(directory), ARRAYS)
     has_arrays = any(
@@ -190,7 +186,7 @@ def _restore_arrays(directory: str, manifest: dict) -> dict:
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{directory}: missing {ARRAYS}/ (incomplete copy?)")
         try:
-            tree = ocp.PyTreeCheckpointer().restore(path)
+            tree = local_checkpointer().restore(path)
         except Exception as e:  # orbax raises many types for truncated/corrupt data
             raise ValueError(
                 f"{directory}: the arrays are unreadable ({type(e).__name__}: "

@@ -151,8 +151,6 @@ def save(
     dimension, the input shape and the eval preprocessing, plus ``extra`` (e.g. source file
     and SHA-256 of converted weights, training config, accuracy).
     """
-    import orbax.checkpoint as ocp
-
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not overwrite:
         raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
@@ -170,18 +168,22 @@ def save(
         **dict(extra or {}),
     }
     with fsutil.atomic_dir(directory, overwrite=overwrite, marker=MANIFEST) as tmp:
-        # Host NumPy arrays into this process's own temp dir: a process-local save, with no
-        # barrier across processes (multi-host training exports from process 0 only).
-        me = jax.process_index()
-        local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
-        ckptr = ocp.Checkpointer(
-            ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
-            multiprocessing_options=local,
-        )
-        ckptr.save(os.path.join(tmp, VARIABLES_DIR), variables)
+        local_checkpointer().save(os.path.join(tmp, VARIABLES_DIR), variables)
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
     return directory
+
+
+def local_checkpointer():
+    """An orbax checkpointer for host NumPy trees that saves from this process alone, with no
+    barrier across processes (multi-host runs export from process 0 only)."""
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(
+        ocp.PyTreeCheckpointHandler(multiprocessing_options=local), multiprocessing_options=local
+    )
 
 
 def _feature_dim(module, variables, input_shape) -> int | None:
@@ -240,8 +242,6 @@ def load(directory: str | os.PathLike, *, expected_num_classes: int | None = Non
         a class count different from ``expected_num_classes``, or weights whose structure or
         shapes do not match the architecture.
     """
-    import orbax.checkpoint as ocp
-
     manifest = read_manifest(directory)
     arch, num_classes = manifest["arch"], int(manifest["num_classes"])
     if expected_num_classes is not None and num_classes != expected_num_classes:
@@ -255,7 +255,7 @@ def load(directory: str | os.PathLike, *, expected_num_classes: int | None = Non
     if not os.path.isdir(vpath):
         raise FileNotFoundError(f"{directory}: missing {VARIABLES_DIR}/ (incomplete save?)")
     try:
-        variables = ocp.PyTreeCheckpointer().restore(vpath)
+        variables = local_checkpointer().restore(vpath)
     except Exception as e:  # orbax raises many types for corrupt data
         raise ValueError(f"{directory}: could not read the weights ({type(e).__name__}: {e})") from e
     if input_shape is not None:

@@ -358,7 +358,8 @@ CASES = [
     ("jfit/model_tuple", lambda w: jaxood.fit("msp", (w["loaded"].model,), w["id_data"]),
      raises(ValueError, r"`model` must be a saved-model directory")),
     ("jfit/id_data_list", lambda w: _fit_api(w, "msp", data=[w["keys"]["x_val"]]),
-     raises(ValueError, r"`id_data` must be a dict")),
+     raises(ValueError, r"`id_data` must map split names to data, e.g. \{'val': images\}, "
+                        r"got list")),
     ("jfit/no_val", lambda w: _fit_api(w, "msp", data={"train": w["id_data"]["train"]}),
      raises(ValueError, r"missing \['val'\]")),
     ("jfit/key_test", lambda w: _fit_api(w, "msp", data={**w["id_data"], "test": 1}),
