@@ -106,8 +106,11 @@ class FittedDetector:
 
         ``is_ood`` is all False when no threshold is set.
         """
-        x = check_model_input(x, self.input_shape, self.allow_any_size)
-        return self._run(inputs_lib.NormalisedSource(x))
+        # Layout checked here (with allow_any_size); the values (NaN/Inf, unnormalised
+        # pixels) batch by batch as the source reads them: one pass over the data.
+        x = validate.images(x, "x", input_shape=self.input_shape,
+                            allow_any_size=self.allow_any_size, values=False)
+        return self._run(inputs_lib.NormalisedSource(x, name="x"))
 
     def score_images(self, images, *, data_dir: str | None = None) -> np.ndarray:
         """``[N]`` scores of raw images with the model's own preprocessing: a list of paths,
