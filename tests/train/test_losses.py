@@ -125,7 +125,7 @@ def test_ish_dense_changes_only_the_kernel_gradient():
 def test_optimizer_and_schedule_match_torch_sgd_nesterov_cosine():
     """optax chain == torch SGD(nesterov, wd) + OpenOOD LambdaLR cosine, step by step."""
     from jaxood.train.config import TrainConfig
-    from jaxood.train.trainer import make_optimizer
+    from jaxood.train.optim import make_optimizer
 
     total = 7
     cfg = TrainConfig(lr=0.1, min_lr=1e-6, weight_decay=5e-4, fc_weight_decay=5e-5)
@@ -135,7 +135,7 @@ def test_optimizer_and_schedule_match_torch_sgd_nesterov_cosine():
     targets = [rng.normal(size=(3, 2)).astype(np.float32) for _ in range(total)]
 
     params = {"body": {"w": jnp.asarray(a0)}, "fc": {"bias": jnp.asarray(f0)}}
-    tx = make_optimizer(cfg, total, params)
+    tx = make_optimizer(cfg, total)
     state = tx.init(params)
 
     ta = torch.tensor(a0, requires_grad=True)
