@@ -11,6 +11,7 @@ number transfers to other hardware (images/s ~= achieved FLOP/s / FLOPs per imag
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ import numpy as np
 
 from jaxood import models
 from jaxood.train import TrainConfig
-from jaxood.train.trainer import make_optimizer, make_train_step
+from jaxood.train.steps import StepConfig, create_train_state, train_step
 
 
 def main() -> None:
@@ -37,18 +38,9 @@ def main() -> None:
     variables = jax.jit(lambda k: models.init_variables(module, k, (32, 32, 3)))(
         jax.random.PRNGKey(0)
     )
-    tx = make_optimizer(cfg, 39100, variables["params"])
-    state = {
-        "params": variables["params"],
-        "batch_stats": variables["batch_stats"],
-        "opt_state": tx.init(variables["params"]),
-        "step": jnp.asarray(0, jnp.int32),
-    }
-    mean, std = (
-        np.array([0.4914, 0.4822, 0.4465], np.float32),
-        np.array([0.247, 0.2435, 0.2616], np.float32),
-    )
-    step = jax.jit(make_train_step(cfg, module, tx, mean, std), donate_argnums=0)
+    state = create_train_state(cfg, module, variables, 39100)
+    hp = StepConfig.from_config(cfg, (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616))
+    step = jax.jit(functools.partial(train_step, hp=hp), donate_argnums=0)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.integers(0, 256, (args.batch_size, 32, 32, 3), dtype=np.uint8))
     y = jnp.asarray(rng.integers(0, 10, args.batch_size).astype(np.int32))
@@ -71,7 +63,7 @@ def main() -> None:
         "command": "python experiments/bench_train_wrn28_10.py "
         + f"--steps {args.steps} --batch-size {args.batch_size}",
         "arch": args.arch,
-        "params": int(sum(v.size for v in jax.tree.leaves(state["params"]))),
+        "params": int(sum(v.size for v in jax.tree.leaves(state.params))),
         "batch_size": args.batch_size,
         "compile_s": round(compile_s, 1),
         "step_times_s": [round(t, 2) for t in times],

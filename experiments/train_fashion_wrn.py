@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--crop-padding", type=int, default=0)
     p.add_argument("--workdir", default="experiments/runs/fashion_wrn")
+    p.add_argument("--data-dir", help="folder holding fashion_mnist.npz (default: shared/data)")
     p.add_argument("--out", default="experiments/results/train_fashion_wrn.json")
     args = p.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -40,6 +42,7 @@ def main() -> None:
         arch="wrn",
         arch_kwargs={"depth": args.depth, "widen_factor": args.widen},
         dataset="fashion_mnist",
+        data_dir=args.data_dir,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -68,12 +71,30 @@ def main() -> None:
         "loadavg_after": os.getloadavg(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
         "jax": jax.__version__,
+        "jaxood_commit": _commit(),
         "devices": [str(d) for d in jax.devices()],
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    with open(args.out + ".tmp", "w") as f:
         json.dump(out, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
     print(json.dumps({k: v for k, v in out.items() if k not in ("history", "config")}, indent=2))
+
+
+def _commit() -> str | None:
+    cmd = [
+        "git",
+        "-C",
+        os.path.dirname(os.path.abspath(__file__)),
+        "describe",
+        "--always",
+        "--dirty",
+        "--abbrev=40",
+    ]
+    try:
+        return subprocess.check_output(cmd, text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 if __name__ == "__main__":

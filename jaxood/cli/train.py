@@ -8,7 +8,8 @@ Examples::
   jaxood train --workdir runs/fmnist --resume            # continue a killed run
   jaxood train --dataset cifar10 --arch resnet18_32x32 --loss logitnorm --workdir runs/ln
   jaxood train --dataset cifar10 --arch wrn28_10 --ish --init-from runs/wrn/best \\
-      --epochs 10 --lr 0.003 --fc-weight-decay 5e-5 --workdir runs/wrn_ish
+      --epochs 10 --lr 0.003 --workdir runs/wrn_ish      # fc weight decay 5e-5 implied
+  jaxood train --dataset cifar10 --arch wrn28_10 --precision bf16 --workdir runs/wrn_bf16
 """
 
 from __future__ import annotations
@@ -48,10 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--momentum", type=float)
     a("--no-nesterov", dest="nesterov", action="store_false", default=None)
     a("--weight-decay", type=float, help=f"coupled L2, default {d.weight_decay}")
-    a("--fc-weight-decay", type=float, help="separate L2 for the classifier (ISH: 5e-5)")
+    a(
+        "--fc-weight-decay",
+        type=float,
+        help="separate L2 for the classifier; default: --weight-decay, or 5e-5 with --ish",
+    )
     a("--loss", choices=["ce", "logitnorm", "elogitnorm"])
     a("--logitnorm-tau", type=float, help=f"default {d.logitnorm_tau}")
-    a("--ish", action="store_true", default=None, help="ISH fine-tuning (reshaped fc gradient)")
+    a(
+        "--ish",
+        action="store_true",
+        default=None,
+        help="ISH fine-tuning (reshaped fc gradient; fc weight decay 5e-5 unless given)",
+    )
     a("--ish-percentile", type=float, help=f"default {d.ish_percentile}")
     a("--init-from", help="saved-model directory to start from (fine-tuning)")
     a("--mean", type=_tuple(float), help="comma-separated per-channel mean (default: dataset's)")
@@ -69,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--keep-checkpoints", type=int)
     a("--log-every", type=int)
     a("--num-devices", type=int, help="use the first N devices (default: all)")
+    a(
+        "--precision",
+        choices=["f32", "bf16"],
+        help="bf16: convolutions/matmuls in bfloat16, parameters, optimizer state and loss in "
+        "float32 (for accelerators); default f32",
+    )
     a("--no-progress", dest="progress", action="store_false", default=None)
     a("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
     a(

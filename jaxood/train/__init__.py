@@ -8,6 +8,7 @@
 
 from jaxood.train.checkpointing import CheckpointError
 from jaxood.train.config import TrainConfig
-from jaxood.train.trainer import TrainingDiverged, TrainResult, summary, train
+from jaxood.train.metrics import TrainingDiverged
+from jaxood.train.trainer import TrainResult, summary, train
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "TrainingDiverged", "summary", "train"]

@@ -13,7 +13,9 @@ is exported separately (``jaxood.models.save`` format) by the trainer.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from typing import Any
 
 import jax
@@ -103,3 +105,114 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+# ------------------------------------------------------------------ restore or initialise
+
+# A checkpoint is resumable only by a run with the same values of these keys.
+MODEL_KEYS = ("arch", "arch_kwargs", "num_classes", "input_shape")
+ORDER_KEYS = ("seed", "batch_size", "steps_per_epoch")  # else the run would not be reproduced
+
+
+@dataclasses.dataclass
+class Progress:
+    """Best-on-val bookkeeping and per-epoch history; travels in every checkpoint's meta."""
+
+    best_val_acc: float = -1.0  # -1: no val accuracy yet
+    best_step: int | None = None
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+
+def run_identity(cfg, input_shape, num_classes: int, steps_per_epoch: int) -> dict:
+    """What a checkpoint records about the run that wrote it (compared on resume)."""
+    return {
+        "arch": cfg.arch,
+        "arch_kwargs": dict(cfg.arch_kwargs),
+        "num_classes": int(num_classes),
+        "input_shape": list(input_shape),
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "steps_per_epoch": int(steps_per_epoch),
+    }
+
+
+def checkpoint_meta(identity: dict, progress: Progress, step: int) -> dict:
+    spe = identity["steps_per_epoch"]
+    return {
+        **identity,
+        "step": int(step),
+        "epoch": step // spe,
+        "index_in_epoch": step % spe,
+        **dataclasses.asdict(progress),
+    }
+
+
+def _check_resumable(ckpt: Checkpointer, step: int, identity: dict) -> dict:
+    meta = ckpt.restore_meta(step)
+    for keys, why in (
+        (MODEL_KEYS, "use a new workdir"),
+        (ORDER_KEYS, "resuming would not reproduce the run"),
+    ):
+        for key in keys:
+            if meta.get(key) != identity[key]:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.directory}/{step} was written with {key}="
+                    f"{meta.get(key)!r}, this run has {key}={identity[key]!r}; {why}"
+                )
+    return meta
+
+
+def initial_variables(cfg, module, input_shape, num_classes: int) -> dict:
+    """``cfg.init_from``'s saved model (checked against the architecture) or a fresh init."""
+    from jaxood import models
+
+    if not cfg.init_from:
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), -1 & 0x7FFFFFFF)
+        return jax.jit(lambda k: models.init_variables(module, k, input_shape))(key)
+    loaded = models.load(cfg.init_from, expected_num_classes=num_classes)
+    manifest = loaded.manifest
+    if manifest["arch"] != cfg.arch or dict(manifest.get("arch_kwargs", {})) != dict(
+        cfg.arch_kwargs
+    ):
+        raise ValueError(
+            f"init_from {cfg.init_from} is a {manifest['arch']} "
+            f"{manifest.get('arch_kwargs', {})}, not {cfg.arch} {cfg.arch_kwargs}"
+        )
+    models.check_variables(module, loaded.variables, input_shape, where=cfg.init_from)
+    return loaded.variables
+
+
+def restore_or_init(
+    cfg, module, ckpt: Checkpointer, identity: dict, *, resume: bool, total_steps: int, sharding
+) -> tuple[Any, Progress]:
+    """The run's starting ``TrainState`` (replicated with ``sharding``) and ``Progress``.
+
+    The newest complete checkpoint when there is one and ``resume`` (after checking that it
+    was written by this model with this data order), else a fresh state from
+    :func:`initial_variables`.
+
+    Raises:
+      FileExistsError: checkpoints exist and not ``resume``.
+      CheckpointError: the checkpoint is corrupt or from another model / data order.
+    """
+    from jaxood.train.steps import create_train_state
+
+    latest = ckpt.latest_step()
+    if latest is not None and not resume:
+        raise FileExistsError(
+            f"{os.path.dirname(ckpt.directory)} already holds checkpoints (latest step "
+            f"{latest}); pass resume=True (CLI: --resume) to continue, or choose a new workdir"
+        )
+    meta = None if latest is None else _check_resumable(ckpt, latest, identity)
+    variables = initial_variables(
+        cfg, module, tuple(identity["input_shape"]), identity["num_classes"]
+    )
+    state = create_train_state(cfg, module, variables, total_steps)
+    state = jax.device_put(state, sharding)
+    if meta is None:
+        return state, Progress()
+    state = state.restored(ckpt.restore_state(latest, state.checkpoint()))
+    if jax.process_index() == 0:
+        epoch = latest // identity["steps_per_epoch"]
+        print(f"resumed from {ckpt.directory}/{latest} (epoch {epoch})", file=sys.stderr)
+    return state, Progress(meta["best_val_acc"], meta["best_step"], list(meta["history"]))

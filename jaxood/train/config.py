@@ -11,10 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
 from jaxood.train.losses import LOSSES
+
+ISH_FC_WEIGHT_DECAY = 5e-5  # OpenOOD train_ish.yml / imagenet_train_ish.sh: weight_decay_fc
+PRECISIONS = ("f32", "bf16")
+_FLOATS = (
+    "lr",
+    "min_lr",
+    "momentum",
+    "weight_decay",
+    "fc_weight_decay",
+    "logitnorm_tau",
+    "ish_percentile",
+)
 
 
 @dataclasses.dataclass
@@ -36,8 +49,9 @@ class TrainConfig:
       lr, min_lr: cosine schedule from ``lr`` to ``min_lr``, stepped per iteration.
       momentum, nesterov: SGD momentum (PyTorch formulation).
       weight_decay: coupled L2 added to every gradient before momentum.
-      fc_weight_decay: a different L2 for the classifier (``fc``) parameters; ``None`` = same.
-        ISH fine-tuning uses 5e-5.
+      fc_weight_decay: a different L2 for the classifier (``fc``) weight and bias; ``None`` =
+        ``weight_decay``, or 5e-5 with ``ish`` (OpenOOD's ``train_ish.yml``
+        ``weight_decay_fc``); see :meth:`classifier_weight_decay`.
       loss: ``ce``, ``logitnorm`` or ``elogitnorm``.
       logitnorm_tau: LogitNorm temperature (OpenOOD: 0.04).
       ish: ISH mode: reshape the fc-weight gradient (spec section 6.2); needs ``loss="ce"``.
@@ -56,6 +70,9 @@ class TrainConfig:
       log_every: steps between progress/metrics updates (also the NaN check interval).
       progress: show a progress bar.
       num_devices: use the first N devices; ``None`` = all.
+      precision: ``"f32"``, or ``"bf16"``: convolutions and matmuls in bfloat16 while the
+        parameters, optimizer state, BatchNorm statistics and the loss stay float32 (for
+        accelerators; evaluation and the exported model are float32).
     """
 
     arch: str = "resnet18_32x32"
@@ -92,9 +109,24 @@ class TrainConfig:
     log_every: int = 50
     progress: bool = True
     num_devices: int | None = None
+    precision: str = "f32"
+
+    def classifier_weight_decay(self) -> float | None:
+        """The ``fc`` L2 when it differs from ``weight_decay`` (``None`` = the same)."""
+        if self.fc_weight_decay is not None:
+            return self.fc_weight_decay
+        return ISH_FC_WEIGHT_DECAY if self.ish else None
 
     def validate(self) -> None:
         """Raises ValueError for settings that cannot work."""
+        for name in _FLOATS:  # NaN/inf would pass every comparison below
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.weight_decay < 0 or (self.fc_weight_decay or 0) < 0 or self.momentum < 0:
+            raise ValueError("weight_decay, fc_weight_decay and momentum must be >= 0")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.ish and self.loss != "ce":

@@ -5,7 +5,7 @@ The forward pass and every other gradient are unchanged. For the final layer
 ``sum_n h~_n^T delta_n`` with the shaped activation (``minksample_expscale``, the default
 of ``kai422/ish_reshaper``)
 
-  s1 = sum_j h_j,  keep the top floor(D * (1 - p)) entries of |h| (mask m),
+  s1 = sum_j h_j,  keep the top k = int(D * (1 - p)) entries of |h| (mask m),
   s2 = sum of the kept h,  r = s1 / s2,  h~ = exp(r) * (m * |h|).
 
 :func:`ish_dense` is that layer as a ``jax.custom_vjp`` (stores ``h`` and recomputes the mask
@@ -17,29 +17,46 @@ that do not read ``W`` directly, i.e. not ELogitNorm.)
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 
 def keep_count(dim: int, percentile: float) -> int:
-    """Number of activations kept: ``floor(dim * (1 - percentile))`` (at least 1).
+    """Number of activations kept: ``int(dim * (1 - percentile))``, the official count.
 
-    A ``1e-9`` guard stops float error (``640 * 0.15 = 95.99999...``) from dropping one.
+    This is the expression of OpenOOD's ``ish_trainer.py`` (``x.abs().topk(int(x.shape[1] *
+    self.reserve))`` with ``reserve = 1 - param``) evaluated in the same float64 arithmetic,
+    rounding error included: at D = 640 it keeps 96 for p = 0.85 but 127 for p = 0.8 and 63
+    for p = 0.9 (``640 * (1 - 0.8) = 127.99999999999997``).
+
+    Raises:
+      ValueError: ``percentile`` outside [0, 1), or a count of 0 (the official code would
+        then divide by an empty sum).
     """
     if not 0.0 <= percentile < 1.0:
         raise ValueError(f"ISH percentile must be in [0, 1), got {percentile}")
-    return max(1, math.floor(dim * (1.0 - percentile) + 1e-9))
+    k = int(dim * (1.0 - percentile))
+    if k < 1:
+        raise ValueError(
+            f"ISH percentile {percentile} keeps int({dim} * (1 - {percentile})) = 0 of the "
+            f"{dim} features; use a smaller ish_percentile"
+        )
+    return k
 
 
 def shape_activation(h: jax.Array, percentile: float = 0.85) -> jax.Array:
-    """``[B, D] -> [B, D]`` shaped activations ``exp(s1/s2) * top-k(|h|)``."""
+    """``[B, D] -> [B, D]`` shaped activations ``exp(s1/s2) * top-k(|h|)``.
+
+    Ties at the threshold (equal ``|h|``) are broken towards the lower feature index
+    (``jax.lax.top_k``'s documented order). The official ``torch.topk(sorted=False)`` leaves
+    that choice unspecified. It cannot change ``s1``, ``s2`` or the scale; it only decides
+    which of several equal entries carry the value, and for the common tie, exact zeros
+    after ReLU, the kept value is 0 either way.
+    """
     k = keep_count(h.shape[-1], percentile)
     a = jnp.abs(h)
-    # Ties at the threshold: keep the first k by index, as torch.topk/scatter does.
-    order = jnp.argsort(-a, axis=-1, stable=True)
-    mask = jnp.zeros_like(a, bool).at[jnp.arange(a.shape[0])[:, None], order[:, :k]].set(True)
+    _, idx = jax.lax.top_k(a, k)
+    mask = jnp.zeros_like(a, bool).at[jnp.arange(a.shape[0])[:, None], idx].set(True)
     kept = jnp.where(mask, a, 0.0)
     s1 = jnp.sum(h, axis=-1, keepdims=True)
     s2 = jnp.sum(kept, axis=-1, keepdims=True)

@@ -27,6 +27,21 @@ def logitnorm(logits: jax.Array, labels: jax.Array, tau: float = 0.04) -> jax.Ar
     return cross_entropy(logits / (norms * tau), labels)
 
 
+def class_sq_distances(kernel: jax.Array, max_chunk: int = 1 << 24) -> jax.Array:
+    """``||w_a - w_b||^2`` for all class pairs, ``kernel [D, K] -> [K, K]``, by subtraction.
+
+    Subtracting the rows first (as the official ``torch.linalg.norm(W[:, None] - W[None])``)
+    keeps full relative precision when two rows nearly coincide; the Gram identity
+    ``|a|^2 + |b|^2 - 2 a.b`` cancels catastrophically there in float32. The ``K x K x D``
+    differences are formed ``max_chunk`` elements at a time (one chunk for CIFAR's 10/100
+    classes; ImageNet's 1000 x 1000 x 2048 would need 8 GB at once).
+    """
+    w = kernel.T.astype(jnp.float32)  # [K, D]
+    k, d = w.shape
+    rows = max(1, min(k, max_chunk // max(k * d, 1)))
+    return jax.lax.map(lambda wa: jnp.sum(jnp.square(w - wa), axis=-1), w, batch_size=rows)
+
+
 def elogitnorm_scale(logits: jax.Array, kernel: jax.Array) -> jax.Array:
     """ELogitNorm's per-sample scale ``D(h)``, ``[B]``.
 
@@ -35,10 +50,10 @@ def elogitnorm_scale(logits: jax.Array, kernel: jax.Array) -> jax.Array:
     with ``yhat`` the predicted class. The logit difference includes the bias, so each term
     is the exact distance from the feature to a decision hyperplane.
 
-    Computed without the reference's ``K x K x D`` tensor: ``||w_a - w_b||^2`` comes from the
-    Gram matrix ``W^T W`` (``K x K``), clamped at 0 and masked on the diagonal *before* the
-    square root so no NaN/inf gradient appears there. Gradients flow through both the
-    numerator and the denominator (no stop-gradient, as the official code).
+    The distances come from :func:`class_sq_distances` (direct subtraction, stable for
+    near-duplicate rows); the diagonal is masked *before* the square root and exact
+    duplicates are clamped at 1e-12 so no NaN/inf gradient appears. Gradients flow through
+    both the numerator and the denominator (no stop-gradient, as the official code).
 
     Args:
       logits: ``[B, K]`` (``z = h @ kernel + bias``).
@@ -46,9 +61,7 @@ def elogitnorm_scale(logits: jax.Array, kernel: jax.Array) -> jax.Array:
     """
     k = logits.shape[-1]
     pred = jnp.argmax(logits, axis=-1)  # [B]
-    gram = kernel.T @ kernel  # [K, K]
-    sq = jnp.diagonal(gram)
-    d2 = sq[pred][:, None] + sq[None, :] - 2.0 * gram[pred]  # [B, K] = ||w_pred - w_j||^2
+    d2 = class_sq_distances(kernel)[pred]  # [B, K] = ||w_pred - w_j||^2
     is_pred = jax.nn.one_hot(pred, k, dtype=bool)
     denom = jnp.sqrt(jnp.where(is_pred, 1.0, jnp.maximum(d2, 1e-12)))
     z_pred = jnp.take_along_axis(logits, pred[:, None], axis=-1)

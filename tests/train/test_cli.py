@@ -30,8 +30,12 @@ def test_flags_override_a_config_file(tmp_path):
         "--arch-kwargs",
         '{"dropout_rate": 0.3}',
     ]
-    cfg = config_from_args(_args([*argv, "--mean", "0.1,0.2,0.3", "--no-hflip", "--ish"]))
+    cfg = config_from_args(
+        _args([*argv, "--mean", "0.1,0.2,0.3", "--no-hflip", "--ish", "--precision", "bf16"])
+    )
     assert (cfg.arch, cfg.epochs, cfg.lr, cfg.hflip, cfg.ish) == ("wrn16_4", 7, 0.05, False, True)
+    assert cfg.precision == "bf16" and cfg.fc_weight_decay is None  # resolved to 5e-5 in train
+    assert cfg.classifier_weight_decay() == 5e-5
     assert cfg.arch_kwargs == {"dropout_rate": 0.3} and cfg.mean == (0.1, 0.2, 0.3)
 
 

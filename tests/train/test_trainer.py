@@ -13,6 +13,7 @@ import textwrap
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -204,19 +205,61 @@ def test_elogitnorm_and_ish_finetune_runs(finished_run, tmp_path):
     r1 = train(cfg_for(tmp_path / "eln", loss="elogitnorm", max_steps=2), train_data=(x, y))
     assert r1.final_step == 2
     r2 = train(
-        cfg_for(
-            tmp_path / "ish",
-            ish=True,
-            init_from=result.model_dir,
-            lr=0.003,
-            fc_weight_decay=5e-5,
-            max_steps=2,
-        ),
+        cfg_for(tmp_path / "ish", ish=True, init_from=result.model_dir, lr=0.003, max_steps=2),
         train_data=(x, y),
     )
     assert r2.final_step == 2
+    # The ISH run's saved config states the classifier weight decay it used (implied 5e-5).
+    assert TrainConfig.load(tmp_path / "ish" / "config.json").fc_weight_decay == 5e-5
     before, after = models.load(result.model_dir).variables, models.load(r2.model_dir).variables
     assert not np.allclose(before["params"]["fc"]["kernel"], after["params"]["fc"]["kernel"])
+
+
+def test_bf16_precision_trains_and_exports_a_float32_model(tmp_path):
+    """--precision bf16: conv/matmul in bf16 (checked in the compiled step), parameters and
+    optimizer state f32, the loss falls, and the exported model loads and scores."""
+    import functools
+
+    from jaxood.train.steps import StepConfig, create_train_state, train_step
+
+    x, y = toy_data()
+    xv, yv = toy_data(30, seed=1)
+    cfg = cfg_for(tmp_path / "bf16", precision="bf16", epochs=3, lr=0.02)
+    result = train(cfg, train_data=(x[:96], y[:96]), val_data=(xv, yv))
+    losses = [
+        r["loss"] for r in map(json.loads, open(tmp_path / "bf16" / "metrics.jsonl")) if "loss" in r
+    ]
+    assert len(losses) == 18 and np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4])
+    _, stored = final_params(tmp_path / "bf16")
+    assert {v.dtype for v in jax.tree.leaves(stored)} == {np.dtype(np.float32)}
+    loaded = models.load(result.model_dir)
+    assert {v.dtype for v in jax.tree.leaves(loaded.variables)} == {np.dtype(np.float32)}
+    xn = ((xv[..., None] / 255.0 - 0.5) / 0.25).astype(np.float32)
+    logits = jax.jit(loaded.model.features)(loaded.variables, xn).logits
+    assert np.mean(np.argmax(logits, -1) == yv) == pytest.approx(result.best_val_acc)
+    assert result.best_val_acc > 0.6  # 3 brightness classes: chance is 1/3
+
+    module = models.create("wrn", 3, depth=10, widen_factor=1)
+    v = models.init_variables(module, jax.random.PRNGKey(0), (8, 8, 1))
+    state = create_train_state(cfg, module, v, 10)
+    step = functools.partial(train_step, hp=StepConfig.from_config(cfg, (0.5,), (0.25,)))
+    xb, yb = x[:16, ..., None], y[:16]
+    hlo = jax.jit(step).lower(state, xb, yb).as_text()
+    convs = [line for line in hlo.splitlines() if "stablehlo.convolution" in line]
+    assert convs and all("bf16" in line for line in convs)
+    new_state = jax.eval_shape(step, state, xb, yb)[0]
+    leaves = jax.tree.leaves((new_state.params, new_state.opt_state))
+    floats = {v.dtype for v in leaves if jnp.issubdtype(v.dtype, jnp.floating)}
+    assert floats == {np.dtype(np.float32)}
+
+
+def test_non_finite_hyperparameters_are_refused(tmp_path):
+    x, y = toy_data()
+    for field in ("lr", "weight_decay", "momentum"):
+        with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+            train(cfg_for(tmp_path / field, **{field: float("nan")}), train_data=(x, y))
+    with pytest.raises(ValueError, match="precision"):
+        train(cfg_for(tmp_path / "p", precision="fp16"), train_data=(x, y))
 
 
 _MULTI = textwrap.dedent(
