@@ -250,8 +250,10 @@ class ImageListSource:
     alive between calls and keeps decoding ``readahead`` batches beyond the last one
     returned, so the next batch is ready while the caller runs the network; a call for a
     range that does not continue the previous one repositions the iterator (pending
-    decodes are cancelled). Measured in experiments/bench_decode.py, threads beat grain's
-    worker processes and torchvision's ``DataLoader(num_workers=2)`` on a 2-core CPU.
+    decodes are cancelled). Threads rather than grain's worker processes: on the 2-core
+    project CPU both read 5,000 ImageNet-sized JPEGs at ~1.3x torchvision's
+    ``DataLoader(num_workers=2)``, but worker processes cost ~6 s of start-up per pass
+    (experiments/bench_decode.py, results/bench_decode*.json).
 
     Args:
       imglist: the parsed list.
