@@ -435,6 +435,10 @@ def guess_arch(tensors: Mapping[str, Any]) -> list[str]:
 
 
 def _guess_hint(tensors: Mapping[str, Any], arch: str) -> str:
+    from jaxood.convert.openood import identify
+
+    if identify(tensors) == "resnet18_32x32":  # torchvision has no such network
+        return " It looks like an OpenOOD resnet18_32x32 checkpoint (--arch resnet18_32x32)."
     guess = [a for a in guess_arch(tensors) if a != arch]
     return f" It looks like a {' or '.join(guess)} checkpoint (--arch {guess[0]})." if guess else ""
 

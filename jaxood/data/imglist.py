@@ -14,7 +14,6 @@ is given, its SHA-256 must match (catches truncated/corrupt copies).
 from __future__ import annotations
 
 import ast
-import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -189,8 +188,15 @@ def verify(
 def load_image(path: str, spec: PreprocessSpec) -> np.ndarray:
     """Decodes one image with PIL and applies the model's eval preprocessing.
 
+    The full-resolution decode is kept on purpose: PIL's ``draft()`` (JPEG DCT-domain
+    downscaling) would be faster on large JPEGs but changes the pixels torchvision's
+    transform sees (tests/data/test_imglist.py checks large JPEGs bit for bit).
+
     Returns:
       ``[H, W, C]`` float32, normalised (``C = spec.channels``).
+
+    Raises:
+      ValueError: the file cannot be decoded (names the file).
     """
     from PIL import Image
 
@@ -199,16 +205,64 @@ def load_image(path: str, spec: PreprocessSpec) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(preprocess(img, spec), np.float32)
+            return preprocess(img, spec)
     except OSError as e:
         raise ValueError(f"could not decode image {path!r} ({e})") from e
+
+
+class DecodedImages:
+    """Random access to an image list's preprocessed images: ``images[i]`` is ``[H, W, C]``.
+
+    A plain sequence (``len`` + ``__getitem__``) that grain's ``MapDataset.source`` wraps;
+    picklable, so it can also feed grain worker processes.
+    """
+
+    def __init__(self, imglist: ImageList, spec: PreprocessSpec):
+        self.imglist = imglist
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.imglist)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return load_image(self.imglist.full_path(int(i)), self.spec)
+
+
+def default_workers() -> int:
+    """Decoding threads: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
 
 
 class ImageListSource:
     """A dataset backed by an image list, decoded and preprocessed on demand.
 
-    ``batch(start, stop)`` returns ``[stop - start, H, W, C]`` float32 normalised images,
-    decoded with a small thread pool (PIL releases the GIL while decoding).
+    ``batch(start, stop)`` returns ``[stop - start, H, W, C]`` float32 normalised images
+    (torchvision's eval transform, bit for bit). Any index range may be asked for, so a
+    caller can shard the list by ranges (one per process or device) and pad the last batch
+    itself; consecutive calls are served from a read-ahead buffer.
+
+    Decoding runs in a grain ``MapDataset`` -> ``to_iter_dataset`` thread pool (PIL and
+    NumPy release the GIL while decoding, resizing and normalising). The iterator stays
+    alive between calls and keeps decoding ``readahead`` batches beyond the last one
+    returned, so the next batch is ready while the caller runs the network; a call for a
+    range that does not continue the previous one repositions the iterator (pending
+    decodes are cancelled). Threads rather than grain's worker processes: on the 2-core
+    project CPU both read 5,000 ImageNet-sized JPEGs at ~1.3x torchvision's
+    ``DataLoader(num_workers=2)``, but worker processes cost ~6 s of start-up per pass
+    (experiments/bench_decode.py, results/bench_decode*.json).
+
+    Args:
+      imglist: the parsed list.
+      spec: the model's eval preprocessing.
+      name: dataset name for messages (default: the list file name).
+      workers: decoding threads (default :func:`default_workers`); 0 decodes in the calling
+        thread without read-ahead.
+      readahead: batches decoded ahead of the one returned (at least 1 when ``workers > 0``;
+        memory: that many batches).
     """
 
     def __init__(
@@ -218,21 +272,65 @@ class ImageListSource:
         *,
         name: str = "",
         workers: int | None = None,
+        readahead: int = 1,
     ):
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        if readahead < 0:
+            raise ValueError(f"readahead must be >= 0, got {readahead}")
         self.imglist = imglist
         self.spec = spec
         self.name = name or os.path.basename(imglist.source)
         self.labels = imglist.labels
-        self._workers = workers or min(8, os.cpu_count() or 1)
+        self.images = DecodedImages(imglist, spec)
+        self._workers = default_workers() if workers is None else int(workers)
+        self._readahead = int(readahead)
+        self._iter = None
+        self._buffer = 0
 
     def __len__(self) -> int:
         return len(self.imglist)
 
     def batch(self, start: int, stop: int) -> np.ndarray:
-        paths = [self.imglist.full_path(i) for i in range(start, stop)]
-        with concurrent.futures.ThreadPoolExecutor(self._workers) as pool:
-            imgs = list(pool.map(lambda p: load_image(p, self.spec), paths))
-        return np.stack(imgs)
+        """Images ``start .. stop - 1`` of the list: ``[stop - start, H, W, C]`` float32."""
+        start, stop = int(start), int(stop)
+        if not 0 <= start < stop <= len(self):
+            raise ValueError(
+                f"{self.name}: batch({start}, {stop}) is outside the list's {len(self)} images"
+            )
+        it = self._reader(start, stop - start)
+        try:
+            out = np.stack([next(it) for _ in range(stop - start)])
+        except BaseException:
+            self.close()  # the iterator's position is unknown after a failed decode
+            raise
+        if stop == len(self):
+            self.close()  # release the threads; a later call reopens
+        return out
+
+    def _reader(self, start: int, size: int):
+        """The read-ahead iterator, positioned at ``start``, buffering enough for ``size``."""
+        import grain
+
+        if self._workers == 0:
+            return (self.images[i] for i in range(start, start + size))
+        # grain keeps `buffer` images in flight: after a batch is taken, the next
+        # `readahead` batches are being decoded.
+        buffer = max(1, self._readahead) * size
+        if self._iter is None or self._buffer < buffer:
+            self.close()
+            options = grain.ReadOptions(num_threads=self._workers, prefetch_buffer_size=buffer)
+            dataset = grain.MapDataset.source(self.images).to_iter_dataset(options)
+            self._iter, self._buffer = iter(dataset), buffer
+        if self._iter.get_state()["next_index"] != start:
+            self._iter.set_state({"next_index": start})
+        return self._iter
+
+    def close(self) -> None:
+        """Stops read-ahead and releases the decoding threads (idempotent)."""
+        if self._iter is not None:
+            self._iter.close()
+            self._iter = None
 
     def fingerprint(self) -> str:
         """Identifies (list content, data dir, preprocessing) for the feature cache."""

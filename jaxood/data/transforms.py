@@ -11,12 +11,17 @@ Reproduces ``torchvision.transforms`` ``Resize(size)`` -> ``CenterCrop(crop)`` -
 * the centre crop offset is ``int(round((H - crop) / 2))`` (Python's half-to-even round),
   with zero padding first when the crop is larger than the image;
 * pixels are scaled by ``/ 255`` in float32 and normalised ``(x - mean) / std`` in float32.
+  Those two steps map each uint8 value of a channel to one float32, so they are computed
+  once per (channel, value) into a ``[C, 256]`` table with exactly torchvision's operations
+  and applied as a lookup: identical results at about half the cost of the per-pixel
+  arithmetic.
 
 Output layout is NHWC-friendly ``[H, W, C]`` (jaxood models take NHWC).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -69,21 +74,35 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+@functools.lru_cache(maxsize=32)
+def normalise_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``[C, 256]`` float32: ``(v / 255 - mean[c]) / std[c]`` for every uint8 value ``v``.
+
+    Computed with torchvision's float32 op order (``x.float().div(255)``, then
+    ``sub(mean).div(std)``), so looking a pixel up equals computing it.
+    """
+    v = np.arange(256, dtype=np.float32)[:, None] / np.float32(255)
+    table = (v - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    table = np.ascontiguousarray(table.T)
+    table.setflags(write=False)
+    return table
+
+
 def to_array(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """``ToTensor`` + ``Normalize`` in float32: ``[H, W, C]``."""
     x = np.asarray(img, dtype=np.uint8)
     if x.ndim == 2:
         x = x[:, :, None]
-    # Same float32 op order as torchvision: x.float().div(255), then sub(mean).div(std).
-    x = x.astype(np.float32) / np.float32(255)
-    mean = np.asarray(spec.mean, np.float32)
-    std = np.asarray(spec.std, np.float32)
-    if mean.shape != (x.shape[-1],) or std.shape != (x.shape[-1],):
+    if len(spec.mean) != x.shape[-1] or len(spec.std) != x.shape[-1]:
         raise ValueError(
-            f"preprocess spec has mean/std for {mean.size}/{std.size} channels but the image "
-            f"has {x.shape[-1]} (channels={spec.channels})"
+            f"preprocess spec has mean/std for {len(spec.mean)}/{len(spec.std)} channels but "
+            f"the image has {x.shape[-1]} (channels={spec.channels})"
         )
-    return (x - mean) / std
+    table = normalise_table(tuple(spec.mean), tuple(spec.std))
+    out = np.empty(x.shape, np.float32)
+    for c in range(x.shape[-1]):  # uint8 indices are always in range: "clip" skips a check
+        np.take(table[c], x[..., c], out=out[..., c], mode="clip")
+    return out
 
 
 def preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:

@@ -82,3 +82,32 @@ class ResNet18_32x32(nn.Module):  # noqa: N801 - OpenOOD's name
 def resnet18_32x32(num_classes: int = 10) -> ResNet18_32x32:
     """OpenOOD ResNet-18_32x32 (11.2M parameters, 512-d feature)."""
     return ResNet18_32x32(num_classes=num_classes)
+
+
+def convert_torchvision(sd, module: ResNet18_32x32) -> dict:
+    """Maps an OpenOOD ``ResNet18_32x32`` state dict onto ``module``'s variables.
+
+    Keys as in ``openood/networks/resnet18_32x32.py``: ``conv1``, ``bn1``,
+    ``layer{i}.{j}.conv{1,2}`` / ``bn{1,2}``, ``layer{i}.{j}.shortcut.{0,1}`` (projection conv
+    and BN) and ``fc``. ``sd`` is a ``jaxood.convert.common.StateDict``; the caller's
+    ``sd.finish()`` reports unmapped keys. Returns ``{"params", "batch_stats"}``.
+    """
+    params, stats = {"conv1": sd.conv("conv1")}, {}
+    params["bn1"], stats["bn1"] = sd.batchnorm("bn1")
+    in_planes = 64
+    for i, n_blocks in enumerate(module.stage_sizes):
+        planes = 64 * 2**i
+        for j in range(n_blocks):
+            tv, name = f"layer{i + 1}.{j}", f"layer{i + 1}_{j}"
+            p, s = {}, {}
+            for c in (1, 2):
+                p[f"conv{c}"] = sd.conv(f"{tv}.conv{c}")
+                p[f"bn{c}"], s[f"bn{c}"] = sd.batchnorm(f"{tv}.bn{c}")
+            stride = 2 if (i > 0 and j == 0) else 1
+            if stride != 1 or in_planes != planes:  # as CifarBasicBlock / OpenOOD BasicBlock
+                p["shortcut_conv"] = sd.conv(f"{tv}.shortcut.0")
+                p["shortcut_bn"], s["shortcut_bn"] = sd.batchnorm(f"{tv}.shortcut.1")
+            in_planes = planes
+            params[name], stats[name] = p, s
+    params["fc"] = sd.linear("fc")
+    return {"params": params, "batch_stats": stats}

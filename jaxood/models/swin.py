@@ -12,7 +12,8 @@ Mirrors ``torchvision.models.SwinTransformer`` (Liu et al., 2021) op for op:
 * PatchMerging between stages (pad to even size, 2x2 space-to-depth in torchvision's
   ``x0, x1, x2, x3`` order, LayerNorm(4C), bias-free Linear 4C -> 2C);
 * final LayerNorm -> ``feature_map`` ``[B, H, W, C]``, global average -> ``feature``, Linear
-  head. All LayerNorms use eps 1e-5 and the MLP uses exact GELU.
+  head. All LayerNorms use eps 1e-5 and the MLP uses exact GELU (LayerNorm, GELU and the
+  softmax are :mod:`jaxood.models.layers`' CPU-friendly forms).
 
 :func:`convert_torchvision` maps a torchvision state dict (``features.*``, ``norm``,
 ``head``) onto this module. The patch embedding and the stage outputs (before each
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.models.layers import LayerNorm, gelu, softmax_attention
 from jaxood.types import Features
 
 LN_EPS = 1e-5
@@ -134,9 +136,8 @@ class ShiftedWindowAttention(nn.Module):
             x = jnp.roll(x, (-shift[0], -shift[1]), axis=(1, 2))
         windows = _partition(x, self.window_size)  # [B*nW, N, C]
         qkv = nn.Dense(3 * c, kernel_init=_DENSE_INIT, name="qkv")(windows)
-        qkv = qkv.reshape(-1, n, 3, heads, c // heads)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q * (c // heads) ** -0.5, k)
+        q, k, v = qkv.reshape(-1, n, 3, heads, c // heads).transpose(2, 0, 3, 1, 4)
+        logits = (q * (c // heads) ** -0.5) @ k.swapaxes(-1, -2)  # [B*nW, heads, N, N]
         bias = table[relative_position_index(self.window_size)].reshape(n, n, heads)
         logits = logits + bias.transpose(2, 0, 1)[None]
         if shifted:
@@ -144,9 +145,11 @@ class ShiftedWindowAttention(nn.Module):
             nw = mask.shape[0]
             logits = logits.reshape(b, nw, heads, n, n) + mask[None, :, None]
             logits = logits.reshape(b * nw, heads, n, n)
-        attn = jax.nn.softmax(logits, axis=-1)
-        attn = nn.Dropout(self.attention_dropout)(attn, deterministic=not train)
-        out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(-1, n, c)
+        dropout = None
+        if train and self.attention_dropout > 0:
+            dropout = lambda w: nn.Dropout(self.attention_dropout)(w, deterministic=False)
+        out, _, _ = softmax_attention(logits, v, weights_dropout=dropout)
+        out = out.transpose(0, 2, 1, 3).reshape(-1, n, c)
         out = nn.Dense(c, kernel_init=_DENSE_INIT, name="proj")(out)
         out = nn.Dropout(self.dropout)(out, deterministic=not train)
         out = _merge(out, self.window_size, b, ph, pw)
@@ -185,7 +188,7 @@ class SwinBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c = x.shape[-1]
         drop_path = StochasticDepth(self.stochastic_depth_prob)
-        y = nn.LayerNorm(epsilon=LN_EPS, name="norm1")(x)
+        y = LayerNorm(LN_EPS, name="norm1")(x)
         y = ShiftedWindowAttention(
             self.num_heads,
             self.window_size,
@@ -195,13 +198,13 @@ class SwinBlock(nn.Module):
             name="attn",
         )(y, train)
         x = x + drop_path(y, train)
-        y = nn.LayerNorm(epsilon=LN_EPS, name="norm2")(x)
+        y = LayerNorm(LN_EPS, name="norm2")(x)
         init = nn.initializers.xavier_uniform()
         bias_init = nn.initializers.normal(1e-6)
         y = nn.Dense(int(c * self.mlp_ratio), kernel_init=init, bias_init=bias_init, name="mlp_0")(
             y
         )
-        y = nn.Dropout(self.dropout)(nn.gelu(y, approximate=False), deterministic=not train)
+        y = nn.Dropout(self.dropout)(gelu(y), deterministic=not train)
         y = nn.Dense(c, kernel_init=init, bias_init=bias_init, name="mlp_3")(y)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         return x + drop_path(y, train)
@@ -218,7 +221,7 @@ class PatchMerging(nn.Module):
         x = jnp.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )
-        x = nn.LayerNorm(epsilon=LN_EPS, name="norm")(x)
+        x = LayerNorm(LN_EPS, name="norm")(x)
         return nn.Dense(2 * c, use_bias=False, kernel_init=_DENSE_INIT, name="reduction")(x)
 
 
@@ -290,7 +293,7 @@ class SwinTransformer(nn.Module):
             )
         patch, window = _pair(self.patch_size), _pair(self.window_size)
         self.patch_conv = nn.Conv(self.embed_dim, patch, strides=patch, padding="VALID")
-        self.patch_norm = nn.LayerNorm(epsilon=LN_EPS)
+        self.patch_norm = LayerNorm(LN_EPS)
         total = sum(self.depths)
         probs = [self.stochastic_depth_prob * i / max(total - 1, 1) for i in range(total)]
         stages, merges, start = [], [], 0
@@ -310,7 +313,7 @@ class SwinTransformer(nn.Module):
             if i < len(self.depths) - 1:
                 merges.append(PatchMerging())
         self.stages, self.merges = stages, merges
-        self.norm = nn.LayerNorm(epsilon=LN_EPS)
+        self.norm = LayerNorm(LN_EPS)
         self.head_dense = nn.Dense(self.num_classes, kernel_init=_DENSE_INIT, name="head")
 
     def __call__(self, x: jax.Array, train: bool = False) -> Features:

@@ -9,7 +9,8 @@ dict (``conv_proj``, ``class_token``, ``encoder.*``, ``heads.head``) onto this m
 Attention is computed explicitly (rather than with ``nn.MultiHeadDotProductAttention``) so
 the last block's post-softmax attention weights are available: ``Features.attention`` is the
 CLS-query row averaged over heads, ``[B, 1 + num_patches]``, the input of NAP's transformer
-score (``max_i a_i``).
+score (``max_i a_i``). LayerNorm, GELU and the softmax come from :mod:`jaxood.models.layers`
+(CPU-friendly forms of the same functions).
 
 The patch embedding ``[B, h, w, D]`` and each block's output ``[B, S, D]`` are sown into the
 ``"intermediates"`` collection as ``patch_embed`` and ``encoder_layer_{i}`` (torchvision's
@@ -26,15 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.models.layers import LayerNorm, gelu, softmax_attention
 from jaxood.types import Features
 
 # torchvision's ViT uses LayerNorm(eps=1e-6) everywhere.
 LN_EPS = 1e-6
-
-
-def _gelu(x: jax.Array) -> jax.Array:
-    # torch.nn.GELU() is the exact erf form; Flax's default is the tanh approximation.
-    return nn.gelu(x, approximate=False)
 
 
 class SelfAttention(nn.Module):
@@ -53,19 +50,23 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        """``x [B, S, D] -> (out [B, S, D], weights [B, heads, S, S])`` (post-softmax)."""
+        """``x [B, S, D] -> (out [B, S, D], cls_weights [B, S])``: the class token's
+        post-softmax attention row, averaged over heads."""
         b, s, d = x.shape
         if d % self.num_heads:
             raise ValueError(f"hidden dim {d} is not divisible by num_heads={self.num_heads}")
         head_dim = d // self.num_heads
         qkv = nn.Dense(3 * d, name="in_proj")(x).reshape(b, s, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # one head-major copy: 3 x [B, heads, S, hd]
         # torch scales q before the product (same rounding order).
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q * (1.0 / math.sqrt(head_dim)), k)
-        weights = jax.nn.softmax(logits, axis=-1)
-        dropped = nn.Dropout(self.attention_dropout)(weights, deterministic=not train)
-        out = jnp.einsum("bhqk,bkhd->bqhd", dropped, v).reshape(b, s, d)
-        return nn.Dense(d, name="out_proj")(out), weights
+        logits = (q * (1.0 / math.sqrt(head_dim))) @ k.swapaxes(-1, -2)
+        dropout = None
+        if train and self.attention_dropout > 0:
+            dropout = lambda w: nn.Dropout(self.attention_dropout)(w, deterministic=False)
+        out, e, sums = softmax_attention(logits, v, weights_dropout=dropout)
+        out = out.transpose(0, 2, 1, 3).reshape(b, s, d)
+        cls_weights = (e[:, :, 0, :] / sums[:, :, 0, None]).mean(axis=1)
+        return nn.Dense(d, name="out_proj")(out), cls_weights
 
 
 class EncoderBlock(nn.Module):
@@ -83,19 +84,19 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         d = x.shape[-1]
-        y = nn.LayerNorm(epsilon=LN_EPS, name="ln_1")(x)
-        y, weights = SelfAttention(self.num_heads, self.attention_dropout, name="self_attention")(
-            y, train
-        )
+        y = LayerNorm(LN_EPS, name="ln_1")(x)
+        y, cls_weights = SelfAttention(
+            self.num_heads, self.attention_dropout, name="self_attention"
+        )(y, train)
         x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
-        y = nn.LayerNorm(epsilon=LN_EPS, name="ln_2")(x)
+        y = LayerNorm(LN_EPS, name="ln_2")(x)
         init = nn.initializers.xavier_uniform()
         bias_init = nn.initializers.normal(1e-6)
         y = nn.Dense(self.mlp_dim, kernel_init=init, bias_init=bias_init, name="mlp_0")(y)
-        y = nn.Dropout(self.dropout)(_gelu(y), deterministic=not train)
+        y = nn.Dropout(self.dropout)(gelu(y), deterministic=not train)
         y = nn.Dense(d, kernel_init=init, bias_init=bias_init, name="mlp_3")(y)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
-        return x + y, weights[:, :, 0, :].mean(axis=1)
+        return x + y, cls_weights
 
 
 class VisionTransformer(nn.Module):
@@ -147,7 +148,7 @@ class VisionTransformer(nn.Module):
             for _ in range(self.num_layers)
         ]
         self.embed_dropout = nn.Dropout(self.dropout)
-        self.ln = nn.LayerNorm(epsilon=LN_EPS)
+        self.ln = LayerNorm(LN_EPS)
         # torchvision zero-initialises the head.
         self.head_dense = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")
 

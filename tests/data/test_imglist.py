@@ -113,3 +113,99 @@ def test_source_batch_matches_pil_reference(tmp_path):
     assert got.shape == (3, 8, 8, 3)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     np.testing.assert_array_equal(src.labels, np.arange(5))
+
+
+# ---- the read-ahead loader vs torchvision on JPEGs (sizes as in ImageNet, and large ones)
+
+
+def _jpeg_list(root, sizes, seed=0):
+    """Crops of the sklearn sample photos, resized to ``sizes`` and saved as JPEGs."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i, (w, h) in enumerate(sizes):
+        img = photos[i % 2].crop((int(rng.integers(0, 200)), int(rng.integers(0, 100)), 620, 420))
+        img = img.resize((w, h), Image.BICUBIC)
+        if i % 5 == 4:
+            img = img.convert("L")  # grayscale JPEGs exist in ImageNet
+        rel = f"c{i % 3}/{i}.jpg"
+        os.makedirs(root / f"c{i % 3}", exist_ok=True)
+        img.save(root / rel, quality=int(rng.integers(70, 96)))
+        lines.append(f"{rel} {i % 3}\n")
+    (root / "list.txt").write_text("".join(lines))
+    return il.read_imglist(root / "list.txt", root)
+
+
+# 500x375 .. 1400x1050: the large ones are where PIL's draft() would decode at 1/2 or 1/4.
+SIZES = [(500, 375), (375, 500), (500, 333), (1400, 1050), (1024, 768), (300, 220), (640, 427)]
+
+
+def _torchvision_eval(path, spec):
+    T = pytest.importorskip("torchvision.transforms")
+    tf = T.Compose([
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.Resize(spec.resize_size, interpolation=T.InterpolationMode.BILINEAR),
+        T.CenterCrop(spec.crop_size),
+        T.ToTensor(),
+        T.Normalize(spec.mean, spec.std),
+    ])  # fmt: skip
+    with Image.open(path) as img:
+        return tf(img).permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_bit_identical_to_torchvision_on_jpegs(tmp_path, workers):
+    pytest.importorskip("torch")
+    lst = _jpeg_list(tmp_path, SIZES)
+    spec = PreprocessSpec(256, 224, "bilinear")
+    src = il.ImageListSource(lst, spec, workers=workers)
+    got = np.concatenate([src.batch(0, 3), src.batch(3, 6), src.batch(6, 7)])
+    ref = np.stack([_torchvision_eval(lst.full_path(i), spec) for i in range(len(lst))])
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_draft_would_not_be_bit_exact(tmp_path):
+    """Why load_image decodes at full size: PIL's JPEG draft() (DCT-domain 1/2, 1/4 scaling)
+    changes the pixels of images at least twice the target size."""
+    lst = _jpeg_list(tmp_path, [(1400, 1050)])
+    spec = PreprocessSpec(256, 224, "bilinear")
+    from jaxood.data.transforms import preprocess
+
+    with Image.open(lst.full_path(0)) as img:
+        img.draft("RGB", (2 * 256, 2 * 256))
+        assert img.size != (1400, 1050)  # the decoder really downscaled
+        drafted = preprocess(img, spec)
+    assert not np.array_equal(drafted, il.load_image(lst.full_path(0), spec))
+
+
+def test_any_range_order_and_sharding_give_the_same_images(tmp_path):
+    lst = _jpeg_list(tmp_path, SIZES)
+    spec = PreprocessSpec(64, 56, "bilinear")
+    whole = il.ImageListSource(lst, spec, workers=0).batch(0, len(lst))
+    src = il.ImageListSource(lst, spec, workers=2, readahead=2)
+    # Out of order (resume skipping shards), repeated, and overlapping ranges.
+    for start, stop in [(4, 6), (0, 2), (2, 4), (6, 7), (1, 5), (1, 5), (0, 7)]:
+        np.testing.assert_array_equal(src.batch(start, stop), whole[start:stop])
+    # Two "processes" reading disjoint index ranges cover the list exactly once.
+    shards = [il.ImageListSource(lst, spec, workers=1).batch(a, b) for a, b in [(0, 4), (4, 7)]]
+    np.testing.assert_array_equal(np.concatenate(shards), whole)
+    src.close()
+    src.close()  # idempotent
+
+
+def test_corrupt_image_names_the_file_and_source_recovers(tmp_path):
+    lst = _jpeg_list(tmp_path, SIZES[:4])
+    data = (tmp_path / lst.paths[2]).read_bytes()
+    (tmp_path / lst.paths[2]).write_bytes(data[:200])  # truncated download
+    spec = PreprocessSpec(64, 56, "bilinear")
+    src = il.ImageListSource(lst, spec, workers=2)
+    with pytest.raises(ValueError, match=lst.paths[2].replace(".", r"\.")):
+        src.batch(0, 4)
+    np.testing.assert_array_equal(src.batch(0, 2), il.ImageListSource(lst, spec).batch(0, 2))
+    with pytest.raises(ValueError, match="outside"):
+        src.batch(3, 5)
+    with pytest.raises(ValueError, match="workers"):
+        il.ImageListSource(lst, spec, workers=-1)

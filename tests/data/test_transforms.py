@@ -107,3 +107,20 @@ def test_bad_input(photos):
         preprocess(photos["china"], PreprocessSpec(256, 224, channels=2))
     with pytest.raises(ValueError, match="shapes"):
         preprocess_batch([photos["china"], photos["small"]], PreprocessSpec(64, None))
+
+
+@pytest.mark.parametrize(
+    "mean, std",
+    [
+        (SPECS[0].mean, SPECS[0].std),
+        ((0.5,) * 3, (0.5,) * 3),
+        ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    ],
+)
+def test_every_pixel_value_matches_totensor_normalize(mean, std):
+    """The lookup table reproduces ToTensor + Normalize for all 256 values of each channel."""
+    values = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (4, 256, 3))
+    img = Image.fromarray(np.ascontiguousarray(values))
+    ref = T.Compose([T.ToTensor(), T.Normalize(mean, std)])(img).permute(1, 2, 0).numpy()
+    spec = PreprocessSpec(None, None, "bilinear", mean, std)
+    np.testing.assert_array_equal(preprocess(img, spec), ref)
