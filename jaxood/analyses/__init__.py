@@ -135,7 +135,7 @@ def run_experiment(name: str, ctx: Context) -> dict[str, Any]:
         "kind": exp.kind, "benchmark": ctx.benchmark, "models": list(ctx.models),
         "aps": ctx.aps, "command": ctx.command, "options": dict(ctx.options),
         "settings": outcome.settings, "summary": outcome.summary,
-        "tables": {t.name: table_json(t) for t in tables}, "plots": list(outcome.plots),
+        "tables": {t.name: table_json(t, raw) for t, raw in zip(tables, outcome.tables)}, "plots": list(outcome.plots),
         "data": outcome.data, "wall_s": time.perf_counter() - t0,
         "network_passes": ctx.passes() - passes0, "jaxood_version": __version__,
     }

@@ -4,6 +4,8 @@ training-method table (Table 4 analog) and full-spectrum OOD (Table 3 analog).
 They call :func:`jaxood.bench.runner.run` (APS, metrics, result store, feature cache) with
 the context's work directory and cache, so a second run reads everything from the store and
 the cache. Without APS the published per-benchmark defaults are used and recorded.
+Options: ``detectors`` (headline), ``method_detectors`` (training methods), ``fs_detectors``,
+``csid_size`` and ``all_runs`` (full spectrum).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def training_methods(ctx: Context):
     if not ctx.method_models:
         raise ValueError("table4_training needs --method-model LABEL=DIR (one per training "
                          "method, e.g. ce=... logitnorm=... elogitnorm=... ce_ish=...)")
-    dets = list(ctx.option("detectors", METHOD_DETECTORS))
+    dets = list(ctx.option("method_detectors", METHOD_DETECTORS))
     rows, sources, picks = [], {}, {}
     for label, model in ctx.method_models.items():
         result, record = bench(ctx, [model], dets, name=f"method-{label}")
@@ -151,7 +153,7 @@ def full_spectrum(ctx: Context):
     from jaxood.analyses.covariate import with_covariate_shift
     from jaxood.analyses.report import verdict
 
-    dets = list(ctx.option("detectors", HEADLINE))
+    dets = list(ctx.option("fs_detectors", HEADLINE))
     runs = ctx.models if ctx.option("all_runs", False) else ctx.models[:1]
     name = with_covariate_shift(ctx.benchmark, int(ctx.option("csid_size", 2000)), ctx.seed)
     rows, info = [], {}

@@ -9,7 +9,7 @@ Post-feature arithmetic only, jitted, compile excluded, ``block_until_ready`` on
 Synthetic post-ReLU features for each D (no model needed). Fixed and variable calls
 alternate in rounds; the reported value is the median over rounds of the mean time per call
 (``trials`` calls per function in total). Options: ``dims``, ``batch``, ``trials``,
-``rounds``, ``classes``.
+``rounds``, ``classes``, ``kinds``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ PAIR, FIXED_P = (75.0, 85.0), 85.0
 
 
 def _functions(d: int, classes: int, seed: int):
-    """``(inputs, {kind: (fixed_fn, variable_fn)})`` for feature dimension ``d``."""
+    """``{kind: (fixed_fn, variable_fn)}`` of ``(f, f~)`` for feature dimension ``d``."""
     rng = np.random.default_rng(seed)
     val = np.maximum(rng.normal(size=(1000, d)), 0).astype(np.float32)
     val_t = val + 0.05 * rng.normal(size=val.shape).astype(np.float32)
@@ -86,6 +86,7 @@ def latency(ctx: Context):
     batches = [int(b) for b in ctx.option("batch", (1, 256))]
     trials, rounds = int(ctx.option("trials", 10000)), int(ctx.option("rounds", 20))
     classes = int(ctx.option("classes", 1000))
+    kinds = list(ctx.option("kinds", ("scaling", "score")))
     rows, curves = [], {}
     for d in dims:
         fns = _functions(d, classes, ctx.seed)
@@ -93,7 +94,7 @@ def latency(ctx: Context):
             rng = np.random.default_rng(ctx.seed + d + b)
             f = jnp.asarray(np.maximum(rng.normal(size=(b, d)), 0), jnp.float32)
             ft = f + 0.05 * jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
-            for kind, pair in fns.items():
+            for kind, pair in ((k, fns[k]) for k in kinds):
                 fixed, variable = _time(pair, (f, ft), trials, rounds)
                 rows.append({"what": kind, "batch": b, "D": d,
                              "fixed µs": float(np.median(fixed)),
@@ -101,7 +102,8 @@ def latency(ctx: Context):
                              "ratio": float(np.median(variable) / np.median(fixed))})
                 curves[(kind, b, d)] = (fixed, variable)
             ctx.log(f"  D = {d}, batch {b}: " + ", ".join(
-                f"{r['what']} {r['fixed µs']:.1f} / {r['variable µs']:.1f} µs" for r in rows[-2:]))
+                f"{r['what']} {r['fixed µs']:.1f} / {r['variable µs']:.1f} µs"
+                for r in rows[-len(kinds):]))
     table = Table("latency", "Median µs per call (jitted, compile excluded)",
                   ["what", "batch", "D"], ["fixed µs", "variable µs", "ratio"], rows,
                   f"{trials} calls per function in {rounds} alternating rounds; device "
@@ -109,7 +111,7 @@ def latency(ctx: Context):
                   f"head with {classes} classes for 'score'.")
     fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 2.7), squeeze=False)
     for ax, b in zip(axes[0], batches):
-        for kind in fns:
+        for kind in kinds:
             for j, name in enumerate(("fixed", "variable")):
                 vals = np.array([curves[(kind, b, d)][j] for d in dims])
                 band(ax, dims, vals.mean(1), vals.std(1), f"{kind}: {name}", marker="o")

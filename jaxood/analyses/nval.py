@@ -26,7 +26,7 @@ def n_val(ctx: Context):
 
     sizes, draws = ctx.option("n_val", N_VAL), int(ctx.option("draws", DRAWS))
     rows, pairs, skipped = [], [], set()
-    for model in ctx.models:
+    for i, model in enumerate(ctx.models):
         run, scorer, stats_all, pair, source = prepare(ctx, model)
         pairs.append({"model": model, "percentile": pair, "source": source})
         n_all = len(scorer.arrays["id_val"][0])
@@ -36,8 +36,9 @@ def n_val(ctx: Context):
                 continue
             for draw in range(draws):
                 stats = fit_stats(*scorer.arrays["id_val"], num_samples=n, seed=draw)
-                rows.append({"n_val": str(n), **keep(scorer.evaluate(stats, [pair])[0])})
-        rows.append({"n_val": "all", **keep(scorer.evaluate(stats_all, [pair])[0])})
+                rows.append({"n_val": str(n), "run": i,
+                             **keep(scorer.evaluate(stats, [pair])[0])})
+        rows.append({"n_val": "all", "run": i, **keep(scorer.evaluate(stats_all, [pair])[0])})
     note = (f"Random draws per n_val: {draws} (mean ± std over draws and runs). "
             f"Percentile fixed per run: {pairs}.")
     if skipped:

@@ -83,9 +83,13 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_json(table: Table) -> dict:
-    return plain({"title": table.title, "labels": table.labels, "metrics": table.metrics,
-                  "rows": table.rows, "note": table.note})
+def table_json(table: Table, raw: Table | None = None) -> dict:
+    """The aggregated table; with ``raw``, also its unaggregated rows (per run / draw)."""
+    out = {"title": table.title, "labels": table.labels, "metrics": table.metrics,
+           "rows": table.rows, "note": table.note}
+    if raw is not None:
+        out["raw_rows"] = raw.rows
+    return plain(out)
 
 
 def find(table_json_or_table, **labels) -> dict | None:
@@ -124,8 +128,7 @@ def heatmap(ax, values: np.ndarray, xticks: Sequence, yticks: Sequence, *, xlabe
             ylabel: str, title: str, higher_better: bool = True, digits: int = 1) -> None:
     """A heatmap with the value in each cell, a colour bar and axis labels; NaN cells blank.
     Darker = better (as the paper's figures)."""
-    cmap = plt.get_cmap("Blues" if higher_better else "Blues_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("Blues" if higher_better else "Blues_r").with_extremes(bad="white")
     data = np.ma.masked_invalid(np.asarray(values, np.float64))
     im = ax.imshow(data, cmap=cmap, aspect="auto", origin="lower")
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)

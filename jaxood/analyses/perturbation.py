@@ -50,7 +50,7 @@ def _variants(ctx: Context, settings: list[dict], labels):
     time of each setting (extraction + scoring); the base pair per run; subset sizes."""
     runs = ctx.models if ctx.option("all_runs", False) else ctx.models[:1]
     rows, pairs, sizes = [], [], {}
-    for model in runs:
+    for i, model in enumerate(runs):
         run = ctx.run_data(model, subset=ctx.subset)
         sizes = run.sizes()
         base = AdaScorer(run, default_arrays(run))
@@ -62,7 +62,7 @@ def _variants(ctx: Context, settings: list[dict], labels):
             f, ft = scorer.arrays["id_val"]
             q = np.asarray(q_values(f, ft, np.float32(1.0), k1=1.0, k2=5.0, form="q"))
             row = keep(scorer.evaluate(fit_stats(f, ft), [pair])[0])
-            rows.append({**labels(hp), **row, "Q mean (ID val)": float(q.mean()),
+            rows.append({**labels(hp), "run": i, **row, "Q mean (ID val)": float(q.mean()),
                          "Q max (ID val)": float(np.abs(q).max()),
                          "wall s": time.perf_counter() - t0})
             ctx.log(f"  {labels(hp)}: near AUROC {row['near_AUROC']:.2f}, "

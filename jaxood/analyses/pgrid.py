@@ -69,14 +69,14 @@ def p_grid(ctx: Context):
     values = tuple(ctx.option("values", adascale.PERCENTILE_VALUES))
     all_pairs = [(a, b) for i, a in enumerate(values) for b in values[i:]]
     rows, summary, verdicts, d = [], {}, [], None
-    for model in ctx.models:
+    for i, model in enumerate(ctx.models):
         run = ctx.run_data(model)
         d = run.feature_dim
         scorer = AdaScorer(run, default_arrays(run))
         stats = fit_stats(*scorer.arrays["id_val"])
         pairs = valid_pairs(d, all_pairs)
         for variant in ("a", "l"):
-            rows += _rows(scorer, stats, pairs, variant)
+            rows += [{**r, "run": i} for r in _rows(scorer, stats, pairs, variant)]
     table = Table("p_grid", "AdaSCALE over (p_min, p_max); diagonal = fixed percentile",
                   ["variant", "p_min", "p_max", "kind"], METRICS, rows,
                   "k1 = 1 %, k2 = 5 %, lambda = 10; eCDF on all ID-val.")

@@ -26,12 +26,12 @@ def q_forms(ctx: Context):
 
     forms = ctx.option("q_forms", adascale.Q_FORMS)
     rows, pairs = [], []
-    for model in ctx.models:
+    for i, model in enumerate(ctx.models):
         _, scorer, _, pair, source = prepare(ctx, model)
         pairs.append({"model": model, "percentile": pair, "source": source})
         for form in forms:
             stats = fit_stats(*scorer.arrays["id_val"], q_form=form)
-            rows.append({"q_form": form, "Q'": LABELS[form],
+            rows.append({"q_form": form, "Q'": LABELS[form], "run": i,
                          **keep(scorer.evaluate(stats, [pair])[0])})
     table = Table("q_forms", "AdaSCALE-A with each form of Q'", ["q_form", "Q'"], MAIN_METRICS,
                   rows, f"Percentile fixed per run: {pairs}; k1 = 1 %, k2 = 5 %, lambda = 10.")

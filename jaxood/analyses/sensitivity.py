@@ -44,13 +44,14 @@ def k1_k2(ctx: Context):
 
     k1s, k2s = ctx.option("k1", K1_GRID), ctx.option("k2", K2_GRID)
     rows, pairs, d = [], [], None
-    for model in ctx.models:
+    for i, model in enumerate(ctx.models):
         run, scorer, _, pair, source = prepare(ctx, model)
         pairs.append({"model": model, "percentile": pair, "source": source})
         d = run.feature_dim
         for k1 in k1s:
             for k2 in k2s:
-                row = {"k1 %": k1, "k2 %": k2, "k1'": int(d * k1 / 100), "k2'": int(d * k2 / 100)}
+                row = {"k1 %": k1, "k2 %": k2, "k1'": int(d * k1 / 100),
+                       "k2'": int(d * k2 / 100), "run": i}
                 try:
                     stats = fit_stats(*scorer.arrays["id_val"], k1=k1, k2=k2)
                 except ValueError:  # k1' or k2' rounds to 0 for this D
@@ -101,12 +102,12 @@ def lmbda(ctx: Context):
 
     values = ctx.option("lmbda", LAMBDA_GRID)
     rows, pairs = [], []
-    for model in ctx.models:
+    for i, model in enumerate(ctx.models):
         _, scorer, _, pair, source = prepare(ctx, model)
         pairs.append({"model": model, "percentile": pair, "source": source})
         for lam in values:
             stats = fit_stats(*scorer.arrays["id_val"], lmbda=lam)
-            rows.append({"lambda": lam, **keep(scorer.evaluate(stats, [pair])[0])})
+            rows.append({"lambda": lam, "run": i, **keep(scorer.evaluate(stats, [pair])[0])})
     table = Table("lambda", "AdaSCALE-A over lambda", ["lambda"], MAIN_METRICS, rows,
                   f"Percentile fixed per run: {pairs}; k1 = 1 %, k2 = 5 %.")
     agg = aggregate(table)

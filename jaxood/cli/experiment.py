@@ -21,6 +21,8 @@ import json
 import shlex
 import sys
 
+from jaxood.cli.common import add_import_argument
+
 
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -55,6 +57,7 @@ def add_arguments(parser) -> None:
       help='experiment option, e.g. --option \'eps=[0.1, 0.5]\' (see each module)')
     a("--discussion", default=None, help="a Markdown file put at the top of REPORT.md")
     a("--quiet", action="store_true", help="no progress bars or log lines")
+    add_import_argument(parser)
 
 
 def list_text() -> str:
