@@ -90,8 +90,16 @@ def context(args):
         batch_size=args.batch_size, aps=not args.no_aps, subset=args.subset, seed=args.seed,
         progress=not args.quiet, method_models=dict(_key_value(t) for t in args.method_model),
         published_like=args.published_like, options=options,
-        command="jaxood experiment " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        command=_command_line(),
     )
+
+
+def _command_line() -> str:
+    """This invocation as a shell command (``jaxood experiment ...``), for the records."""
+    argv = sys.argv[1:]
+    if "experiment" not in argv:  # called through cli.main(argv) from Python
+        return "(jaxood.cli.main from Python)"
+    return "jaxood " + " ".join(shlex.quote(a) for a in argv[argv.index("experiment"):])
 
 
 def selected(names, with_methods: bool) -> list[str]:

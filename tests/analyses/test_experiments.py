@@ -201,5 +201,5 @@ def test_cli_runs_experiments_from_the_cache(world, records, monkeypatch):
             "--cache", str(world["root"] / "cache"), "--option", "values=[80, 95]", "--quiet"]
     assert main(argv) == 0
     rec = json.loads((out / "fig7_pgrid.json").read_text())
-    assert rec["settings"]["values"] == [80, 95] and "--option" in rec["command"]
+    assert rec["settings"]["values"] == [80, 95] and rec["options"] == {"values": [80, 95]}
     assert (out / "fig7_pgrid_a.png").is_file() and (out / "REPORT.md").is_file()

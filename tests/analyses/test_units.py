@@ -227,3 +227,15 @@ def test_cli_list_and_errors(capsys, tmp_path):
     assert "is not JSON" in capsys.readouterr().err
     assert main(["experiment", "report", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "REPORT.md").read_text().startswith("# The AdaSCALE")
+
+
+def test_beats_both_ends_counts_adaptive_cells():
+    from jaxood.analyses.pgrid import beats_both_ends
+
+    cells = [{"p_min": a, "p_max": b, "val_AUROC": v} for a, b, v in [
+        (60, 60, 80.0), (80, 80, 85.0), (90, 90, 70.0),
+        (60, 80, 86.0),  # beats 80 and 85
+        (60, 90, 82.0),  # beats 80 and 70
+        (80, 90, 84.0),  # loses to 85
+    ]]
+    assert beats_both_ends(cells) == (2, 3)
