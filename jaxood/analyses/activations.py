@@ -86,7 +86,6 @@ def _rank_plot(ctx: Context, curves: dict, ylabel: str, file: str) -> str:
         ax.set_title(key, fontsize=8)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
-    os.makedirs(ctx.out_dir, exist_ok=True)
     return save(fig, os.path.join(ctx.out_dir, file))
 
 
