@@ -65,11 +65,12 @@ def k1_k2(ctx: Context):
                      for a in k1s])
     near = np.array([[find(agg, **{"k1 %": a, "k2 %": b})["near_AUROC"] for b in k2s]
                      for a in k1s])
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.4))
     for ax, vals, title in ((axes[0], grid, "validation AUROC"), (axes[1], near,
                                                                    "near-OOD AUROC (test)")):
         heatmap(ax, vals, [f"{b:g}" for b in k2s], [f"{a:g}" for a in k1s], xlabel="k2 (% of D)",
                 ylabel="k1 (% of D)", title=f"AdaSCALE-A {title}")
+    fig.tight_layout()
     plot = save(fig, os.path.join(ctx.out_dir, "fig6a_k1k2.png"))
     best = np.unravel_index(np.nanargmax(grid), grid.shape)
     default = find(agg, **{"k1 %": 1.0, "k2 %": 5.0})
