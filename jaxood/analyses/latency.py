@@ -8,8 +8,9 @@ Post-feature arithmetic only, jitted, compile excluded, ``block_until_ready`` on
 
 Synthetic post-ReLU features for each D (no model needed). Fixed and variable calls
 alternate in rounds; the reported value is the median over rounds of the mean time per call
-(``trials`` calls per function in total). Options: ``dims``, ``batch``, ``trials``,
-``rounds``, ``classes``, ``kinds``.
+(``trials`` calls per function in total, fewer for slow configurations so one takes at
+most ``budget_s``). Options: ``dims``, ``batch``, ``trials``, ``rounds``, ``classes``,
+``kinds``, ``budget_s``.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ def _functions(d: int, classes: int, seed: int):
     return fns
 
 
-def _time(fns, args, trials: int, rounds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-round mean µs per call of the two functions, alternating rounds."""
-    per_round = max(1, trials // rounds)
+def _time(fns, args, trials: int, rounds: int, budget_s: float):
+    """Per-round mean µs per call of the two functions (alternating rounds) and the calls per
+    function: ``trials``, fewer when they would take longer than ``budget_s`` in total."""
     for fn in fns:  # compile and warm up
         jax.block_until_ready(fn(*args))
+    t0 = time.perf_counter()
+    for fn in fns:
+        for _ in range(3):
+            jax.block_until_ready(fn(*args))
+    per_call = (time.perf_counter() - t0) / 6
+    per_round = max(1, min(trials // rounds, int(budget_s / (2 * rounds * per_call))))
     out = np.zeros((2, rounds))
     for r in range(rounds):
         for i, fn in enumerate(fns if r % 2 == 0 else fns[::-1]):
@@ -74,7 +81,7 @@ def _time(fns, args, trials: int, rounds: int) -> tuple[np.ndarray, np.ndarray]:
             for _ in range(per_round):
                 jax.block_until_ready(fn(*args))
             out[idx, r] = 1e6 * (time.perf_counter() - t0) / per_round
-    return out[0], out[1]
+    return out[0], out[1], per_round * rounds
 
 
 def latency(ctx: Context):
@@ -86,6 +93,7 @@ def latency(ctx: Context):
     batches = [int(b) for b in ctx.option("batch", (1, 256))]
     trials, rounds = int(ctx.option("trials", 10000)), int(ctx.option("rounds", 20))
     classes = int(ctx.option("classes", 1000))
+    budget = float(ctx.option("budget_s", 30.0))
     kinds = list(ctx.option("kinds", ("scaling", "score")))
     rows, curves = [], {}
     for d in dims:
@@ -95,8 +103,8 @@ def latency(ctx: Context):
             f = jnp.asarray(np.maximum(rng.normal(size=(b, d)), 0), jnp.float32)
             ft = f + 0.05 * jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
             for kind, pair in ((k, fns[k]) for k in kinds):
-                fixed, variable = _time(pair, (f, ft), trials, rounds)
-                rows.append({"what": kind, "batch": b, "D": d,
+                fixed, variable, calls = _time(pair, (f, ft), trials, rounds, budget)
+                rows.append({"what": kind, "batch": b, "D": d, "calls": calls,
                              "fixed µs": float(np.median(fixed)),
                              "variable µs": float(np.median(variable)),
                              "ratio": float(np.median(variable) / np.median(fixed))})
@@ -105,8 +113,9 @@ def latency(ctx: Context):
                 f"{r['what']} {r['fixed µs']:.1f} / {r['variable µs']:.1f} µs"
                 for r in rows[-len(kinds):]))
     table = Table("latency", "Median µs per call (jitted, compile excluded)",
-                  ["what", "batch", "D"], ["fixed µs", "variable µs", "ratio"], rows,
-                  f"{trials} calls per function in {rounds} alternating rounds; device "
+                  ["what", "batch", "D", "calls"], ["fixed µs", "variable µs", "ratio"], rows,
+                  f"Up to {trials} calls per function (fewer when they would take more than "
+                  f"{budget:g} s: column calls) in {rounds} alternating rounds; device "
                   f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}); "
                   f"head with {classes} classes for 'score'.")
     fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 2.7), squeeze=False)
@@ -131,7 +140,8 @@ def latency(ctx: Context):
                 ratios[-1] < ratios[0]),
     ]
     return Outcome([table], {"dims": dims, "batch": batches, "trials": trials,
-                             "rounds": rounds, "classes": classes, "percentile": list(PAIR),
+                             "rounds": rounds, "classes": classes, "budget_s": budget,
+                             "percentile": list(PAIR),
                              "fixed_percentile": FIXED_P, "device": jax.devices()[0].platform,
                              "paper_table11": {str(k): list(v) for k, v in PAPER.items()}},
                    {"rows": rows}, [plot], {}, verdicts)
