@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("jaxood.cli.fit", "fit (and calibrate) a detector for a model; save it for `jaxood score`"),
     "score": ("jaxood.cli.score", "score images (folder, image list, .npz) with a saved detector -> CSV"),
     "export": ("jaxood.cli.export", "export a saved detector as a jax.export artifact (needs only jax)"),
+    "experiment": ("jaxood.cli.experiment", "the AdaSCALE paper's analyses (figures/tables) as experiments"),
 }
 
 

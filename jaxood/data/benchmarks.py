@@ -405,7 +405,8 @@ def open_benchmark(
             ood_val=src("ood_val", data["ood_val"]),
             near={n: src(n, xy) for n, xy in data["near"].items()},
             far={n: src(n, xy) for n, xy in data["far"].items()},
-            csid={},
+            # Optional covariate-shifted ID sets ({"csid": {name: (x, y)}}), full-spectrum only.
+            csid={n: src(n, xy) for n, xy in data.get("csid", {}).items()} if csid else {},
         )
 
     if data_root is None:

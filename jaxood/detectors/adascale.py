@@ -21,6 +21,10 @@ Pipeline for a batch of normalised inputs ``x [B, H, W, C]`` with penultimate fe
 6. **Scores**: AdaSCALE-A ``logsumexp(h(e^r f))`` (raw f scaled, bias not);
    AdaSCALE-L ``logsumexp(r^2 h(f))``. Higher = more in-distribution.
 
+The paper's ablations are hyperparameters whose defaults keep the method: ``region``
+(extract: which elements are perturbed, Table 9) and ``q_form`` (fit: the form of Q',
+Table 6).
+
 All functions are pure and jit-able; ``k1``/``k2`` (percent of D) and ``o`` are static
 (they fix top-k sizes); percentiles and ``lmbda`` may be traced, so the APS grid over
 ``(p_min, p_max)`` re-uses one compiled function.
@@ -48,6 +52,14 @@ PERCENTILE_GRID = tuple(
 )
 FEATURE_PERTURBED = "feature_perturbed"
 
+#: Which input elements are perturbed (paper Table 9): the ``m`` with the lowest ``|grad|``
+#: (the method's choice), the highest, ``m`` chosen at random per sample, or every element.
+REGIONS = ("trivial", "significant", "random", "all")
+#: Forms of the OOD-likelihood statistic (paper Table 6); the first is the method's Q'.
+Q_FORMS = ("lambda_q+c_o", "q", "c_o", "max_k", "lambda_q+max_k")
+#: Seed of the per-sample random region (``region="random"``).
+RANDOM_REGION_SEED = 0
+
 
 def _check_pair_arg(value, name: str) -> None:
     p_min, p_max = value
@@ -55,6 +67,14 @@ def _check_pair_arg(value, name: str) -> None:
     validate.check_percentile(p_max, f"{name}[1] (p_max)")
     if p_min > p_max:
         raise ValueError(f"`{name}` must be (p_min, p_max) with p_min <= p_max, got {value}")
+
+
+def _check_choice(choices):
+    def check(value, name: str) -> None:
+        if value not in choices:
+            raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")
+
+    return check
 
 
 def _check_count(value, name: str) -> None:
@@ -80,6 +100,12 @@ HPARAMS = {
                   doc="perturbation size in normalised units (official code: 0.5)"),
     "num_samples": HParam(5000, role="fit", static=True, check=_check_count,
                           doc="n_val: ID-val samples the eCDF is fitted on"),
+    "region": HParam("trivial", role="extract", static=True, check=_check_choice(REGIONS),
+                     doc="perturbed elements: trivial (lowest |grad|, the method), significant "
+                         "(highest), random, all (paper Table 9)"),
+    "q_form": HParam(Q_FORMS[0], role="fit", static=True, check=_check_choice(Q_FORMS),
+                     doc="OOD-likelihood statistic: lambda_q+c_o (the method), q, c_o, max_k "
+                         "(clean top-k2 sum), lambda_q+max_k (paper Table 6)"),
 }
 DEFAULTS = {k: hp.default for k, hp in HPARAMS.items()}
 
@@ -93,6 +119,7 @@ class AdaScaleStats:
       lmbda: scalar weight of the shift term Q in Q'.
       k1, k2: percentages of D (static: they fix top-k sizes) for Q and C_o.
       feature_dim: D of the features it was fitted on (``None``: unknown).
+      q_form: the form of the statistic (one of ``Q_FORMS``; default the method's Q').
     """
 
     sorted_q: jax.Array
@@ -100,11 +127,13 @@ class AdaScaleStats:
     k1: float = struct.field(pytree_node=False, default=1.0)
     k2: float = struct.field(pytree_node=False, default=5.0)
     feature_dim: int | None = struct.field(pytree_node=False, default=None)
+    q_form: str = struct.field(pytree_node=False, default=Q_FORMS[0])
 
     def q(self, feature: jax.Array, feature_perturbed: jax.Array) -> jax.Array:
         """``[B]`` Q' of samples with the fitted settings."""
         return q_statistic(
-            feature, feature_perturbed, k1=self.k1, k2=self.k2, lmbda=self.lmbda
+            feature, feature_perturbed, k1=self.k1, k2=self.k2, lmbda=self.lmbda,
+            form=self.q_form,
         )
 
 
@@ -119,15 +148,20 @@ def num_perturbed(num_elements: int, o: float) -> int:
 
 
 def perturbed_features(
-    model: Model, variables, x: jax.Array, *, o: float = 0.05, eps: float = 0.5
+    model: Model, variables, x: jax.Array, *, o: float = 0.05, eps: float = 0.5,
+    region: str = "trivial",
 ) -> tuple[Features, jax.Array]:
     """Clean features and the feature of the attribution-guided perturbed input.
 
     Args:
       model, variables: the classifier (pure functions, BN in inference mode).
       x: ``[B, H, W, C]`` normalised inputs.
-      o: fraction of the ``H*W*C`` elements (lowest ``|grad|``) perturbed; static.
+      o: fraction of the ``H*W*C`` elements perturbed; static.
       eps: perturbation size along ``sign(grad)``.
+      region: which ``m = int(H*W*C*o)`` elements (see ``REGIONS``): ``"trivial"`` the lowest
+        ``|grad|`` (the method), ``"significant"`` the highest, ``"random"`` a per-sample
+        random choice (seeded by the sample's own values, so independent of batching),
+        ``"all"`` every element (``o`` ignored); static.
 
     Returns:
       ``(features, feature_perturbed)``: the clean ``Features`` and ``[B, D]`` ``f~``.
@@ -147,10 +181,16 @@ def perturbed_features(
     batch = x.shape[0]
     flat_grad = grad.reshape(batch, -1)
     m = num_perturbed(flat_grad.shape[1], o)
-    if m > 0:
-        # top_k of -|G| = the m smallest |G| (ties: lower index first).
-        _, idx = jax.lax.top_k(-jnp.abs(flat_grad), m)
-        mask = jnp.zeros_like(flat_grad, dtype=bool).at[jnp.arange(batch)[:, None], idx].set(True)
+    if region not in REGIONS:
+        raise ValueError(f"`region` must be one of {list(REGIONS)}, got {region!r}")
+    if region == "all" or m > 0:
+        if region == "all":
+            mask = jnp.ones_like(flat_grad, dtype=bool)
+        else:
+            # top_k of -|G| = the m smallest |G| (ties: lower index first).
+            _, idx = jax.lax.top_k(_region_priority(region, flat_grad, x), m)
+            mask = jnp.zeros_like(flat_grad, dtype=bool).at[
+                jnp.arange(batch)[:, None], idx].set(True)
         delta = jnp.where(mask, eps * jnp.sign(flat_grad), 0.0).reshape(x.shape)
         x_tilde = x + delta.astype(x.dtype)
     else:
@@ -159,9 +199,29 @@ def perturbed_features(
     return feats, feature_perturbed
 
 
-def extract(model: Model, variables, x: jax.Array, *, o: float, eps: float) -> dict:
+def _region_priority(region: str, flat_grad: jax.Array, x: jax.Array) -> jax.Array:
+    """``[B, N]`` priorities whose top ``m`` per row are the perturbed elements."""
+    if region == "trivial":
+        return -jnp.abs(flat_grad)
+    if region == "significant":
+        return jnp.abs(flat_grad)
+    # random: uniform priorities from a key folded with a hash of the sample's own values,
+    # so a sample gets the same region whatever batch (or padding) it is extracted in.
+    bits = jax.lax.bitcast_convert_type(x.reshape(x.shape[0], -1).astype(jnp.float32),
+                                        jnp.uint32)
+    weights = jnp.arange(bits.shape[1], dtype=jnp.uint32) * jnp.uint32(2654435761) + 1
+    seeds = jnp.sum(bits * weights, axis=-1, dtype=jnp.uint32)
+    base = jax.random.PRNGKey(RANDOM_REGION_SEED)
+    return jax.vmap(
+        lambda s: jax.random.uniform(jax.random.fold_in(base, s), (bits.shape[1],))
+    )(seeds)
+
+
+def extract(
+    model: Model, variables, x: jax.Array, *, o: float, eps: float, region: str = "trivial"
+) -> dict:
     """Detector ``extract``: ``{"feature_perturbed": [B, D]}`` for cached scoring."""
-    _, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps)
+    _, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps, region=region)
     return {FEATURE_PERTURBED: feature_perturbed}
 
 
@@ -180,6 +240,7 @@ def q_statistic(
     k1: float = 1.0,
     k2: float = 5.0,
     lmbda: float | jax.Array = 10.0,
+    form: str = Q_FORMS[0],
 ) -> jax.Array:
     """OOD-likelihood statistic ``Q' = lmbda * Q + C_o`` per sample.
 
@@ -188,6 +249,9 @@ def q_statistic(
       feature_perturbed: ``[B, D]`` ``f~``.
       k1, k2: percentages of D (static) for ``Q`` and ``C_o``.
       lmbda: weight of the shift term.
+      form: static; ``"lambda_q+c_o"`` (the method), or a paper Table 6 ablation: ``"q"``
+        (Q alone), ``"c_o"`` (C_o alone), ``"max_k"`` (the clean top-k2 sum
+        ``sum_{top k2'} f``), ``"lambda_q+max_k"``.
 
     Returns:
       ``[B]`` Q' (higher = more OOD-like).
@@ -200,7 +264,18 @@ def q_statistic(
     ft_top = jnp.take_along_axis(feature_perturbed, idx, axis=-1)
     shift = jnp.sum(jnp.abs(f_top[:, :c1] - ft_top[:, :c1]), axis=-1)
     correction = jnp.sum(jax.nn.relu(ft_top[:, :c2]), axis=-1)
-    return lmbda * shift + correction
+    if form == Q_FORMS[0]:
+        return lmbda * shift + correction
+    if form == "q":
+        return shift
+    if form == "c_o":
+        return correction
+    clean = jnp.sum(f_top[:, :c2], axis=-1)
+    if form == "max_k":
+        return clean
+    if form == "lambda_q+max_k":
+        return lmbda * shift + clean
+    raise ValueError(f"`form` must be one of {list(Q_FORMS)}, got {form!r}")
 
 
 # ---------------------------------------------------------------------------- 3. eCDF
@@ -215,6 +290,7 @@ def fit_ecdf(
     k2: float = 5.0,
     lmbda: float = 10.0,
     feature_dim: int | None = None,
+    q_form: str = Q_FORMS[0],
 ) -> AdaScaleStats:
     """Fits the right-continuous eCDF on ID-val ``Q'`` values (computed with ``k1, k2,
     lmbda``, which the stats record for scoring).
@@ -245,7 +321,7 @@ def fit_ecdf(
         )
     return AdaScaleStats(
         sorted_q=np.sort(q), lmbda=np.asarray(lmbda, np.float32), k1=float(k1), k2=float(k2),
-        feature_dim=feature_dim,
+        feature_dim=feature_dim, q_form=q_form,
     )
 
 
@@ -372,15 +448,19 @@ def score_from_features(
     return jax.nn.logsumexp(logits, axis=-1)
 
 
-def fit(model: Model, variables, data: Mapping[str, Inputs], *, k1, k2, lmbda, num_samples):
+def fit(
+    model: Model, variables, data: Mapping[str, Inputs], *, k1, k2, lmbda, num_samples,
+    q_form=Q_FORMS[0],
+):
     """Detector ``fit``: the eCDF of Q' on ID-val (``data["val"]``, with extras from
     :func:`extract`)."""
     val = data["val"]
     feature, feature_perturbed = _cached(val)
     _check_pair(feature, feature_perturbed)
-    q = q_statistic(feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda)
+    q = q_statistic(feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda, form=q_form)
     return fit_ecdf(
-        q, num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=np.shape(feature)[-1]
+        q, num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=np.shape(feature)[-1],
+        q_form=q_form,
     )
 
 
@@ -440,15 +520,18 @@ def score_batch(
     percentile=(75, 85),
     o: float = 0.05,
     eps: float = 0.5,
+    region: str = "trivial",
 ) -> jax.Array:
     """End-to-end AdaSCALE scores of images ``x [B, H, W, C] -> [B]`` (higher = more ID).
 
     One forward with a vjp to the input, one forward of the perturbed input, then the cheap
-    post-feature arithmetic (k1, k2, lmbda come from ``stats``). ``o`` and ``eps`` must be
-    the values ``stats`` was fitted with. jit with ``static_argnames=("variant", "o")``.
+    post-feature arithmetic (k1, k2, lmbda, q_form come from ``stats``). ``o``, ``eps`` and
+    ``region`` must be the values ``stats`` was fitted with. jit with
+    ``static_argnames=("variant", "o", "region")``.
     For a deployable detector with its settings saved, use ``jaxood.fit``.
     """
-    feats, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps)
+    feats, feature_perturbed = perturbed_features(
+        model, variables, x, o=o, eps=eps, region=region)
     return score_from_features(
         model, variables, stats, feats.feature, feature_perturbed,
         variant=variant, percentile=percentile,
@@ -457,24 +540,27 @@ def score_batch(
 
 def fit_batch(
     model: Model, variables, x_val: jax.Array, *, k1=1.0, k2=5.0, lmbda=10.0, o=0.05,
-    eps=0.5, num_samples=5000, batch_size: int = 256,
+    eps=0.5, num_samples=5000, batch_size: int = 256, region="trivial", q_form=Q_FORMS[0],
 ) -> AdaScaleStats:
     """Fits the eCDF directly from ID-val images ``x_val [N, H, W, C]`` (in batches)."""
     x_val = validate.images(x_val, "x_val", input_shape=model.input_shape)
     validate.check_positive_int(batch_size, "batch_size")
     for name, value in (("k1", k1), ("k2", k2), ("lmbda", lmbda), ("o", o), ("eps", eps),
-                        ("num_samples", num_samples)):
+                        ("num_samples", num_samples), ("region", region), ("q_form", q_form)):
         HPARAMS[name].validate(value, name)
 
     @jax.jit
     def q_of(x):
-        feats, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps)
-        return q_statistic(feats.feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda)
+        feats, feature_perturbed = perturbed_features(
+            model, variables, x, o=o, eps=eps, region=region)
+        return q_statistic(feats.feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda,
+                           form=q_form)
 
     qs = [np.asarray(q_of(x_val[i : i + batch_size])) for i in range(0, len(x_val), batch_size)]
     d = jax.eval_shape(model.features, variables, x_val[:1]).feature.shape[-1]
     return fit_ecdf(
-        np.concatenate(qs), num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=d
+        np.concatenate(qs), num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=d,
+        q_form=q_form,
     )
 
 

@@ -1,0 +1,134 @@
+"""``jaxood experiment``: the AdaSCALE paper's analyses (figures and tables) as experiments.
+
+Examples::
+
+  jaxood experiment --list
+  jaxood experiment fig7_pgrid --benchmark fashion-openset --model runs/wrn_s0/best \\
+      --data-root ../shared/data --out runs/analyses
+  jaxood experiment all --benchmark fashion-openset --model runs/wrn_s{0,1,2}/best \\
+      --method-model ce=runs/ce/best --method-model logitnorm=runs/ln/best \\
+      --data-root ../shared/data --out runs/analyses --cache runs/cache
+  jaxood experiment report --out runs/analyses        # REPORT.md from the records
+
+Each experiment writes ``<out>/<name>.json`` / ``.md`` (+ PNGs) and ``<out>/REPORT.md`` is
+rebuilt from every record in ``<out>``. Features come from the runner's cache
+(``--cache``, shared with ``jaxood bench``): running again does not re-run the network.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+from jaxood.cli.common import add_import_argument
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def add_arguments(parser) -> None:
+    a = parser.add_argument
+    a("names", nargs="*", metavar="NAME",
+      help="experiment name(s) (see --list), 'all', or 'report' (rebuild REPORT.md only)")
+    a("--list", action="store_true", help="describe the experiments and exit")
+    a("--benchmark", help="benchmark name (see `jaxood bench --help`)")
+    a("--model", nargs="+", default=[], metavar="DIR",
+      help="saved-model dir(s) / train workdirs; several = runs (mean ± std)")
+    a("--method-model", action="append", default=[], metavar="LABEL=DIR",
+      help="a model per training method for table4_training (repeatable)")
+    a("--data-root", default=None, help="data root / folder of .npz files")
+    a("--out", default="runs/experiments", help="results (JSON, MD, PNG, REPORT.md)")
+    a("--work", default=None, help="runner result store (default <out>/work)")
+    a("--cache", default=None, help="feature cache (default <work>/cache)")
+    a("--batch-size", type=int, default=256)
+    a("--subset", type=int, default=2000,
+      help="images per split for the perturbation experiments (fixed random subset)")
+    a("--seed", type=int, default=0, help="seed of subsets and random draws")
+    a("--no-aps", action="store_true",
+      help="published per-benchmark defaults instead of APS (recorded in the results)")
+    a("--published-like", default=None, metavar="BENCHMARK",
+      help="with --no-aps: borrow this benchmark's published values when none exist")
+    a("--option", action="append", default=[], metavar="KEY=JSON",
+      help='experiment option, e.g. --option \'eps=[0.1, 0.5]\' (see each module)')
+    a("--discussion", default=None, help="a Markdown file put at the top of REPORT.md")
+    a("--quiet", action="store_true", help="no progress bars or log lines")
+    add_import_argument(parser)
+
+
+def list_text() -> str:
+    from jaxood.analyses import EXPERIMENTS
+
+    lines = []
+    for e in EXPERIMENTS.values():
+        lines.append(f"{e.name:<16} {e.paper:<10} [{e.kind}] {e.title}")
+        lines.append(f"{'':<16} claim: {e.claim}")
+    return "\n".join(lines)
+
+
+def context(args):
+    from jaxood.analyses import Context
+
+    if not args.benchmark:
+        raise ValueError("--benchmark is required")
+    if not args.model:
+        raise ValueError("--model is required (one saved-model directory per run)")
+    options = {}
+    for text in args.option:
+        key, value = _key_value(text)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--option {key}: {value!r} is not JSON ({e.msg})") from None
+    return Context(
+        benchmark=args.benchmark, models=list(args.model), data_root=args.data_root,
+        out_dir=args.out, work_dir=args.work, cache_dir=args.cache,
+        batch_size=args.batch_size, aps=not args.no_aps, subset=args.subset, seed=args.seed,
+        progress=not args.quiet, method_models=dict(_key_value(t) for t in args.method_model),
+        published_like=args.published_like, options=options,
+        command=_command_line(),
+    )
+
+
+def _command_line() -> str:
+    """This invocation as a shell command (``jaxood experiment ...``), for the records."""
+    argv = sys.argv[1:]
+    if "experiment" not in argv:  # called through cli.main(argv) from Python
+        return "(jaxood.cli.main from Python)"
+    return "jaxood " + " ".join(shlex.quote(a) for a in argv[argv.index("experiment"):])
+
+
+def selected(names, with_methods: bool) -> list[str]:
+    """Experiment names in order; ``all`` = every experiment (the training-method table only
+    when method models are given); ``report`` is not an experiment."""
+    from jaxood import analyses
+
+    out = []
+    for name in names:
+        if name == "all":
+            out += [n for n in analyses.names() if n != "table4_training" or with_methods]
+        elif name != "report":
+            analyses.get(name)  # unknown names fail here, listing the valid ones
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def main(args) -> int:
+    from jaxood import analyses
+    from jaxood.analyses.report import write_report
+
+    if args.list or not args.names:
+        print(list_text())
+        return 0
+    names = selected(args.names, bool(args.method_model))
+    if names:
+        ctx = context(args)
+        for name in names:
+            analyses.run_experiment(name, ctx)
+    path = write_report(args.out, discussion=args.discussion)
+    print(f"report: {path}")
+    return 0
