@@ -7,6 +7,7 @@ so a swapped or unmapped tensor cannot go unnoticed.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -292,7 +293,8 @@ def test_bench_cifar10_with_three_converted_runs(tmp_path):
         batch_size=8,
     )  # fmt: skip
     res = runner.run(cfg)
-    assert res.out_dir.endswith("cifar10/openood-cifar10-resnet18_32x32")
+    # <bench>/<model name>-<8 hex digits of the weights' fingerprint>
+    assert re.search(r"cifar10/openood-cifar10-resnet18_32x32-[0-9a-f]{8}$", res.out_dir)
 
     T = torchvision.transforms
     mean, std = OPENOOD_PREPROCESSING["cifar10"][2]
