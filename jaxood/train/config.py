@@ -157,6 +157,9 @@ class TrainConfig:
         if self.val_size < 0:
             raise ValueError(f"val_size (--val-size) must be >= 0, got {self.val_size}")
         self._validate_classes()
+        from jaxood import models
+
+        models.check_arch_kwargs(self.arch, self.arch_kwargs)  # before the data is loaded
 
     def _validate_classes(self) -> None:
         if self.classes is None:
