@@ -90,7 +90,7 @@ def check_labels(
 ) -> np.ndarray:
     """Integer labels ``[n]`` in ``[0, num_classes)`` -> int32 (the checks of
     :func:`jaxood.data.npzfile.validate_labels`: errors name ``name`` and the values)."""
-    images = name.replace("labels", "images") if "labels" in name else f"x for {name}"
+    images = "x_" + name[2:] if name.startswith("y_") else "the images"
     return npzfile.validate_labels(y, name, n, num_classes, images).astype(np.int32)
 
 
@@ -188,7 +188,8 @@ def from_arrays(
     raw = {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
     splits = {s: _check_split(s, *d) for s, d in raw.items() if d[0] is not None}
     if num_classes is None:
-        num_classes = npzfile.infer_num_classes(splits["train"][1].astype(np.int64), "y_train")
+        x, y = splits["train"]
+        num_classes = npzfile.infer_num_classes(check_labels(y, len(x), "y_train"), "y_train")
     for s, (x, y) in splits.items():
         splits[s] = (x, check_labels(y, len(x), f"y_{s}", num_classes))
     if classes is not None:
