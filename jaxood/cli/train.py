@@ -74,13 +74,10 @@ def _percentile(text: str) -> float:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags saying what to train on (dataset, classes, val, normalisation, augmentation)."""
     d = TrainConfig()
     a = parser.add_argument
-    a(
-        "--config",
-        help="a JSON TrainConfig file (e.g. a previous run's config.json); flags override it",
-    )
     a("--dataset", help="cifar10 | cifar100 | fashion_mnist | npz:<path>. The .npz layout, "
       f"{LAYOUT_HELP}")
     a("--data-dir", help="TFDS data dir, or the folder holding fashion_mnist.npz")
@@ -88,6 +85,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="train on these class ids only, relabelled 0..k-1 in the given order (train, val "
       "and test), e.g. --dataset fashion_mnist --classes 0,1,2,3,5,8 --val-size 600 gives "
       "the fashion-openset model; recorded in the model's manifest (train.class_map)")
+    a("--mean", type=_floats(False), help="comma-separated per-channel mean (default: dataset's)")
+    a("--std", type=_floats(True), help="comma-separated per-channel std")
+    a("--crop-padding", type=nonnegative_int,
+      help=f"default {d.crop_padding}; 0 disables the random crop")
+    a("--no-hflip", dest="hflip", action="store_false", default=None)
+    a("--drop-last", action="store_true", default=None)
+    a(
+        "--val-size",
+        type=nonnegative_int,
+        help=f"ID-val images (the same number per class) when the data has no val split: "
+        f"carved from the test split for cifar10/cifar100/fashion_mnist (OpenOOD), from "
+        f"x_train for an .npz without x_val; 0 = no val; default {d.val_size}",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    a = parser.add_argument
+    a(
+        "--config",
+        help="a JSON TrainConfig file (e.g. a previous run's config.json); flags override it",
+    )
+    add_data_arguments(parser)
     a("--arch", help=f"model name (see jaxood.models.model_names()); default {d.arch}")
     a("--arch-kwargs", type=json_object,
       help='JSON keyword arguments of the model, e.g. \'{"depth": 16, "widen_factor": 4}\'')
@@ -118,19 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--ish-percentile", type=_percentile, help=f"default {d.ish_percentile}")
     a("--init-from", help="saved-model directory to start from (fine-tuning)")
-    a("--mean", type=_floats(False), help="comma-separated per-channel mean (default: dataset's)")
-    a("--std", type=_floats(True), help="comma-separated per-channel std")
-    a("--crop-padding", type=nonnegative_int,
-      help=f"default {d.crop_padding}; 0 disables the random crop")
-    a("--no-hflip", dest="hflip", action="store_false", default=None)
-    a("--drop-last", action="store_true", default=None)
-    a(
-        "--val-size",
-        type=nonnegative_int,
-        help=f"ID-val images (the same number per class) when the data has no val split: "
-        f"carved from the test split for cifar10/cifar100/fashion_mnist (OpenOOD), from "
-        f"x_train for an .npz without x_val; 0 = no val; default {d.val_size}",
-    )
     a("--seed", type=int)
     a("--checkpoint-every", type=nonnegative_int, help="steps between checkpoints (0: every epoch)")
     a("--keep-checkpoints", type=positive_int)
