@@ -6,6 +6,10 @@
 
 Array headers can be read without loading the data (:func:`array_info`), so a benchmark
 file is checked (dtypes, shapes, ragged arrays) before anything is decoded.
+
+The dataset layout (:data:`LAYOUT_HELP`, :func:`check_dataset`) is one format for
+``jaxood train --dataset npz:FILE`` and ``jaxood bench --benchmark npz:FILE``, checked here
+for both.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import contextlib
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,29 +124,139 @@ def check_images(archive: Any, key: str) -> ArrayInfo:
 def check_labels(
     archive: Any, key: str, n: int, num_classes: int | None, images_key: str
 ) -> np.ndarray:
-    """Reads class labels ``archive[key]``: ``[n]`` integers in ``[0, num_classes)`` (only
-    ``>= 0`` when ``num_classes`` is None); errors name the key and the offending values."""
-    path = _path(archive)
-    y = read_array(archive, key)
-    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer)
-                           or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+    """Reads class labels ``archive[key]`` and checks them with :func:`validate_labels`."""
+    return validate_labels(read_array(archive, key), key, n, num_classes, images_key,
+                           where=_path(archive))
+
+
+def validate_labels(
+    y: Any, key: str, n: int, num_classes: int | None, images_key: str, where: str = ""
+) -> np.ndarray:
+    """Class labels ``y``: ``[n]`` integers (integral floats allowed) in ``[0, num_classes)``
+    (only ``>= 0`` when ``num_classes`` is None) -> int64. Errors name ``where`` (a file),
+    ``key`` and the offending values with their counts."""
+    prefix = f"{where}: " if where else ""
+    y = np.asarray(y)
+    integral = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and bool(np.all(y == np.round(y))))
+    if y.ndim != 1 or not integral:
         raise ValueError(
-            f"{path}: {key!r} must be [N] integer class ids, got {y.dtype} shape {y.shape}"
+            f"{prefix}{key!r} must be [N] integer class ids, got {y.dtype} shape {y.shape}"
         )
     if len(y) != n:
-        raise ValueError(f"{path}: {key!r} has {len(y)} labels for {n} images in {images_key!r}")
+        raise ValueError(f"{prefix}{key!r} has {len(y)} labels for {n} images in {images_key!r}")
     y = y.astype(np.int64)
     bad = (y < 0) if num_classes is None else (y < 0) | (y >= num_classes)
     if bad.any():
-        values = np.unique(y[bad])
-        shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
-        where = "negative" if num_classes is None else (
+        where_ = "negative" if num_classes is None else (
             f"outside [0, {num_classes}) (num_classes = {num_classes})")
         raise ValueError(
-            f"{path}: {key!r} has {int(bad.sum())} label(s) {where}: {shown}. ID labels must "
-            "be 0..num_classes-1 (OOD images go in x_near_<name> / x_far_<name>, unlabelled)"
+            f"{prefix}{key!r} has {int(bad.sum())} label(s) {where_}: {value_counts(y[bad])}. "
+            "ID labels must be 0..num_classes-1 (OOD images go in x_near_<name> / "
+            "x_far_<name>, unlabelled)"
         )
     return y
+
+
+def infer_num_classes(y: np.ndarray, key: str = "y_train", where: str = "") -> int:
+    """``max(y) + 1`` when every class below it has samples; a gap means a stray label (a 99
+    in a 5-class set would otherwise give a 100-class model), which is an error naming the
+    labels above the gap and their counts. ``y``: checked labels (>= 0), not empty."""
+    prefix = f"{where}: " if where else ""
+    k = int(y.max()) + 1
+    empty = np.flatnonzero(np.bincount(y, minlength=k) == 0)
+    if empty.size:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if empty.size > 10 else "")
+        raise ValueError(
+            f"{prefix}no 'num_classes' given, and {key}'s largest label {k - 1} would mean "
+            f"{k} classes, but classes {shown} have no samples (a stray label?); labels above "
+            f"{int(empty[0])}: {value_counts(y[y > empty[0]])}. Fix {key} or give num_classes "
+            "(store it in the .npz, or pass --num-classes)"
+        )
+    return k
+
+
+def value_counts(values: np.ndarray, limit: int = 10) -> str:
+    """``"5 (12x), 99 (1x)"``: the distinct values with how often each occurs."""
+    uniq, counts = np.unique(values, return_counts=True)
+    shown = ", ".join(f"{u} ({c}x)" for u, c in zip(uniq[:limit], counts[:limit]))
+    return shown + (f", ... ({len(uniq)} distinct values)" if len(uniq) > limit else "")
+
+
+# ------------------------------------------------------------------ the dataset layout
+
+#: Splits with labels; ``x_<split>`` images [N, H, W] or [N, H, W, C] uint8, ``y_<split>`` [N].
+ID_SPLITS = ("train", "val", "test")
+#: What ``jaxood bench --benchmark npz:FILE`` needs (plus at least one x_near_/x_far_ set).
+BENCH_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_ood_val")
+#: What ``jaxood train --dataset npz:FILE`` needs (val and test are optional).
+TRAIN_KEYS = ("x_train", "y_train")
+#: The layout, as shown by ``jaxood train --help`` (README: "The .npz data format").
+LAYOUT_HELP = (
+    "one .npz for train and bench: x_train, y_train (ID images uint8 [N,H,W] or [N,H,W,C], "
+    "integer labels 0..K-1), x_val, y_val (ID-val: model selection, AdaSCALE/APS tuning), "
+    "x_test, y_test (ID-test), optional num_classes (K; else max(y_train)+1), and for bench "
+    "x_ood_val plus x_near_<name> / x_far_<name> OOD sets (unlabelled). train needs only "
+    "x_train, y_train; without x_val it carves --val-size images from x_train"
+)
+
+
+def check_dataset(
+    archive: Any, required: Sequence[str], purpose: str, num_classes: int | None = None
+) -> int:
+    """Checks a dataset ``.npz`` in the layout above before anything is used: ``required``
+    keys, x_/y_ pairs, every ``x_*`` array (uint8 images of one shape, not ragged or empty),
+    the class count and every ID split's labels. ``num_classes``: the caller's (e.g.
+    ``--num-classes``), which must agree with a stored one. Returns the class count."""
+    path = _path(archive)
+    files = set(archive.files)
+    missing = [k for k in required if k not in files]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; {purpose} needs {list(required)} ({LAYOUT_HELP})")
+    for s in ID_SPLITS:
+        pair = [f"x_{s}", f"y_{s}"]
+        if (pair[0] in files) != (pair[1] in files):
+            has, lacks = pair if pair[0] in files else pair[::-1]
+            raise ValueError(f"{path} has {has!r} but no {lacks!r}; store both or neither")
+    check_same_shapes(archive)
+    k = dataset_num_classes(archive, num_classes)
+    for s in ID_SPLITS:
+        if f"x_{s}" in files:
+            check_labels(archive, f"y_{s}", array_info(archive, f"x_{s}").shape[0], k, f"x_{s}")
+    return k
+
+
+def check_same_shapes(archive: Any) -> None:
+    """Every ``x_*`` array: uint8 images, not ragged or empty, all of one ``H x W x C``."""
+    shapes = {}
+    for key in sorted(k for k in archive.files if k.startswith("x_")):
+        shape = check_images(archive, key).shape
+        shapes[key] = shape[1:3] + ((shape[3],) if len(shape) == 4 else (1,))
+    first = shapes.get("x_train")
+    odd = {k: v for k, v in shapes.items() if v != first}
+    if odd:
+        raise ValueError(
+            f"{_path(archive)}: image arrays must share one shape (H, W, C) = {first} "
+            f"(x_train's); {', '.join(f'{k} is {v}' for k, v in odd.items())}: resize them first"
+        )
+
+
+def dataset_num_classes(archive: Any, num_classes: int | None = None) -> int:
+    """The class count: the stored ``num_classes``, else the caller's, else inferred from
+    ``y_train`` (:func:`infer_num_classes`)."""
+    path = _path(archive)
+    if "num_classes" in archive.files:
+        k = read_array(archive, "num_classes")
+        if k.shape != () or not np.issubdtype(k.dtype, np.integer) or int(k) < 1:
+            raise ValueError(f"{path}: 'num_classes' must be one integer >= 1, got {k!r}")
+        if num_classes is not None and int(k) != num_classes:
+            raise ValueError(f"{path} stores num_classes = {int(k)}, but num_classes = "
+                             f"{num_classes} was asked for (--num-classes); drop one of them")
+        return int(k)
+    if num_classes is not None:
+        return num_classes
+    y = check_labels(archive, "y_train", array_info(archive, "x_train").shape[0], None, "x_train")
+    return infer_num_classes(y, "y_train", where=path)
 
 
 def _path(archive: Any) -> str:

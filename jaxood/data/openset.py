@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxood.data import npzfile
+
 FASHION_ID = (0, 1, 2, 3, 5, 8)
 FASHION_NEAR = (4, 6, 7, 9)
 FASHION_NAMES = (
@@ -215,40 +217,26 @@ def cifar10_tfds(data_dir: str | None = None) -> dict:
     }
 
 
-NPZ_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_ood_val")
+NPZ_KEYS = npzfile.BENCH_KEYS
 
 
 def npz_spec(path: str) -> dict:
     """Benchmark metadata of a user ``.npz`` benchmark (see :func:`npz_benchmark`), after
-    checking the file (before any image is decoded): required keys, uint8 image arrays of
-    one shape (no ragged arrays, none empty), integer labels in ``[0, num_classes)`` with
-    one label per image. ``num_classes`` is the file's, or ``max(y_train) + 1`` when every
-    class in between has training samples.
+    checking the file (before any image is decoded) with :func:`npzfile.check_dataset`, the
+    checks ``jaxood train --dataset npz:`` makes too, plus at least one OOD set.
 
     Raises:
       FileNotFoundError / ValueError: naming the file, the key and what is wrong.
     """
-    from jaxood.data import npzfile
-
     if not os.path.isfile(path) and not os.path.isdir(path):
         raise FileNotFoundError(f"benchmark file {path!r} does not exist")
     with npzfile.open_npz(path) as f:
         files = set(f.files)
-        missing = [k for k in NPZ_KEYS if k not in files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks {missing}; an npz benchmark needs {list(NPZ_KEYS)} plus "
-                "x_near_<name> / x_far_<name> OOD arrays"
-            )
         near = sorted(k[len("x_near_") :] for k in files if k.startswith("x_near_"))
         far = sorted(k[len("x_far_") :] for k in files if k.startswith("x_far_"))
+        k = npzfile.check_dataset(f, NPZ_KEYS, "an npz benchmark")
         if not near and not far:
             raise ValueError(f"{path} has no x_near_<name> or x_far_<name> arrays")
-        _check_npz_images(f, path)
-        k = _num_classes(f, path)
-        for s in ("train", "val", "test"):
-            npzfile.check_labels(f, f"y_{s}", npzfile.array_info(f, f"x_{s}").shape[0], k,
-                                 f"x_{s}")
     return {
         "num_classes": k,
         "near": tuple(near),
@@ -258,51 +246,10 @@ def npz_spec(path: str) -> dict:
     }
 
 
-def _check_npz_images(f, path: str) -> None:
-    """Every ``x_*`` array: uint8 images, not ragged or empty, all of one ``H x W x C``."""
-    from jaxood.data import npzfile
-
-    shapes = {}
-    for key in sorted(k for k in f.files if k.startswith("x_")):
-        shape = npzfile.check_images(f, key).shape
-        shapes[key] = shape[1:3] + ((shape[3],) if len(shape) == 4 else (1,))
-    first = shapes.get("x_train")
-    odd = {k: v for k, v in shapes.items() if v != first}
-    if odd:
-        raise ValueError(
-            f"{path}: image arrays must share one shape (H, W, C) = {first} (x_train's); "
-            f"{', '.join(f'{k} is {v}' for k, v in odd.items())}: resize them first"
-        )
-
-
-def _num_classes(f, path: str) -> int:
-    from jaxood.data import npzfile
-
-    if "num_classes" in f.files:
-        k = npzfile.read_array(f, "num_classes")
-        if k.shape != () or not np.issubdtype(k.dtype, np.integer) or int(k) < 1:
-            raise ValueError(f"{path}: 'num_classes' must be one integer >= 1, got {k!r}")
-        return int(k)
-    n_train = npzfile.array_info(f, "x_train").shape[0]
-    y = npzfile.check_labels(f, "y_train", n_train, None, "x_train")
-    k = int(y.max()) + 1
-    empty = np.flatnonzero(np.bincount(y, minlength=k) == 0)
-    if empty.size:
-        shown = ", ".join(map(str, empty[:10])) + (" ..." if empty.size > 10 else "")
-        raise ValueError(
-            f"{path}: no 'num_classes' stored, and y_train's largest label {k - 1} would mean "
-            f"{k} classes, but classes {shown} have no training images (a stray label?). "
-            "Fix y_train or store num_classes in the file"
-        )
-    return k
-
-
 def npz_benchmark(path: str) -> dict:
     """A benchmark stored as one ``.npz``: uint8 images ``x_*`` ([N, H, W] or [N, H, W, C]),
     int labels ``y_train/y_val/y_test``, OOD arrays ``x_ood_val``, ``x_near_<name>``,
     ``x_far_<name>`` (labels -1), optional ``num_classes``. Checked by :func:`npz_spec`."""
-    from jaxood.data import npzfile
-
     with npzfile.open_npz(path) as f:
         def read(key):
             return npzfile.read_array(f, key)

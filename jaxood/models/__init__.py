@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -82,8 +83,44 @@ def get_factory(name: str) -> Callable[..., Any]:
 
 
 def create(name: str, num_classes: int, **kwargs: Any):
-    """Builds the Flax module registered as ``name``."""
-    return get_factory(name)(num_classes=num_classes, **kwargs)
+    """Builds the Flax module registered as ``name`` (unknown ``kwargs``: a ValueError
+    listing the valid ones)."""
+    check_arch_kwargs(name, kwargs)
+    try:
+        return get_factory(name)(num_classes=num_classes, **kwargs)
+    except TypeError as e:  # a factory forwarding **kwargs to a module without that field
+        if kwargs and "keyword argument" in str(e):
+            raise ValueError(f"model {name!r}: {e} (arch_kwargs / --arch-kwargs)") from None
+        raise
+
+
+def arch_arguments(name: str) -> list[str] | None:
+    """The keyword arguments the factory of ``name`` takes besides ``num_classes``: a Flax
+    module's fields or a function's parameters; None when it forwards ``**kwargs``."""
+    factory = get_factory(name)
+    if isinstance(factory, type) and dataclasses.is_dataclass(factory):
+        names = [f.name for f in dataclasses.fields(factory) if f.init]
+    else:
+        params = inspect.signature(factory).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [n for n in names if n not in ("num_classes", "parent", "name")]
+
+
+def check_arch_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Raises a ValueError naming the unknown keys of ``kwargs`` (``arch_kwargs``,
+    ``--arch-kwargs``) and listing the valid keyword arguments of model ``name``."""
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"arch_kwargs (--arch-kwargs) must be a JSON object of keyword "
+                         f"arguments, e.g. {{\"depth\": 16}}, got {kwargs!r}")
+    valid = arch_arguments(name)
+    unknown = sorted(k for k in kwargs if k == "num_classes" or (valid is not None and k not in valid))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no keyword argument(s) {unknown} (arch_kwargs / --arch-kwargs; "
+            f"num_classes comes from the data); valid: {', '.join(valid or []) or 'none'}"
+        )
 
 
 def flax_model(module, *, name: str | None = None, input_shape=None, **meta: Any) -> Model:

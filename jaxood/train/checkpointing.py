@@ -110,7 +110,7 @@ class Checkpointer:
 # ------------------------------------------------------------------ restore or initialise
 
 # A checkpoint is resumable only by a run with the same values of these keys.
-MODEL_KEYS = ("arch", "arch_kwargs", "num_classes", "input_shape")
+MODEL_KEYS = ("arch", "arch_kwargs", "num_classes", "input_shape", "classes")
 ORDER_KEYS = ("seed", "batch_size", "steps_per_epoch")  # else the run would not be reproduced
 
 
@@ -130,6 +130,7 @@ def run_identity(cfg, input_shape, num_classes: int, steps_per_epoch: int) -> di
         "arch_kwargs": dict(cfg.arch_kwargs),
         "num_classes": int(num_classes),
         "input_shape": list(input_shape),
+        "classes": None if cfg.classes is None else [int(c) for c in cfg.classes],
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "steps_per_epoch": int(steps_per_epoch),

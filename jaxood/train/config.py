@@ -41,7 +41,12 @@ class TrainConfig:
       dataset: dataset name for :func:`jaxood.data.sources.load_dataset` when ``train`` gets no
         arrays (``cifar10``, ``cifar100``, ``fashion_mnist``, ``npz:<path>``).
       data_dir: where the dataset lives (TFDS data dir, or the folder holding the ``.npz``).
-      val_size: ID-val images carved from the test split (OpenOOD: 1000).
+      val_size: ID-val images carved per class when the data has no val split: from the
+        test split for CIFAR/Fashion-MNIST (OpenOOD: 1000), from ``x_train`` for an ``.npz``
+        without ``x_val`` (0: no val, the last epoch's model is kept).
+      classes: train on these original class ids only, relabelled ``0..len-1`` in the given
+        order (train/val/test alike), e.g. ``(0, 1, 2, 3, 5, 8)`` for fashion-openset's ID
+        classes; ``None`` = all. Saved in the model's manifest (``train.classes``).
       epochs: training epochs; the cosine schedule spans ``epochs * steps_per_epoch``.
       max_steps: stop after this many steps (schedule unchanged); for smoke tests.
       batch_size: global batch size (divisible by the device count).
@@ -81,6 +86,7 @@ class TrainConfig:
     dataset: str | None = None
     data_dir: str | None = None
     val_size: int = 1000
+    classes: tuple[int, ...] | None = None
     epochs: int = 100
     max_steps: int | None = None
     batch_size: int = 128
@@ -148,10 +154,28 @@ class TrainConfig:
             raise ValueError(f"std must be positive, got {self.std}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+        if self.val_size < 0:
+            raise ValueError(f"val_size (--val-size) must be >= 0, got {self.val_size}")
+        self._validate_classes()
+        from jaxood import models
+
+        models.check_arch_kwargs(self.arch, self.arch_kwargs)  # before the data is loaded
+
+    def _validate_classes(self) -> None:
+        if self.classes is None:
+            return
+        from jaxood.data.sources import check_classes
+
+        check_classes(self.classes)  # the range is checked when the data is known
+        if self.num_classes is not None and self.num_classes != len(self.classes):
+            raise ValueError(
+                f"num_classes = {self.num_classes} but classes (--classes) selects "
+                f"{len(self.classes)}; the model has len(classes) outputs: drop --num-classes"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("mean", "std", "input_shape"):
+        for k in ("mean", "std", "input_shape", "classes"):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
@@ -165,7 +189,7 @@ class TrainConfig:
                 f"unknown TrainConfig fields {sorted(unknown)}; valid: {sorted(names)}"
             )
         d = dict(d)
-        for k in ("mean", "std", "input_shape"):
+        for k in ("mean", "std", "input_shape", "classes"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)

@@ -12,7 +12,11 @@ Split = tuple[np.ndarray, np.ndarray]  # (x uint8 [N, H, W, C], y int32 [N])
 
 
 class TrainData(NamedTuple):
-    """Checked splits (``val``/``test`` may be None) and what the model needs to know."""
+    """Checked splits (``val``/``test`` may be None) and what the model needs to know.
+
+    ``val_source``: where val came from, in words; ``classes``: the original class ids kept
+    (label ``i`` = original class ``classes[i]``), None = all.
+    """
 
     train: Split
     val: Split | None
@@ -21,6 +25,8 @@ class TrainData(NamedTuple):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     name: str
+    val_source: str = ""
+    classes: tuple[int, ...] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -28,40 +34,40 @@ class TrainData(NamedTuple):
 
 
 def prepare_data(cfg: TrainConfig, train_data=None, val_data=None, test_data=None) -> TrainData:
-    """Arrays as given (or ``cfg.dataset`` loaded) -> NHWC uint8 + int labels, all checked.
+    """Arrays as given (or ``cfg.dataset`` loaded) -> NHWC uint8 + int labels, all checked
+    (:func:`jaxood.data.sources.from_arrays`: labels in range, no stray label, one image
+    shape), ``cfg.classes`` selected and relabelled.
 
     ``mean``/``std``: ``cfg``'s, else the dataset's constants, else statistics of the
-    training images (arrays).
+    training images (arrays). Val: ``val_data``, else the dataset's (see ``load_dataset``).
     """
-    from jaxood.data.sources import as_nhwc_uint8, check_labels, load_dataset
+    from jaxood.data.sources import from_arrays, load_dataset
 
+    own_k = None if cfg.classes else cfg.num_classes  # K of the original labels
     if train_data is None:
         if not cfg.dataset:
             raise ValueError("no training data: pass train_data=(x, y) or set TrainConfig.dataset")
-        splits = load_dataset(cfg.dataset, cfg.data_dir, val_size=cfg.val_size)
-        raw = (splits.train, splits.val, splits.test)
-        num_classes = cfg.num_classes or splits.num_classes
-        mean, std, name = cfg.mean or splits.mean, cfg.std or splits.std, splits.name
+        splits = load_dataset(cfg.dataset, cfg.data_dir, val_size=cfg.val_size,
+                              classes=cfg.classes, num_classes=own_k)
     else:
-        raw = (train_data, val_data, test_data)
-        ys = [d[1] for d in raw if d is not None]
-        num_classes = cfg.num_classes or int(max(np.max(y) for y in ys)) + 1
-        mean, std, name = cfg.mean, cfg.std, cfg.dataset or "arrays"
-    checked = []
-    for split, data in zip(("train", "val", "test"), raw):
-        if data is None:
-            checked.append(None)
-            continue
-        x = as_nhwc_uint8(data[0], f"{split} images")
-        checked.append((x, check_labels(data[1], len(x), f"{split} labels", num_classes)))
-    train, val, test = checked
-    if len(train[0]) == 0:
-        raise ValueError("the training set is empty")
-    if mean is None:  # statistics of the training images
-        scaled = train[0].reshape(-1, train[0].shape[-1]).astype(np.float64) / 255.0
-        mean, std = tuple(scaled.mean(0)), tuple(scaled.std(0))
+        val, test = val_data or (None, None), test_data or (None, None)
+        splits = from_arrays(cfg.dataset or "arrays", *train_data, *test, x_val=val[0],
+                             y_val=val[1], num_classes=own_k, classes=cfg.classes,
+                             mean=cfg.mean, std=cfg.std, val_size=0)
+    val_source = splits.val_source
+    if train_data is not None:
+        val_source = "val_data" if val_data is not None else (
+            "none (no val_data given): the last epoch's model is kept")
+    num_classes = cfg.num_classes or splits.num_classes
+    if num_classes < splits.num_classes:  # CIFAR/Fashion-MNIST (npz/arrays were checked)
+        raise ValueError(f"num_classes (--num-classes) = {num_classes} but {splits.name} has "
+                         f"{splits.num_classes} classes; select a subset with --classes")
+    if len(splits.train[0]) == 0:
+        raise ValueError(f"the training set of {splits.name} is empty")
     data = TrainData(
-        train, val, test, num_classes, tuple(map(float, mean)), tuple(map(float, std)), name
+        splits.train, splits.val if len(splits.val[0]) else None, splits.test, num_classes,
+        tuple(map(float, cfg.mean or splits.mean)), tuple(map(float, cfg.std or splits.std)),
+        splits.name, val_source, splits.classes,
     )
     _check_shapes(cfg, data)
     return data
@@ -74,11 +80,6 @@ def _check_shapes(cfg: TrainConfig, data: TrainData) -> None:
             f"mean/std have {len(data.mean)}/{len(data.std)} entries but the images have "
             f"{channels} channels"
         )
-    for split, d in (("val", data.val), ("test", data.test)):
-        if d is not None and d[0].shape[1:] != data.train[0].shape[1:]:
-            raise ValueError(
-                f"{split} images {d[0].shape[1:]} differ from train images {data.train[0].shape[1:]}"
-            )
     if cfg.input_shape is not None and tuple(cfg.input_shape) != data.input_shape:
         raise ValueError(
             f"input_shape {tuple(cfg.input_shape)} does not match the data {data.input_shape}"

@@ -30,11 +30,13 @@ def export_best(
     val_acc: float | None,
     data_name: str,
     steps_per_epoch: int,
+    data_notes: dict | None = None,
 ) -> str:
     """Saves ``variables`` of ``step`` and points ``<workdir>/best`` at it; returns its path.
 
     ``run_cfg`` is the resolved config (``num_classes``, ``mean``, ``std``, ``input_shape``
-    set). Call it on one process only: the save is process-local.
+    set). ``data_notes`` (val source, ``class_map`` of a class subset) go into the manifest's
+    ``train`` entry. Call it on one process only: the save is process-local.
     """
     h = run_cfg.input_shape[0]
     preprocess = PreprocessSpec(
@@ -50,6 +52,7 @@ def export_best(
         "name": f"{run_cfg.arch}-{data_name}",
         "train": {
             "dataset": data_name,
+            **(data_notes or {}),
             "step": step,
             "epoch": step / steps_per_epoch,
             "val_acc": val_acc,

@@ -79,6 +79,7 @@ class Run:
     cfg: TrainConfig  # resolved: num_classes, mean, std, input_shape, fc_weight_decay set
     workdir: str
     data_name: str
+    data_notes: dict  # where val came from, the class subset (saved in the manifest)
     steps_per_epoch: int
     end_step: int
     identity: dict  # what a checkpoint must match to be resumed by this run
@@ -135,6 +136,7 @@ def train(
     if run.is_main:  # only after restore_or_init's checks: a refused resume keeps the config
         run.cfg.save(os.path.join(run.workdir, "config.json"))
     log = MetricsLog(os.path.join(run.workdir, "metrics.jsonl"), run.is_main)
+    announce_data(run, data, log)
     start_step = int(jax.device_get(state.step))
     if ckpt.latest_step() is not None:
         log.write({"event": "resume", "step": start_step})
@@ -241,11 +243,28 @@ def make_run(cfg: TrainConfig, data: TrainData, steps_per_epoch: int) -> Run:
         cfg=resolved,
         workdir=os.path.abspath(cfg.workdir),
         data_name=data.name,
+        data_notes=data_notes(data),
         steps_per_epoch=steps_per_epoch,
         end_step=min(total, cfg.max_steps) if cfg.max_steps else total,
         identity=run_identity(cfg, data.input_shape, data.num_classes, steps_per_epoch),
         is_main=jax.process_index() == 0,
     )
+
+
+def announce_data(run: Run, data: TrainData, log: MetricsLog) -> None:
+    """One line naming the source of val (so a user sees when it is not the test split)."""
+    log.write({"event": "data", "dataset": data.name, **run.data_notes})
+    if run.is_main:
+        print(f"jaxood train: val = {data.val_source}", file=sys.stderr, flush=True)
+
+
+def data_notes(data: TrainData) -> dict:
+    """What a user of the model needs to know about its data: the source of val and, with a
+    class subset, which original class each output is (``class_map[i]`` = original id)."""
+    notes = {"val_source": data.val_source}
+    if data.classes is not None:
+        notes["class_map"] = {str(i): c for i, c in enumerate(data.classes)}
+    return notes
 
 
 def accuracy(p_eval_step, state: TrainState, split: Split | None, *, sharding, batch_size: int):
@@ -285,6 +304,7 @@ def end_of_epoch(run: Run, state: TrainState, record: dict, progress: Progress, 
                 step=done,
                 val_acc=val_acc,
                 data_name=run.data_name,
+                data_notes=run.data_notes,
                 steps_per_epoch=run.steps_per_epoch,
             )
     record["best_val_acc"] = progress.best_val_acc if progress.best_val_acc >= 0 else None
@@ -312,6 +332,7 @@ def finish(run: Run, state, progress, evaluate, test, log, ckpt, repl, images_pe
             step=final_step,
             val_acc=None,
             data_name=run.data_name,
+            data_notes=run.data_notes,
             steps_per_epoch=run.steps_per_epoch,
         )
     test_acc = None

@@ -30,10 +30,14 @@ def test_npz_source_and_statistics(tmp_path):
     }
     np.savez(tmp_path / "d.npz", **arrays)
     s = sources.load_dataset(f"npz:{tmp_path / 'd.npz'}", val_size=6)
-    assert s.train[0].shape == (50, 6, 6, 1) and s.num_classes == 3
-    assert len(s.val[0]) == 6 and len(s.test[0]) == 24
-    np.testing.assert_allclose(s.mean, [arrays["x_train"].mean() / 255], atol=1e-4)
-    np.testing.assert_allclose(s.std, [(arrays["x_train"] / 255).std()], atol=1e-4)
+    # No x_val in the file: val is carved from x_train, the test split is left whole.
+    assert s.train[0].shape == (44, 6, 6, 1) and s.num_classes == 3
+    assert len(s.val[0]) == 6 and len(s.test[0]) == 30 and "carved from x_train" in s.val_source
+    np.testing.assert_array_equal(s.test[0][..., 0], arrays["x_test"])
+    together = np.concatenate([s.train[0], s.val[0]])[..., 0]  # train = x_train minus val
+    assert sorted(map(bytes, together)) == sorted(map(bytes, arrays["x_train"]))
+    np.testing.assert_allclose(s.mean, [s.train[0].mean() / 255], atol=1e-4)
+    np.testing.assert_allclose(s.std, [(s.train[0] / 255).std()], atol=1e-4)
 
 
 def test_fashion_mnist_real_file(shared_data):
@@ -66,5 +70,5 @@ def test_bad_dataset_inputs(tmp_path):
         sources.load_dataset(f"npz:{tmp_path / 'nothing.npz'}")
     with pytest.raises(ValueError, match="uint8"):
         sources.as_nhwc_uint8(np.zeros((2, 4, 4), np.float32))
-    with pytest.raises(ValueError, match="labels must lie"):
+    with pytest.raises(ValueError, match=r"'y' has 1 label\(s\) outside \[0, 3\).*: 5 \(1x\)"):
         sources.check_labels(np.array([0, 5]), 2, num_classes=3)

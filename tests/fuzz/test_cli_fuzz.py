@@ -69,7 +69,7 @@ CASES = [
     ("bench/npz_ragged", lambda w: npz_bench(w, "ragged"), 2,
      r"ragged.npz: 'x_far_rag' is a ragged \(object\) array; images must share one shape"),
     ("bench/y_test_out_of_range", lambda w: npz_bench(w, "y_test_out"), 2,
-     r"'y_test' has \d+ label\(s\) outside \[0, 5\) \(num_classes = 5\): 5, 6, 7"),
+     r"'y_test' has \d+ label\(s\) outside \[0, 5\) \(num_classes = 5\): 5 \(\d+x\), 6 \(\d+x\), 7"),
     ("bench/y_val_negative", lambda w: npz_bench(w, "y_val_neg"), 2,
      r"'y_val' has \d+ label\(s\) outside \[0, 5\).*: -1"),
     ("bench/y_train_stray_label", lambda w: npz_bench(w, "y_train_stray"), 2,
