@@ -13,9 +13,9 @@ six ID classes:
   lr 0.003, fc weight decay 5e-5: the spec's "ours" CIFAR-style ISH recipe, ~1/3 of the
   pre-training, as ImageNet's 10 of 90 epochs is ~1/9).
 
-The data go to `jaxood train` as an ``npz:`` file: x_train/y_train = the benchmark's ID train
-split, x_test/y_test = its ID val + test splits (`jaxood train` carves its 600-image
-model-selection split from them). Every run resumes (``--resume``) after an interruption.
+The data go to `jaxood train` as an ``npz:`` file holding the benchmark's ID splits:
+x_train/y_train, x_val/y_val (model selection, as the headline models) and x_test/y_test.
+Every run resumes (``--resume``) after an interruption.
 Writes ``experiments/results/adascale_analyses/training_methods.json`` (accuracy and wall
 time per method, merged with earlier invocations).
 """
@@ -35,7 +35,7 @@ RESULTS = os.path.join(ROOT, "experiments", "results", "adascale_analyses")
 
 COMMON = [
     "--arch", "wrn", "--arch-kwargs", '{"depth": 16, "widen_factor": 4}', "--batch-size", "128",
-    "--crop-padding", "2", "--val-size", "600", "--no-progress", "--log-every", "50",
+    "--crop-padding", "2", "--no-progress", "--log-every", "50",
 ]
 METHODS = {
     "ce": ["--loss", "ce", "--epochs", "1"],
@@ -55,11 +55,9 @@ def write_npz(path: str, data_root: str) -> None:
     if os.path.isfile(path):
         return
     d = fashion_openset(data_root)
-    x_test = np.concatenate([d["val"][0], d["test"][0]])
-    y_test = np.concatenate([d["val"][1], d["test"][1]])
     tmp = path + ".tmp.npz"
-    np.savez(tmp, x_train=d["train"][0], y_train=d["train"][1], x_test=x_test, y_test=y_test,
-             num_classes=6)
+    np.savez(tmp, x_train=d["train"][0], y_train=d["train"][1], x_val=d["val"][0],
+             y_val=d["val"][1], x_test=d["test"][0], y_test=d["test"][1], num_classes=6)
     os.replace(tmp, path)
 
 
