@@ -141,24 +141,7 @@ def train(
     if ckpt.latest_step() is not None:
         log.write({"event": "resume", "step": start_step})
 
-    hp = StepConfig.from_config(run.cfg, data.mean, data.std)
-    p_train_step = jax.jit(
-        functools.partial(train_step, hp=hp),
-        donate_argnums=0,
-        in_shardings=(repl, batch_sh, batch_sh),
-        out_shardings=(repl, repl),
-    )
-    p_eval_step = jax.jit(
-        functools.partial(eval_step, hp=hp),
-        out_shardings=repl,
-        in_shardings=(repl, batch_sh, batch_sh, batch_sh),
-    )
-    evaluate = functools.partial(
-        accuracy,
-        p_eval_step,
-        sharding=batch_sh,
-        batch_size=math.ceil(cfg.eval_batch_size / mesh.devices.size) * mesh.devices.size,
-    )
+    p_train_step, evaluate = compile_steps(run.cfg, data, mesh)
     lr_at = learning_rate_schedule(run.cfg, total_steps)
     window, seen_shapes = MetricsWindow(), set()
     bar = progress_bar(cfg, run, start_step)
@@ -178,35 +161,10 @@ def train(
             if bar is not None:
                 bar.update(1)
             if len(window) >= cfg.log_every or save_now:
-                record = window.flush(ckpt.latest_step())
-                log.write(
-                    {
-                        "step": done,
-                        "epoch": done / run.steps_per_epoch,
-                        **record,
-                        "lr": float(lr_at(done)),
-                    }
-                )
-                if bar is not None:
-                    rate = record["images_per_s"]
-                    bar.set_postfix(
-                        loss=f"{record['loss']:.4f}",
-                        acc=f"{record['train_acc']:.3f}",
-                        img_s=f"{rate:.0f}" if rate else "-",
-                    )
+                log_window(window.flush(ckpt.latest_step()), done, run, lr_at, log, bar)
             if epoch_end:
                 check_finite(state, done, ckpt)  # never evaluate or export a diverged model
-                val_acc = evaluate(state, data.val) if data.val is not None else None
-                train_loss, train_acc = window.end_epoch()
-                record = {
-                    "epoch": done / run.steps_per_epoch,
-                    "step": done,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "val_acc": val_acc,
-                    "lr": float(lr_at(done)),
-                    "time": time.time(),
-                }
+                record = epoch_record(window, done, run, lr_at, evaluate(state, data.val))
                 end_of_epoch(run, state, record, progress, log, bar)
             if save_now:
                 check_finite(state, done, ckpt)
@@ -217,6 +175,57 @@ def train(
             bar.close()
         ckpt.close()
     return finish(run, state, progress, evaluate, data.test, log, ckpt, repl, window.images_per_s)
+
+
+def compile_steps(cfg: TrainConfig, data: TrainData, mesh):
+    """The jitted train step (state donated) and ``evaluate(state, split) -> accuracy``."""
+    repl, batch_sh = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    hp = StepConfig.from_config(cfg, data.mean, data.std)
+    p_train_step = jax.jit(
+        functools.partial(train_step, hp=hp),
+        donate_argnums=0,
+        in_shardings=(repl, batch_sh, batch_sh),
+        out_shardings=(repl, repl),
+    )
+    p_eval_step = jax.jit(
+        functools.partial(eval_step, hp=hp),
+        out_shardings=repl,
+        in_shardings=(repl, batch_sh, batch_sh, batch_sh),
+    )
+    evaluate = functools.partial(
+        accuracy,
+        p_eval_step,
+        sharding=batch_sh,
+        batch_size=math.ceil(cfg.eval_batch_size / mesh.devices.size) * mesh.devices.size,
+    )
+    return p_train_step, evaluate
+
+
+def log_window(record: dict, done: int, run: Run, lr_at, log: MetricsLog, bar) -> None:
+    """Writes a flushed metrics window (loss, accuracy, images/s) to the log and the bar."""
+    log.write(
+        {"step": done, "epoch": done / run.steps_per_epoch, **record, "lr": float(lr_at(done))}
+    )
+    if bar is not None:
+        rate = record["images_per_s"]
+        bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            acc=f"{record['train_acc']:.3f}",
+            img_s=f"{rate:.0f}" if rate else "-",
+        )
+
+
+def epoch_record(window: MetricsWindow, done: int, run: Run, lr_at, val_acc) -> dict:
+    train_loss, train_acc = window.end_epoch()
+    return {
+        "epoch": done / run.steps_per_epoch,
+        "step": done,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_acc": val_acc,
+        "lr": float(lr_at(done)),
+        "time": time.time(),
+    }
 
 
 def device_mesh(cfg: TrainConfig) -> jax.sharding.Mesh:
