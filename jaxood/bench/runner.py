@@ -451,8 +451,10 @@ class BenchResult:
         "grid"} per run ]}``.
       scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
         computed in this invocation (for plots).
-      info: benchmark, model, runs, devices, timings, and this invocation's ``computed``,
-        ``skipped`` (already in the store with the same settings) and ``failed`` detectors.
+      info: benchmark, model, runs, devices, timings (per run: ``stages``, the
+        :class:`~jaxood.bench.timing.StageTimes` of decode waits, network passes, APS,
+        evaluation and writing), and this invocation's ``computed``, ``skipped`` (already in
+        the store with the same settings) and ``failed`` detectors.
       out_dir: where the files went.
     """
 
