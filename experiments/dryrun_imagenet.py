@@ -142,7 +142,8 @@ def summarise(stages: dict, write_report_s: float) -> dict:
     }
     for det in DETECTORS:
         out[f"APS {det} (fit + grid scoring)"] = pick(f"aps/{det}")
-        out[f"evaluate {det} (test scores + metrics)"] = pick(f"evaluate/{det}")
+        out[f"evaluate {det} (test scores)"] = pick(f"evaluate/{det}")
+        out[f"metrics {det}"] = pick(f"metrics/{det}")
     out["write fitted detectors"] = pick("save_fitted/")
     out["write results store"] = pick("write_results")
     out["write report (tables, plots)"] = {"seconds": round(write_report_s, 3), "items": 0}

@@ -108,7 +108,8 @@ def rates(run: dict) -> dict:
         # First batch of each compiled function minus one batch at the steady rate.
         "compile_s": s("features/first_batch") - b / rate("features/network")
         + s("extract/adascale_a/first_batch") - b / rate("extract/adascale_a/network"),
-        "aps_s": s("aps/adascale_a"), "evaluate_s": s("evaluate/adascale_a"),
+        "aps_s": s("aps/adascale_a"),
+        "evaluate_s": s("evaluate/adascale_a") + s("metrics/adascale_a"),
         "fixed_s": s("open") + s("save_fitted/adascale_a") + s("write_results")
         + run["stage_summary"]["write report (tables, plots)"]["seconds"],
     }  # fmt: skip

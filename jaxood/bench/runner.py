@@ -615,7 +615,7 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     with timer.stage(f"aps/{det.name}"):
         found = dr.search(cfg.aps)
     hp = found.best
-    with timer.stage(f"evaluate/{det.name}"):
+    with timer.stage(f"evaluate/{det.name}"):  # test-set scores (metrics: a nested stage)
         row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, hp, ctx.acc)
     if cfg.save_detectors:
         with timer.stage(f"save_fitted/{det.name}"):
@@ -828,7 +828,8 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
                 run_scores.setdefault("id", s_id)
             else:
                 s_id, s_ood = id_scores, dr.score(key, hp)
-            m = metrics.compute_all_metrics(s_id, s_ood, acc)
+            with store.timer.stage(f"metrics/{dr.det.name}"):
+                m = metrics.compute_all_metrics(s_id, s_ood, acc)
             row[name] = dict(zip(METRIC_NAMES, m))
             run_scores[key] = s_ood
         if names:  # a benchmark may have no near (or no far) sets: no summary row then

@@ -302,7 +302,8 @@ def test_stage_timings_count_every_image_once(setup):
                     if f"{kind}/{s}" in stages]
         assert sum(computed) == n_all
         assert stages[f"{kind}/cache_write"]["items"] == n_all
-    for name in ("open", "aps/msp", "aps/adascale_a", "evaluate/adascale_a", "write_results"):
+    for name in ("open", "aps/msp", "aps/adascale_a", "evaluate/adascale_a",
+                 "metrics/adascale_a", "write_results"):
         assert stages[name]["seconds"] >= 0
     total = sum(s["seconds"] for s in stages.values())
     assert total <= res.info["total_s"]
