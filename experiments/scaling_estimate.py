@@ -216,6 +216,35 @@ def markdown(p: dict) -> str:
     return "\n".join(out)
 
 
+def measured_table(big: dict, small: dict | None) -> str:
+    """The dry runs' stage table (seconds, images/s) as markdown."""
+    runs = [big] + ([small] if small else [])
+    head = " | ".join(f"{r['images_total']} images: s | images/s" for r in runs)
+    out = [f"| stage | {head} |", "|---" * (1 + 2 * len(runs)) + "|"]
+
+    def cells(row):
+        if row is None:
+            return "— | —"
+        rate = f"{row['items_per_s']:,.1f}" if "items_per_s" in row else ""
+        sec = row["seconds"]
+        return f"{sec:,.2f} | {rate}" if sec >= 1 else f"{sec:.3f} | {rate}"
+
+    d = [r["decode_only_pass"] for r in runs]
+    out.append("| decode only, no network (before the run) | " + " | ".join(
+        f"{x['seconds']:.2f} | {x['images_per_s']:.1f}" for x in d) + " |")
+    order = ("open", "decode wait, features", "compile + first batch, features", "forward",
+             "decode wait, AdaSCALE", "compile + first batch, AdaSCALE", "AdaSCALE extra",
+             "feature cache", "APS", "evaluate", "metrics", "write")
+    names = sorted(big["stage_summary"],
+                   key=lambda k: next(i for i, o in enumerate(order) if k.startswith(o)))
+    for name in names:
+        out.append(f"| {name} | " + " | ".join(
+            cells(r["stage_summary"].get(name)) for r in runs) + " |")
+    out.append("| **wall time of the runner** | " + " | ".join(
+        f"**{r['bench_wall_s']:.1f}** | " for r in runs) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dryrun", default=os.path.join(HERE, "results", "dryrun_imagenet.json"))
@@ -224,16 +253,20 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the projection as JSON")
     args = ap.parse_args()
     with open(args.dryrun) as f:
-        r = rates(json.load(f))
-    small = None
+        big_run = json.load(f)
+    small_run = None
     if args.small:
         with open(args.small) as f:
-            small = rates(json.load(f))
+            small_run = json.load(f)
+    r = rates(big_run)
+    small = rates(small_run) if small_run else None
     with open(args.decode) as f:
         decode_core = json.load(f)["loaders"]["images_per_s_median"]["jaxood_imagelist_1_thread"]
     p = project(r, small, decode_core)
     print(json.dumps({k: v for k, v in p.items() if k != "rows"}, indent=1))
     print(json.dumps(r, indent=1))
+    print(measured_table(big_run, small_run))
+    print()
     print(markdown(p))
     if args.json:
         from jaxood.fsutil import atomic_write_json
