@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from jaxood import parallel, validate
 from jaxood.bench.cache import CacheEntry
+from jaxood.bench.timing import StageTimes
 from jaxood.distributed import Processes
 from jaxood.types import Model
 
@@ -98,6 +100,8 @@ def extract(
     progress: bool = True,
     desc: str = "",
     processes: Processes | None = None,
+    timer: StageTimes | None = None,
+    stage: str = "extract",
 ) -> list[dict[str, np.ndarray]]:
     """Runs ``fn`` over ``source`` and caches the outputs; returns the cached arrays.
 
@@ -120,6 +124,11 @@ def extract(
       mesh: device mesh (default: all local devices).
       progress: show a tqdm bar.
       desc: bar label.
+      timer: records ``<stage>/decode`` (waiting for ``source.batch``),
+        ``<stage>/first_batch`` (the first batch of each compiled function: includes the XLA
+        compile), ``<stage>/network`` (the other batches, until their outputs are on the
+        host) and ``<stage>/cache_write``; items are images.
+      stage: the prefix of those stage names.
 
     Returns:
       For each group, its ``{name: array}`` (memory-mapped ``[N, ...]``), in source order.
@@ -137,9 +146,9 @@ def extract(
         todo = [i for i in range(num_shards) if not all(e.has_shard(i) for e, _ in pending)]
         todo = procs.mine(todo)
         if todo:
-            _run_shards(
-                fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc
-            )
+            timing = (timer or StageTimes(), stage)
+            _run_shards(fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress,
+                        desc, timing)
         tag = pending[0][0].dir
         procs.barrier(f"shards {tag}")
         if procs.is_main:
@@ -149,7 +158,10 @@ def extract(
     return [e.load() for e, _ in groups]
 
 
-def _run_shards(fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc):
+def _run_shards(
+    fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc, timing
+):
+    timer, stage = timing
     step = sharded_fn(fn, mesh)
     variables = jax.device_put(variables, parallel.replicated(mesh))
     total = sum(int(math.ceil((min(n, (i + 1) * shard_size) - i * shard_size) / bs)) for i in todo)
@@ -157,26 +169,37 @@ def _run_shards(fn, variables, source, pending, todo, n, bs, shard_size, mesh, p
     try:
         for i in todo:
             lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-            arrays = _run_range(step, variables, source, lo, hi, bs, mesh, bar)
-            for entry, names in pending:
-                keep = arrays if names is None else {k: arrays[k] for k in names}
-                if not entry.has_shard(i):
-                    entry.write_shard(i, keep)
+            arrays = _run_range(step, variables, source, lo, hi, bs, mesh, bar, timing)
+            with timer.stage(f"{stage}/cache_write", items=hi - lo):
+                for entry, names in pending:
+                    keep = arrays if names is None else {k: arrays[k] for k in names}
+                    if not entry.has_shard(i):
+                        entry.write_shard(i, keep)
     finally:
         bar.close()
 
 
-def _run_range(step, variables, source, lo, hi, bs, mesh, bar) -> dict[str, np.ndarray]:
+def _run_range(
+    step, variables, source, lo, hi, bs, mesh, bar, timing=None
+) -> dict[str, np.ndarray]:
     """Runs the jitted ``step`` over ``source[lo:hi]`` in padded batches of ``bs``; padded
-    rows are dropped, so every sample is computed exactly once."""
+    rows are dropped, so every sample is computed exactly once. ``timing``: ``(StageTimes,
+    stage prefix)`` (see :func:`extract`)."""
+    timer, stage = timing or (StageTimes(), "extract")
     in_sharding = parallel.batch_sharding(mesh)
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(lo, hi, bs):
         stop = min(hi, start + bs)
+        t0 = time.perf_counter()
         x, mask = parallel.pad_batch(source.batch(start, stop), bs)
+        t1 = time.perf_counter()
         out = step(variables, jax.device_put(x, in_sharding))
         for k, v in out.items():
             parts.setdefault(k, []).append(np.asarray(v)[mask])
+        t2 = time.perf_counter()
+        timer.add(f"{stage}/decode", t1 - t0, stop - start)
+        compiled = timer.first_call((step, x.shape))
+        timer.add(f"{stage}/{'first_batch' if compiled else 'network'}", t2 - t1, stop - start)
         bar.update(1)
     return {k: np.concatenate(v) for k, v in parts.items()}
 

@@ -37,6 +37,7 @@ from jaxood.bench import aps as aps_lib
 from jaxood.bench import extract as ex
 from jaxood.bench.cache import FeatureCache, variables_fingerprint
 from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
+from jaxood.bench.timing import StageTimes
 from jaxood.data import benchmarks
 from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
 from jaxood.fsutil import plain
@@ -207,12 +208,13 @@ class DataStore:
     """Lazily extracted, cached per-sample arrays of every dataset of one run.
 
     Keys are ``"id_train"``, ``"id_val"``, ``"id_test"``, ``"ood_val"``, ``"near/<name>"``,
-    ``"far/<name>"``, ``"csid/<name>"``.
+    ``"far/<name>"``, ``"csid/<name>"``. ``timer`` gets the network passes' stages
+    (``features/*``, ``extract/<detector>/*``, ``netscore/<detector>/*``).
     """
 
     def __init__(
         self, opened, loaded, cache: FeatureCache, *, batch_size, mesh, progress, map_splits=(),
-        processes: Processes | None = None,
+        processes: Processes | None = None, timer: StageTimes | None = None,
     ):
         self.sources = opened.all_sources()
         self.model, self.variables = loaded.model, loaded.variables
@@ -227,6 +229,7 @@ class DataStore:
         self._fingerprints: dict[str, str] = {}
         self.network_passes = 0  # how many datasets needed a network pass (cache misses)
         self.processes = processes or Processes()
+        self.timer = timer or StageTimes()
 
     def _key(self, split: str, what: Mapping[str, Any]) -> dict:
         src = self.sources[split]
@@ -234,7 +237,7 @@ class DataStore:
             self._fingerprints[split] = src.fingerprint()
         return {"model": self.model_fp, "data": self._fingerprints[split], "n": len(src), **what}
 
-    def _run(self, split, fn, groups, desc):
+    def _run(self, split, fn, groups, desc, stage):
         if not all(e.complete for e, _ in groups):
             self.network_passes += 1
         return ex.extract(
@@ -247,6 +250,8 @@ class DataStore:
             progress=self.progress,
             desc=desc,
             processes=self.processes,
+            timer=self.timer,
+            stage=stage,
         )
 
     def base(self, split: str, fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
@@ -267,7 +272,7 @@ class DataStore:
                 for f in todo
             ]
             results = self._run(
-                split, ex.features_fn(self.model, todo), entries, f"{split} features"
+                split, ex.features_fn(self.model, todo), entries, f"{split} features", "features"
             )
             for f, r in zip(todo, results):
                 self._mem[("base", split, f)] = out[f] = r[f]
@@ -288,7 +293,7 @@ class DataStore:
             )
             fn = ex.extract_fn(det, self.model, tuple(hp.items()))
             (self._mem[mem_key],) = self._run(
-                split, fn, [(entry, None)], f"{split} {det.name} extract"
+                split, fn, [(entry, None)], f"{split} {det.name} extract", f"extract/{det.name}"
             )
         return self._mem[mem_key]
 
@@ -314,6 +319,7 @@ class DataStore:
                 fn, (self.variables, stats), self.sources[split], [(entry, None)],
                 batch_size=self.batch_size, mesh=self.mesh, progress=self.progress,
                 desc=f"{split} {det.name} score", processes=self.processes,
+                timer=self.timer, stage=f"netscore/{det.name}",
             )
             self._mem[mem_key] = np.asarray(out["score"])
         return self._mem[mem_key]
@@ -445,8 +451,10 @@ class BenchResult:
         "grid"} per run ]}``.
       scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
         computed in this invocation (for plots).
-      info: benchmark, model, runs, devices, timings, and this invocation's ``computed``,
-        ``skipped`` (already in the store with the same settings) and ``failed`` detectors.
+      info: benchmark, model, runs, devices, timings (per run: ``stages``, the
+        :class:`~jaxood.bench.timing.StageTimes` of decode waits, network passes, APS,
+        evaluation and writing), and this invocation's ``computed``, ``skipped`` (already in
+        the store with the same settings) and ``failed`` detectors.
       out_dir: where the files went.
     """
 
@@ -544,6 +552,12 @@ class RunContext:
 
 def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -> RunContext:
     """Loads the model, opens (and verifies) the data, selects the detectors, measures ACC."""
+    timer = StageTimes()
+    with timer.stage("open"):  # loading, list verification, ID-test features + ACC
+        return _open_run(cfg, bench, model_dir, cache, mesh, procs, timer)
+
+
+def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
     from jaxood import models
 
     t0 = time.perf_counter()
@@ -572,7 +586,7 @@ def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -
             if "train" in d.fit_splits:
                 map_splits.add("id_train")
     store = DataStore(opened, loaded, cache, batch_size=cfg.batch_size, mesh=mesh,
-                      progress=cfg.progress, map_splits=map_splits, processes=procs)
+                      progress=cfg.progress, map_splits=map_splits, processes=procs, timer=timer)
     id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
     id_labels = np.concatenate([store.labels(k) for k in id_keys])
     id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
@@ -597,11 +611,15 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     t1 = time.perf_counter()
     overrides = _overrides(cfg, ctx, det)
     dr = DetectorRun(det, ctx.store, overrides, cfg.fit_images_mb)
-    found = dr.search(cfg.aps)
+    timer = ctx.store.timer  # APS / evaluation time excludes the network passes they trigger
+    with timer.stage(f"aps/{det.name}"):
+        found = dr.search(cfg.aps)
     hp = found.best
-    row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, hp, ctx.acc)
+    with timer.stage(f"evaluate/{det.name}"):  # test-set scores (metrics: a nested stage)
+        row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, hp, ctx.acc)
     if cfg.save_detectors:
-        save_fitted(dr, ctx, hp, os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
+        with timer.stage(f"save_fitted/{det.name}"):
+            save_fitted(dr, ctx, hp, os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
     aps_entry = {
         "chosen": hp, "aps_auroc": found.best_auroc,
         "grid": [{"hparams": p, "auroc": a} for p, a in found.table],
@@ -614,8 +632,9 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
         if cfg.progress:
             print(f"[run {r}] {det.name}: published grid does not fit D = {d}; using {adapted}")
     seconds = time.perf_counter() - t1
-    plan.results.put(det.name, r, row=row, aps=aps_entry,
-                     settings=settings_of(cfg, det, overrides), seconds=seconds)
+    with timer.stage("write_results"):
+        plan.results.put(det.name, r, row=row, aps=aps_entry,
+                         settings=settings_of(cfg, det, overrides), seconds=seconds)
     if cfg.progress:
         summary = "  ".join(
             f"{g} AUROC {row[f'{g}ood']['AUROC']:6.2f}" for g in ("near", "far") if f"{g}ood" in row
@@ -748,13 +767,17 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
                 scores[det.name] = run_scores
         passes += ctx.store.network_passes
         timings.append({"model": model_dir, "extract_and_acc_s": ctx.extract_s,
-                        "detectors_s": det_times})
+                        "detectors_s": det_times, "stages": ctx.store.timer.to_dict()})
     result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
                      time.perf_counter() - t_start)
+    t_report = time.perf_counter()
     report.write_all(result, plots=cfg.plots)
     plan.results.log({"detectors": sorted(set(computed)), "skipped": sorted(set(skipped)),
                       "failed": failed, "models": plan.model_dirs,
-                      "jaxood_version": result.info["jaxood_version"]})
+                      "jaxood_version": result.info["jaxood_version"],
+                      "stages": [t["stages"] for t in timings],
+                      "write_report_s": round(time.perf_counter() - t_report, 4),
+                      "total_s": round(time.perf_counter() - t_start, 4)})
     if cfg.progress:
         print(report.markdown(result))
     return result
@@ -805,7 +828,8 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
                 run_scores.setdefault("id", s_id)
             else:
                 s_id, s_ood = id_scores, dr.score(key, hp)
-            m = metrics.compute_all_metrics(s_id, s_ood, acc)
+            with store.timer.stage(f"metrics/{dr.det.name}"):
+                m = metrics.compute_all_metrics(s_id, s_ood, acc)
             row[name] = dict(zip(METRIC_NAMES, m))
             run_scores[key] = s_ood
         if names:  # a benchmark may have no near (or no far) sets: no summary row then

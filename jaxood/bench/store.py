@@ -4,7 +4,8 @@
 it was computed with; a run adds or replaces only the (detector, run) entries it computed and
 keeps every other one. It is rewritten atomically after every finished detector, so a run
 killed at any point keeps what it finished and a re-run resumes the rest. ``runs.jsonl``
-appends one line per invocation (time, detectors, failures, jaxood version, models).
+appends one line per invocation (time, detectors, failures, jaxood version, models, per-stage
+seconds of each run and the report writing).
 
 The folder belongs to one benchmark and one list of models (by weight fingerprints): merging
 another model's results into it is refused with a clear error.

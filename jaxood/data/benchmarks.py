@@ -392,32 +392,41 @@ def open_benchmark(
                 f"checksums verify the image files of image-list benchmarks; {bench.name!r} is "
                 "an array benchmark (its arrays are fingerprinted instead): drop --checksums"
             )
-        data = bench.arrays(None if data_root is None else os.fspath(data_root))
-
-        def src(role_name: str, xy) -> ArraySource:
-            return ArraySource(xy[0], xy[1], spec, role_name)
-
-        return OpenedBenchmark(
-            bench,
-            id_train=src("id_train", data["train"]) if need_train else None,
-            id_val=src("id_val", data["val"]),
-            id_test=src("id_test", data["test"]),
-            ood_val=src("ood_val", data["ood_val"]),
-            near={n: src(n, xy) for n, xy in data["near"].items()},
-            far={n: src(n, xy) for n, xy in data["far"].items()},
-            # Optional covariate-shifted ID sets ({"csid": {name: (x, y)}}), full-spectrum only.
-            csid={n: src(n, xy) for n, xy in data.get("csid", {}).items()} if csid else {},
-        )
-
+        return _open_arrays(bench, data_root, spec, need_train=need_train, csid=csid)
     if data_root is None:
         raise ValueError(f"benchmark {bench.name!r} needs --data-root (OpenOOD v1.5 layout)")
     root = os.fspath(data_root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data root {root!r} does not exist")
-    sums = None
-    if checksums is not None:
-        sums = il.read_checksums(checksums)
+    sums = None if checksums is None else il.read_checksums(checksums)
+    refs = _imglist_refs(bench, need_train=need_train, csid=csid)
+    _check_lists_exist(bench, root, refs)
+    return _open_imglists(bench, root, spec, refs, sums, strict_counts)
 
+
+def _open_arrays(bench: Benchmark, data_root, spec, *, need_train: bool, csid: bool):
+    """Array benchmarks: every split is an :class:`ArraySource` over the loaded arrays."""
+    data = bench.arrays(None if data_root is None else os.fspath(data_root))
+
+    def src(role_name: str, xy) -> ArraySource:
+        return ArraySource(xy[0], xy[1], spec, role_name)
+
+    return OpenedBenchmark(
+        bench,
+        id_train=src("id_train", data["train"]) if need_train else None,
+        id_val=src("id_val", data["val"]),
+        id_test=src("id_test", data["test"]),
+        ood_val=src("ood_val", data["ood_val"]),
+        near={n: src(n, xy) for n, xy in data["near"].items()},
+        far={n: src(n, xy) for n, xy in data["far"].items()},
+        # Optional covariate-shifted ID sets ({"csid": {name: (x, y)}}), full-spectrum only.
+        csid={n: src(n, xy) for n, xy in data.get("csid", {}).items()} if csid else {},
+    )
+
+
+def _imglist_refs(bench: Benchmark, *, need_train: bool, csid: bool) -> list[tuple[str, SetRef]]:
+    """``(role, SetRef)`` of every list to open, in opening order; roles ``id_*``/``ood_val``
+    for single splits and ``near``/``far``/``csid`` for the grouped sets."""
     refs: list[tuple[str, SetRef]] = [("id_val", bench.id_val), ("id_test", bench.id_test)]
     refs.append(("ood_val", bench.ood_val))
     if need_train:
@@ -425,8 +434,13 @@ def open_benchmark(
     refs += [("near", r) for r in bench.near] + [("far", r) for r in bench.far]
     if csid:
         refs += [("csid", r) for r in bench.csid]
+    return refs
 
-    # Every list must exist before we look at any image: report all missing lists at once.
+
+def _check_lists_exist(bench: Benchmark, root: str, refs) -> None:
+    """Every list must exist before any image is looked at: reports all missing at once."""
+    from jaxood.data import imglist as il
+
     missing = [
         r.imglist
         for _, r in refs
@@ -441,6 +455,12 @@ def open_benchmark(
             f"{root!r}:\n{il._listing(missing)}\nExpected OpenOOD v1.5's layout "
             "<root>/benchmark_imglist/<benchmark>/*.txt"
         )
+
+
+def _open_imglists(bench, root: str, spec, refs, sums, strict_counts) -> OpenedBenchmark:
+    """Reads and verifies every list (files exist, ``sums``: path -> SHA-256, counts) into
+    sources."""
+    from jaxood.data import imglist as il
 
     opened: dict[str, Any] = {"near": {}, "far": {}, "csid": {}}
     for role, ref in refs:

@@ -280,3 +280,32 @@ def test_full_spectrum_mode_adds_covariate_shifted_id(setup):
     row = res.table["msp"]["noise"]
     assert row["AUROC"][0] == pytest.approx(100 * roc_auc_score(y, -np.r_[s_id, s_ood]), abs=1e-3)
     assert row["ACC"][0] == pytest.approx(100 * np.mean(logits.argmax(-1) == labels))
+
+
+def test_stage_timings_count_every_image_once(setup):
+    root, model_dir = setup
+    cfg = runner.BenchConfig(
+        "toy-imglist", [model_dir], detectors=["msp", "adascale_a"],
+        hparams={"adascale_a": {"k1": 10.0, "k2": 25.0}}, data_root=str(root / "data"),
+        out_dir=str(root / "out_t"), cache_dir=str(root / "cache_t"), progress=False,
+        plots=False, strict=True,
+    )  # fmt: skip
+    res = runner.run(cfg)
+    lists = os.path.join(root, "data", "benchmark_imglist", "toy")
+    sizes = {n: sum(1 for _ in open(os.path.join(lists, f"{n}.txt")))
+             for n in ("id_val", "id_test", "ood_val", "near_a", "near_b", "noise")}
+    stages = res.info["timings"][0]["stages"]
+    n_all = sum(sizes.values())
+    for kind in ("features", "extract/adascale_a"):
+        assert stages[f"{kind}/decode"]["items"] == n_all
+        computed = [stages[f"{kind}/{s}"]["items"] for s in ("first_batch", "network")
+                    if f"{kind}/{s}" in stages]
+        assert sum(computed) == n_all
+        assert stages[f"{kind}/cache_write"]["items"] == n_all
+    for name in ("open", "aps/msp", "aps/adascale_a", "evaluate/adascale_a",
+                 "metrics/adascale_a", "write_results"):
+        assert stages[name]["seconds"] >= 0
+    total = sum(s["seconds"] for s in stages.values())
+    assert total <= res.info["total_s"]
+    log = [json.loads(line) for line in open(os.path.join(res.out_dir, "runs.jsonl"))]
+    assert log[-1]["stages"] == [stages] and log[-1]["write_report_s"] >= 0
