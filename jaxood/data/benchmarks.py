@@ -452,7 +452,7 @@ def _check_lists_exist(bench: Benchmark, root: str, refs) -> None:
     if missing:
         raise FileNotFoundError(
             f"benchmark {bench.name!r}: {len(missing)} image list(s) missing under data root "
-            f"{root!r}:\n{il._listing(missing)}\nExpected OpenOOD v1.5's layout "
+            f"{root!r}:\n{il.listing(missing)}\nExpected OpenOOD v1.5's layout "
             "<root>/benchmark_imglist/<benchmark>/*.txt"
         )
 

@@ -110,7 +110,7 @@ def read_imglist(list_path: str | os.PathLike, data_dir: str | os.PathLike) -> I
     return ImageList(tuple(paths), np.asarray(labels, np.int64), os.fspath(data_dir), list_path)
 
 
-def _listing(items: Sequence[str]) -> str:
+def listing(items: Sequence[str]) -> str:
     shown = "\n  ".join(items[:MAX_SHOWN])
     more = f"\n  ... and {len(items) - MAX_SHOWN} more" if len(items) > MAX_SHOWN else ""
     return f"  {shown}{more}"
@@ -168,7 +168,7 @@ def verify(
     if missing:
         raise ValueError(
             f"{label}: {len(missing)} of {len(imglist)} images listed in {imglist.source} are "
-            f"missing under the expected root {imglist.data_dir!r}:\n{_listing(missing)}\n"
+            f"missing under the expected root {imglist.data_dir!r}:\n{listing(missing)}\n"
             "Check --data-root (it must contain benchmark_imglist/ and images_classic/ or "
             "images_largescale/ as in OpenOOD v1.5)."
         )
@@ -181,7 +181,7 @@ def verify(
         if bad:
             raise ValueError(
                 f"{label}: {len(bad)} image(s) under {imglist.data_dir!r} do not match their "
-                f"SHA-256 in the checksum manifest (corrupt or different copies):\n{_listing(bad)}"
+                f"SHA-256 in the checksum manifest (corrupt or different copies):\n{listing(bad)}"
             )
 
 
