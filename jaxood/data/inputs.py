@@ -220,7 +220,7 @@ class SourceAdapter:
         return self._src.fingerprint()
 
 
-class RawArraySource:
+class RawArraySource(SourceAdapter):
     """uint8 images in memory (``[N, H, W]`` or ``[N, H, W, C]``), preprocessed per batch
     exactly as decoded files are (:class:`jaxood.data.benchmarks.ArraySource`)."""
 
@@ -251,19 +251,6 @@ class RawArraySource:
                 )
         self.names = [str(i) for i in range(len(images))]
         self.errors: list[tuple[str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._src)
-
-    def batch(self, start: int, stop: int) -> np.ndarray:
-        return self._src.batch(start, stop)
-
-    def load(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        x = self.batch(start, stop)
-        return x, np.ones(len(x), bool)
-
-    def fingerprint(self) -> str:
-        return self._src.fingerprint()
 
 
 def _npz_arrays(spec: str) -> tuple[np.ndarray, np.ndarray | None, str]:

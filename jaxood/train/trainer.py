@@ -306,16 +306,7 @@ def end_of_epoch(run: Run, state: TrainState, record: dict, progress: Progress, 
         progress.best_val_acc = val_acc if val_acc is not None else progress.best_val_acc
         progress.best_step = done
         if run.is_main:
-            export_best(
-                run.workdir,
-                state.variables,
-                run_cfg=run.cfg,
-                step=done,
-                val_acc=val_acc,
-                data_name=run.data_name,
-                data_notes=run.data_notes,
-                steps_per_epoch=run.steps_per_epoch,
-            )
+            export(run, state, done, val_acc)
     record["best_val_acc"] = progress.best_val_acc if progress.best_val_acc >= 0 else None
     progress.history.append(record)
     log.write({"event": "epoch", **record})
@@ -329,21 +320,26 @@ def end_of_epoch(run: Run, state: TrainState, record: dict, progress: Progress, 
         )
 
 
+def export(run: Run, state: TrainState, step: int, val_acc: float | None) -> None:
+    """Exports ``state``'s weights as the run's best model (``<workdir>/best``)."""
+    export_best(
+        run.workdir,
+        state.variables,
+        run_cfg=run.cfg,
+        step=step,
+        val_acc=val_acc,
+        data_name=run.data_name,
+        data_notes=run.data_notes,
+        steps_per_epoch=run.steps_per_epoch,
+    )
+
+
 def finish(run: Run, state, progress, evaluate, test, log, ckpt, repl, images_per_s) -> TrainResult:
     """Exports the final weights if nothing was exported, tests the best model, summarises."""
     final_step = int(jax.device_get(state.step))
     best_dir = os.path.join(run.workdir, BEST)
     if run.is_main and not os.path.exists(best_dir):  # e.g. resumed after the last epoch
-        export_best(
-            run.workdir,
-            state.variables,
-            run_cfg=run.cfg,
-            step=final_step,
-            val_acc=None,
-            data_name=run.data_name,
-            data_notes=run.data_notes,
-            steps_per_epoch=run.steps_per_epoch,
-        )
+        export(run, state, final_step, None)
     test_acc = None
     if test is not None and len(test[0]):
         best = models.load(best_dir)
