@@ -8,48 +8,27 @@ import math
 import os
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (batch sizes, counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def bounded(parse, minimum: float, *, strict: bool, what: str):
+    """An argparse type: ``parse(text)`` (int or float) that must be finite and >= ``minimum``
+    (> with ``strict``); the message names the rule and the text given."""
+    rule = f"must be {what} {'>' if strict else '>='} {minimum:g}"
+
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{rule}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text!r}")
+        return value
+
+    return check
 
 
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (learning rates, temperatures)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (sizes where 0 switches something off)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+positive_int = bounded(int, 1, strict=False, what="an integer")  # batch sizes, counts
+nonnegative_int = bounded(int, 0, strict=False, what="an integer")  # 0 switches off
+positive_float = bounded(float, 0, strict=True, what="a finite number")  # lr, temperatures
+nonnegative_float = bounded(float, 0, strict=False, what="a finite number")
 
 
 def json_object(text: str) -> dict:
