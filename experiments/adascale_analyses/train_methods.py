@@ -101,7 +101,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", default=os.path.join(ROOT, "..", "..", "shared", "data"))
+    p.add_argument("--data-root", default=os.path.join(ROOT, "..", "shared", "data"))
     p.add_argument("--work", default=os.path.join(ROOT, "experiments", "runs", "train_methods"))
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
