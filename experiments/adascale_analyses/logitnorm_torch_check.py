@@ -1,6 +1,6 @@
 """Does LogitNorm (tau 0.04) converge in one epoch on fashion-openset? A PyTorch reference.
 
-    python experiments/adascale_analyses/logitnorm_torch_check.py --steps 150
+    python experiments/adascale_analyses/logitnorm_torch_check.py
 
 The training-method table's one-epoch LogitNorm model reached 32 % ID-test accuracy with
 `jaxood train`. This script trains OpenOOD's WRN-16-4 (the torch reference net of
@@ -14,6 +14,7 @@ trajectories can be compared. Writes ``logitnorm_torch_check.json`` (merged per 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -44,6 +45,22 @@ def torch_net(torch):
     return net
 
 
+BLACK = (0.0 - 0.2787) / 0.3504  # a zero pixel after normalisation
+
+
+def crop_flip(xb, rng):
+    """torchvision ``RandomCrop(28, padding=2)`` + ``RandomHorizontalFlip`` per image, as
+    `jaxood train`: black (zero-pixel) padding, an offset and a coin per image."""
+    import torch
+
+    padded = torch.nn.functional.pad(xb, (2, 2, 2, 2), value=BLACK)
+    out = torch.stack([padded[n, :, i:i + 28, j:j + 28] for n, (i, j) in
+                       enumerate(rng.integers(0, 5, (len(xb), 2)))])
+    flip = rng.random(len(xb)) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
 def train_log(loss_name: str, seed: int, steps: int) -> list[dict]:
     import torch
     import torch.nn.functional as F
@@ -68,10 +85,7 @@ def train_log(loss_name: str, seed: int, steps: int) -> list[dict]:
     perm, log, acc, losses, t0 = rng.permutation(len(x)), [], [], [], time.perf_counter()
     for s in range(steps):
         idx = torch.from_numpy(perm[s * 128:(s + 1) * 128])
-        i, j = rng.integers(0, 5, 2)
-        xb = F.pad(x[idx], (2, 2, 2, 2))[:, :, i:i + 28, j:j + 28].clone()
-        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-        xb[flip] = xb[flip].flip(-1)
+        xb = crop_flip(x[idx], rng)
         z = net(xb)[0]
         loss = loss_fn(z, y[idx])
         opt.zero_grad()
@@ -88,27 +102,33 @@ def train_log(loss_name: str, seed: int, steps: int) -> list[dict]:
     return log
 
 
-def jaxood_log(method: str) -> list[dict]:
-    path = os.path.join(RUNS, f"wrn16_4_{method}_e1", "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    recs = [json.loads(line) for line in open(path)]
-    return [{"step": r["step"], "loss": r["loss"], "train_acc": r["train_acc"]}
-            for r in recs if "event" not in r]
+def jaxood_logs(method: str) -> dict[str, list[dict]]:
+    """The train loss/accuracy windows of every one-epoch `jaxood train` run of ``method``
+    (``wrn16_4_<method>_e1`` from train_methods.py, ``..._e1_s<seed>`` for other seeds)."""
+    out = {}
+    for workdir in sorted(glob.glob(os.path.join(RUNS, f"wrn16_4_{method}_e1*"))):
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.isfile(path):
+            recs = [json.loads(line) for line in open(path)]
+            out[os.path.basename(workdir)] = [
+                {"step": r["step"], "loss": r["loss"], "train_acc": r["train_acc"]}
+                for r in recs if "event" not in r]
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--loss", choices=("logitnorm", "ce"), default="logitnorm")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=TOTAL_STEPS)
     args = p.parse_args()
     rec = {"torch": train_log(args.loss, args.seed, args.steps),
-           "jaxood_train_same_recipe": jaxood_log(args.loss), "steps": args.steps,
+           "jaxood_train_same_recipe": jaxood_logs(args.loss), "steps": args.steps,
+           "augmentation": "per image: black 2-pixel padding, random 28x28 crop, flip",
            "note": "train accuracy averaged over the 50 steps before each logged step"}
     path = os.path.join(RESULTS, "logitnorm_torch_check.json")
     old = json.load(open(path)) if os.path.isfile(path) else {}
-    old[f"{args.loss}_seed{args.seed}"] = rec
+    old[f"{args.loss}_seed{args.seed}_steps{args.steps}"] = rec
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(old, f, indent=1)
