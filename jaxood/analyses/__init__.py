@@ -23,7 +23,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jaxood.analyses.common import Context
-from jaxood.analyses.output import Table, aggregate, markdown_table, table_json, write_record
+from jaxood.analyses.output import (
+    Table,
+    aggregate,
+    earlier_runs,
+    markdown_table,
+    table_json,
+    write_record,
+)
 
 __all__ = ["Context", "Experiment", "Outcome", "EXPERIMENTS", "get", "names", "run_experiment"]
 
@@ -140,6 +147,7 @@ def run_experiment(name: str, ctx: Context) -> dict[str, Any]:
         "network_passes": ctx.passes() - passes0, "jaxood_version": __version__,
     }
     record["verdicts"] = list(outcome.verdicts)
+    record["earlier_runs"] = earlier_runs(ctx.out_dir, name)
     md = report.experiment_markdown(record, [markdown_table(t) for t in tables])
     write_record(ctx.out_dir, name, record, md)
     ctx.log(f"[experiment] {name}: done in {record['wall_s']:.1f} s "

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,6 +101,30 @@ def find(table_json_or_table, **labels) -> dict | None:
         if all(row.get(k) == v for k, v in labels.items()):
             return row
     return None
+
+
+RUN_KEYS = ("command", "wall_s", "network_passes", "jaxood_version")
+
+
+def earlier_runs(out_dir: str, name: str) -> list[dict]:
+    """The invocations recorded in an existing ``<out_dir>/<name>.json``, oldest first.
+
+    A re-run (e.g. from the feature cache, in seconds) replaces the record, but not the
+    cost of the run that computed it: each record carries its predecessors' ``command``,
+    ``wall_s``, ``network_passes`` and ``jaxood_version``. An unreadable old record is
+    reported (warning) and contributes nothing.
+    """
+    path = os.path.join(out_dir, f"{name}.json")
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        return [*old.get("earlier_runs", []), {k: old.get(k) for k in RUN_KEYS}]
+    except (OSError, ValueError, AttributeError) as e:
+        warnings.warn(f"{path}: unreadable earlier record ({e}); its run history is not kept",
+                      stacklevel=2)
+        return []
 
 
 def write_record(out_dir: str, name: str, record: dict, markdown: str) -> dict[str, str]:

@@ -39,6 +39,14 @@ def _settings_line(settings: dict) -> str:
     return ", ".join(f"{k} = `{json.dumps(v)}`" for k, v in short.items())
 
 
+def _earlier(record: dict) -> str:
+    runs = record.get("earlier_runs") or []
+    if not runs:
+        return ""
+    return "; earlier runs: " + ", ".join(
+        f"{r.get('wall_s') or 0:.1f} s / {r.get('network_passes')} pass(es)" for r in runs)
+
+
 def experiment_markdown(record: dict, table_mds: Sequence[str]) -> str:
     """``<name>.md``: title, claim, settings, verdicts, tables, plots."""
     lines = [
@@ -48,7 +56,8 @@ def experiment_markdown(record: dict, table_mds: Sequence[str]) -> str:
         "",
         f"Benchmark `{record['benchmark']}`, {len(record['models'])} model(s), APS "
         f"{'on' if record['aps'] else 'off (published defaults)'}; wall time "
-        f"{record['wall_s']:.1f} s, {record['network_passes']} network pass(es).",
+        f"{record['wall_s']:.1f} s, {record['network_passes']} network pass(es)"
+        f"{_earlier(record)}.",
         "",
         f"Settings: {_settings_line(record['settings'])}",
         "",

@@ -172,6 +172,10 @@ def test_second_run_reads_everything_from_the_cache(world, records, monkeypatch)
     for name in analyses.names():
         rec = analyses.run_experiment(name, ctx)
         assert rec["network_passes"] == 0, name
+        # The record is replaced, the cost of the run that computed it is kept.
+        assert records[name]["wall_s"] in [r["wall_s"] for r in rec["earlier_runs"]], name
+        assert json.load(open(os.path.join(ctx.out_dir, f"{name}.json")))["earlier_runs"] == \
+            rec["earlier_runs"], name
         if name in ("fig7_pgrid", "table6_qprime", "table7_nval", "headline"):
             assert rec["tables"] == records[name]["tables"], name
 
@@ -203,3 +207,17 @@ def test_cli_runs_experiments_from_the_cache(world, records, monkeypatch):
     rec = json.loads((out / "fig7_pgrid.json").read_text())
     assert rec["settings"]["values"] == [80, 95] and rec["options"] == {"values": [80, 95]}
     assert (out / "fig7_pgrid_a.png").is_file() and (out / "REPORT.md").is_file()
+
+
+def test_earlier_runs_are_kept_and_a_corrupt_record_is_reported(tmp_path):
+    from jaxood.analyses.output import earlier_runs
+
+    assert earlier_runs(str(tmp_path), "fig3_shift") == []
+    first = {"command": "a", "wall_s": 5.0, "network_passes": 3, "jaxood_version": "x",
+             "earlier_runs": [{"command": "z", "wall_s": 9.0}]}
+    (tmp_path / "fig3_shift.json").write_text(json.dumps(first))
+    runs = earlier_runs(str(tmp_path), "fig3_shift")
+    assert [r["command"] for r in runs] == ["z", "a"] and runs[1]["wall_s"] == 5.0
+    (tmp_path / "fig3_shift.json").write_text('{"command": "a", "wall_')
+    with pytest.warns(UserWarning, match="fig3_shift.json: unreadable earlier record"):
+        assert earlier_runs(str(tmp_path), "fig3_shift") == []
