@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from jaxood.cli.common import init_distributed, load_imports
+from jaxood.cli.common import attach_number_lists, init_distributed, load_imports
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; returns the exit code (2 for a usage or user error, with one
     line on stderr; argparse's own errors included, so in-process callers get a code too)."""
     try:
+        argv = attach_number_lists(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # argparse: usage errors (2) and --help (0), already printed
         return int(e.code or 0)

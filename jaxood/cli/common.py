@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 
 
 def bounded(parse, minimum: float, *, strict: bool, what: str):
@@ -29,6 +30,26 @@ positive_int = bounded(int, 1, strict=False, what="an integer")  # batch sizes, 
 nonnegative_int = bounded(int, 0, strict=False, what="an integer")  # 0 switches off
 positive_float = bounded(float, 0, strict=True, what="a finite number")  # lr, temperatures
 nonnegative_float = bounded(float, 0, strict=False, what="a finite number")
+
+
+# Flags whose value is a comma-separated number list that may start with "-" (an error the
+# flag's type should report): argparse would take "-1,2" for an unknown option instead.
+NUMBER_LIST_FLAGS = ("--classes", "--mean", "--std")
+
+
+def attach_number_lists(argv: list[str]) -> list[str]:
+    """``["--classes", "-1,2"]`` -> ``["--classes=-1,2"]`` (for :data:`NUMBER_LIST_FLAGS`)."""
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if tok in NUMBER_LIST_FLAGS and re.match(r"-[\d.]", nxt):
+            out.append(f"{tok}={nxt}")
+            i += 2
+        else:
+            out.append(tok)
+            i += 1
+    return out
 
 
 def json_object(text: str) -> dict:

@@ -22,6 +22,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -108,12 +109,27 @@ def arch_arguments(name: str) -> list[str] | None:
     return [n for n in names if n not in ("num_classes", "parent", "name")]
 
 
+def _all_finite(value: Any) -> bool:
+    """False when ``value`` is, or holds (lists, tuples, dicts), a NaN or infinite float."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(map(_all_finite, value))
+    if isinstance(value, Mapping):
+        return all(map(_all_finite, value.values()))
+    return True
+
+
 def check_arch_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
     """Raises a ValueError naming the unknown keys of ``kwargs`` (``arch_kwargs``,
     ``--arch-kwargs``) and listing the valid keyword arguments of model ``name``."""
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"arch_kwargs (--arch-kwargs) must be a JSON object of keyword "
                          f"arguments, e.g. {{\"depth\": 16}}, got {kwargs!r}")
+    bad = sorted(k for k, v in kwargs.items() if not _all_finite(v))
+    if bad:
+        raise ValueError(f"model {name!r}: arch_kwargs (--arch-kwargs) {bad} must be finite "
+                         f"numbers, got {', '.join(f'{k}={kwargs[k]!r}' for k in bad)}")
     valid = arch_arguments(name)
     unknown = sorted(k for k in kwargs if k == "num_classes" or (valid is not None and k not in valid))
     if unknown:

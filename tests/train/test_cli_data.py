@@ -129,6 +129,11 @@ def test_fashion_classes_give_the_fashion_openset_splits(shared_data):
                            r"has 5 \(ids 0\.\.4\)"),
     (["--classes", "1,2,1"], r"argument --classes: .*lists \[1\] more than once"),
     (["--classes", ""], r"argument --classes: must be comma-separated class ids"),
+    # A value starting with "-" is still the flag's value (argparse alone: "expected one
+    # argument"), so the message says what is wrong with it.
+    (["--classes", "-1,2"], r"argument --classes: .*-1"),
+    (["--mean", "-0.5", "--std", "-1"],  # a negative mean is fine, a negative std is not
+     r"argument --std: must be comma-separated positive finite numbers"),
     (["--classes", "0,1", "--num-classes", "5"],
      r"num_classes = 5 but classes \(--classes\) selects 2.*drop --num-classes"),
 ])
@@ -248,6 +253,11 @@ def test_unknown_arch_kwargs_list_the_valid_ones_before_loading_data(tmp_path, c
     rc, _, err = run(capsys, "--dataset", "cifar10", "--arch", "wrn16_4", "--arch-kwargs",
                      '{"num_classes": 3}')
     assert rc == 2 and "['num_classes']" in err and "valid: dropout_rate" in err
+    rc, _, err = run(capsys, "--dataset", "npz:/nonexistent.npz", "--workdir",
+                     str(tmp_path / "w"), "--arch", "wrn", "--arch-kwargs",
+                     '{"depth": 16, "dropout_rate": NaN}')
+    assert rc == 2 and "['dropout_rate'] must be finite numbers, got dropout_rate=nan" in err, err
+    assert not os.path.exists(tmp_path / "w")
 
 
 def test_distributed_survivor_exits_promptly_with_the_resume_command(tmp_path, monkeypatch,
