@@ -4,8 +4,9 @@
 
 ``bench_train.py`` measures jaxood's DenseNet-BC-100 step at about half PyTorch's speed. This
 times, on one batch of 128 x 32x32x3 (jitted, compile excluded, median of ``--rounds``):
-the train-mode forward + loss alone, and the gradient of the loss w.r.t. the parameters, with
-jaxood's BatchNorm and with ``flax.linen.BatchNorm`` swapped in. A gradient normally costs
+the train-mode forward + loss alone, the gradient of the loss w.r.t. the parameters and
+w.r.t. the input images, with jaxood's BatchNorm, with ``flax.linen.BatchNorm`` swapped in,
+and (timing only) with no BatchNorm at all. A gradient normally costs
 about 3x a forward; the ratio printed says how far from that the backward pass is.
 Writes ``experiments/results/profile_densenet_backward.json``.
 """
@@ -31,6 +32,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "experiments", "results", "profile_densenet_backward.json")
 
 
+class Identity(nn.Module):
+    """Stands in for BatchNorm (same constructor arguments) to time the net without it."""
+
+    use_running_average: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        return x
+
+
 def median_seconds(f, args, rounds: int) -> float:
     jax.block_until_ready(f(*args))  # compile
     times = []
@@ -48,13 +59,19 @@ def timings(rounds: int) -> dict:
     m = models.create("densenet_bc_100", 10)
     v = m.init(jax.random.PRNGKey(0), x[:1], train=False)
 
-    def loss(p, bs):
-        out, _ = m.apply({"params": p, "batch_stats": bs}, x, train=True, mutable=["batch_stats"])
+    bs = v.get("batch_stats", {})
+
+    def loss(p, images):
+        out, _ = m.apply({"params": p, "batch_stats": bs}, images, train=True,
+                         mutable=["batch_stats"])
         return optax.softmax_cross_entropy_with_integer_labels(out.logits, y).mean()
 
-    fwd = median_seconds(jax.jit(loss), (v["params"], v["batch_stats"]), rounds)
-    grad = median_seconds(jax.jit(jax.grad(loss)), (v["params"], v["batch_stats"]), rounds)
-    return {"forward_s": fwd, "gradient_s": grad, "gradient_over_forward": grad / fwd}
+    args = (v["params"], x)
+    fwd = median_seconds(jax.jit(loss), args, rounds)
+    grad = median_seconds(jax.jit(jax.grad(loss)), args, rounds)
+    grad_x = median_seconds(jax.jit(jax.grad(loss, argnums=1)), args, rounds)
+    return {"forward_s": fwd, "gradient_s": grad, "gradient_over_forward": grad / fwd,
+            "input_gradient_s": grad_x, "input_gradient_over_forward": grad_x / fwd}
 
 
 def main() -> None:
@@ -71,6 +88,12 @@ def main() -> None:
     finally:
         densenet._BatchNorm = own
     print("flax BatchNorm", rec["flax_batchnorm"], flush=True)
+    densenet._BatchNorm = Identity  # timing only: is the rest of the backward pass slow too?
+    try:
+        rec["no_batchnorm_timing_only"] = timings(args.rounds)
+    finally:
+        densenet._BatchNorm = own
+    print("no BatchNorm", rec["no_batchnorm_timing_only"], flush=True)
     with open(OUT + ".tmp", "w") as f:
         json.dump(rec, f, indent=1)
     os.replace(OUT + ".tmp", OUT)
