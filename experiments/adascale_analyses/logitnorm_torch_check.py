@@ -29,20 +29,11 @@ RUNS = os.path.join(ROOT, "experiments", "runs", "train_methods")
 TOTAL_STEPS = 282  # one epoch of 36,000 images at batch 128
 
 
-def torch_net(torch):
+def torch_net():
     sys.path.insert(0, os.path.join(ROOT, "tests", "models"))
     import test_cifar_models as tm
 
-    net = tm.TWRN(16, 4, 6, in_ch=1)
-    for m in net.modules():  # OpenOOD's WideResNet init
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.fill_(1)
-            m.bias.data.zero_()
-        elif isinstance(m, torch.nn.Linear):
-            m.bias.data.zero_()
-    return net
+    return tm.openood_wrn_init(tm.TWRN(16, 4, 6, in_ch=1))
 
 
 BLACK = (0.0 - 0.2787) / 0.3504  # a zero pixel after normalisation
@@ -70,7 +61,7 @@ def train_log(loss_name: str, seed: int, steps: int) -> list[dict]:
     d = np.load(os.path.join(RUNS, "fashion_openset_id.npz"))
     x = torch.from_numpy(((d["x_train"] / 255.0 - 0.2787) / 0.3504).astype(np.float32))
     x, y = x.reshape(-1, 1, 28, 28), torch.from_numpy(d["y_train"].astype(np.int64))
-    net = torch_net(torch)
+    net = torch_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4,
                           nesterov=True)
     floor = 1e-6 / 0.1

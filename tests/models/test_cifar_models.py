@@ -226,6 +226,20 @@ def resnet_to_flax(t: TResNet18):
     return {"params": p, "batch_stats": s}
 
 
+def openood_wrn_init(net: nn.Module) -> nn.Module:
+    """OpenOOD's ``WideResNet`` init on a reference net: convs He-normal fan-out, BN (1, 0),
+    fc bias 0 (fc weight: PyTorch's default)."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.data.fill_(1)
+            m.bias.data.zero_()
+        elif isinstance(m, nn.Linear):
+            m.bias.data.zero_()
+    return net
+
+
 def _randomise_bn(t: nn.Module, seed: int):
     """Non-trivial BN statistics/affine so eval-mode parity tests the BN wiring."""
     g = torch.Generator().manual_seed(seed)

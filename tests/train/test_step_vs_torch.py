@@ -34,13 +34,7 @@ STEPS, BATCH, LR, MIN_LR, WD, MEAN, STD = 4, 16, 0.1, 1e-6, 5e-4, 0.3, 0.35
 
 def torch_wrn(seed: int):
     torch.manual_seed(seed)
-    net = refs.TWRN(10, 1, 6, in_ch=1)
-    for m in net.modules():  # OpenOOD's WideResNet init
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, torch.nn.Linear):
-            m.bias.data.zero_()
-    return net.train()
+    return refs.openood_wrn_init(refs.TWRN(10, 1, 6, in_ch=1)).train()
 
 
 def torch_run(net, batches, loss: str, tau: float = 0.04):
