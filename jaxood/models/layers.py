@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxood.models.conv import conv2d
 
 
 def _groups(m: int, target: int = 64) -> int:
@@ -140,6 +143,29 @@ HE_FAN_IN = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 TORCH_DEFAULT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
+class Conv(nn.Module):
+    """Bias-free square conv with PyTorch's symmetric padding ``kernel // 2`` (NHWC, HWIO).
+
+    The variables are ``flax.linen.Conv``'s (``kernel [K, K, Cin/groups, Cout]``), so saved
+    and converted models are unchanged; the forward pass is the same XLA convolution, and the
+    gradients come from :func:`jaxood.models.conv.conv2d` (fast on XLA:CPU). Inputs and
+    kernel are promoted to a common dtype as ``nn.Conv`` does (bf16 training casts both).
+    """
+
+    features: int
+    kernel: int
+    stride: int = 1
+    groups: int = 1
+    kernel_init: Callable = HE_FAN_OUT
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (self.kernel, self.kernel, x.shape[-1] // self.groups, self.features)
+        w = self.param("kernel", self.kernel_init, shape, jnp.float32)
+        x, w = nn.dtypes.promote_dtype(x, w)
+        return conv2d(x, w, self.stride, self.kernel // 2, self.groups)
+
+
 def conv(
     features: int,
     kernel: int,
@@ -148,19 +174,9 @@ def conv(
     *,
     name: str | None = None,
     init=HE_FAN_OUT,
-) -> nn.Conv:
-    """Bias-free square conv with PyTorch's symmetric padding ``kernel // 2``."""
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        feature_group_count=groups,
-        use_bias=False,
-        kernel_init=init,
-        name=name,
-    )
+) -> Conv:
+    """:class:`Conv` with ``kernel // 2`` padding (PyTorch's ``Conv2d(..., bias=False)``)."""
+    return Conv(features, kernel, stride, groups, kernel_init=init, name=name)
 
 
 def row_sum(x: jax.Array) -> jax.Array:
