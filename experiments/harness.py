@@ -348,7 +348,7 @@ class Run:
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "command": " ".join(["python", *sys.argv]),
             "jaxood_commit": git_commit(),
-            "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(
                 timespec="seconds"),
         }
 
@@ -375,10 +375,10 @@ def load_results(path: str | os.PathLike) -> dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise SystemExit(f"{path}: not valid JSON ({e}); move it aside or pass another --out")
+        raise SystemExit(f"{path}: not valid JSON ({e}); move it aside or pass another --out") from None
     if not isinstance(data, dict):
         raise SystemExit(f"{path}: holds a {type(data).__name__}, not a JSON object of results; "
-                         "move it aside or pass another --out")
+                         "move it aside or pass another --out") from None
     return data
 
 
