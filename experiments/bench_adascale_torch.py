@@ -1,0 +1,217 @@
+"""AdaSCALE-A in jaxood beside a PyTorch AdaSCALE written after OpenOOD's postprocessor
+(issue 18, item 4).
+
+The PyTorch side is the reference of ``tests/detectors/test_adascale.py`` (``ref_fit`` /
+``ref_score``, written step by step after OpenOOD's ``AdaScalePostprocessor`` and
+``ada_scale``; spec-adascale-openood.md §1): the gradient of each sample's predicted-class
+raw logit w.r.t. the normalised input, the ``int(C*H*W*o)`` lowest-|G| elements moved by
+``+0.5 sign(G)``, the perturbed forward under ``no_grad``, Q' = lambda * (shift over the
+top-1 % activations) + (ReLU of the perturbed ones over the top-5 %), the right-continuous
+eCDF on the ID-val Q' values, the adaptive percentile, ``r`` from the top-k_p ReLU
+activations, and the energy of the head on ``e^r f``. The network's weights are frozen
+(``requires_grad=False``: only the input gradient is computed, as in jaxood; OpenOOD leaves
+them trainable and so also pays for weight gradients).
+
+Both sides get the same weights (torch init, converted to jaxood), are fitted on the same
+ID-val images and score the same batch; before any timing the clean features must agree
+to ``--feature-tol`` and the scores are compared (max abs / rel difference, Spearman rank
+correlation). Float32 scores agree to ~1e-6 except where a discrete choice sits on a
+near-tie: which element has the 5 %-lowest |G| (its perturbed feature then moves ~1e-3), and
+so which eCDF step a Q' falls on (a neighbouring percentile: a score ~1 % apart). Such
+flips hit a few samples; a semantic difference hits nearly all. So the script stops when
+more than ``--max-flipped`` of the samples differ by more than ``--score-tol`` (relative)
+or the rank correlation is below 0.99. Timing goes through
+``experiments/harness.py`` (quiet wait, alternating rounds, compile excluded, per-round
+sgemm, loaded verdict). Networks: WRN-16-4 at 32x32 (batch 128), ResNet-50 and Swin-T at
+224x224 (batch 16), random init.
+
+  python experiments/bench_adascale_torch.py --archs wrn16_4 resnet50 swin_t --rounds 5
+
+Results merge into ``experiments/results/bench_adascale_torch.json`` under ``<arch>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import harness
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torchvision
+
+from jaxood import models
+from jaxood.convert.torchvision import convert_state_dict
+from jaxood.detectors import adascale
+
+sys.path.insert(0, str(harness.ROOT))
+sys.path.insert(0, str(harness.ROOT / "tests" / "models"))
+import test_cifar_models as cifar  # noqa: E402  (the OpenOOD torch nets; one owner: the tests)
+
+from tests.detectors.test_adascale import ref_fit, ref_score  # noqa: E402
+
+#: arch -> (input size, default batch)
+ARCHS = {"wrn16_4": (32, 128), "resnet50": (224, 16), "swin_t": (224, 16)}
+
+
+def torchvision_features(tv, arch: str):
+    """``x -> (logits, penultimate feature)`` of a torchvision ResNet-50 / Swin-T (the
+    feature OpenOOD's wrappers return with ``return_feature=True``) and its head."""
+    if arch == "resnet50":
+        def net(x):
+            x = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+            x = tv.layer4(tv.layer3(tv.layer2(tv.layer1(x))))
+            f = torch.flatten(tv.avgpool(x), 1)
+            return tv.fc(f), f
+
+        return net, tv.fc
+
+    def net(x):  # swin_t
+        f = tv.flatten(tv.avgpool(tv.permute(tv.norm(tv.features(x)))))
+        return tv.head(f), f
+
+    return net, tv.head
+
+
+def build(arch: str):
+    """``(torch net x -> (logits, feature), torch head, jaxood Model, variables)``: one torch
+    initialisation, its weights converted to jaxood."""
+    torch.manual_seed(0)
+    if arch == "wrn16_4":
+        t = cifar.openood_wrn_init(cifar.TWRN(16, 4, 10)).eval()
+        module = models.create("wrn16_4", 10)
+        variables = jax.tree.map(jnp.asarray, cifar.wrn_to_flax(t))
+        net, fc = (lambda x: t(x)[:2]), t.fc
+        params = t.parameters()
+    else:
+        tv = getattr(torchvision.models, arch)().eval()
+        module, variables, _ = convert_state_dict(tv.state_dict(), arch, input_size=224)
+        net, fc = torchvision_features(tv, arch)
+        params = tv.parameters()
+    for prm in params:
+        prm.requires_grad_(False)
+    return net, fc, models.flax_model(module), jax.device_put(variables)
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's rho (Pearson on ranks; no ties expected in float scores)."""
+    ra, rb = (np.argsort(np.argsort(v)).astype(np.float64) for v in (a, b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def compare_scores(got, ref, tol: float) -> dict:
+    """Max abs / rel difference, rank correlation, and the fraction of samples whose
+    relative difference exceeds ``tol``."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    diff = np.abs(got - ref)
+    rel = diff / np.maximum(np.abs(ref), 1e-12)
+    return {
+        "score_max_abs_diff": float(diff.max()),
+        "score_max_rel_diff": float(rel.max()),
+        "score_rank_correlation": rank_correlation(got, ref),
+        "score_fraction_beyond_tol": float(np.mean(~(rel <= tol))),  # NaN counts as beyond
+    }
+
+
+class Disagreement(RuntimeError):
+    """jaxood and the PyTorch AdaSCALE do not compute the same thing."""
+
+
+def check(arch: str, name: str, value: float, limit: float, above: bool = False) -> None:
+    """Raises :class:`Disagreement` when ``value`` is above ``limit`` (below with
+    ``above=True``); NaN always fails."""
+    ok = value >= limit if above else value <= limit
+    if not ok:
+        raise Disagreement(
+            f"{arch}: jaxood and the PyTorch AdaSCALE disagree: {name} = {value:.4g} "
+            f"({'<' if above else '>'} {limit:g}); the comparison is void (fix it before timing)"
+        )
+
+
+def bench(arch: str, args) -> dict:
+    size, default_batch = ARCHS[arch]
+    batch = args.batch or default_batch
+    net, fc, model, variables = build(arch)
+    rng = np.random.default_rng(0)
+    x_val = rng.standard_normal((args.val or batch, size, size, 3)).astype(np.float32)
+    x = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    x_t, x_j = nchw(x), jax.device_put(x)
+    p_min, p_max = args.percentile
+
+    run = harness.Run.from_args(args)
+    fields = {"arch": arch, "input": [size, size, 3], "batch": batch, "val": len(x_val),
+              "percentile": [p_min, p_max], "rounds": args.rounds}
+    with torch.no_grad():
+        f_ref = net(x_t)[1].numpy()
+    f_got = np.asarray(jax.jit(model.features)(variables, x_j).feature)
+    fields["feature_max_rel_diff"] = float(np.abs(f_got - f_ref).max() / np.abs(f_ref).max())
+    check(arch, "feature max relative difference", fields["feature_max_rel_diff"],
+          args.feature_tol)
+
+    t0 = time.perf_counter()
+    stats = adascale.fit_batch(model, variables, jnp.asarray(x_val), batch_size=batch)
+    fields["jaxood_fit_s_with_compile"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    q_sorted = ref_fit(net, nchw(x_val))
+    fields["torch_fit_s"] = round(time.perf_counter() - t0, 2)
+
+    score = jax.jit(lambda v, s, x: adascale.score_batch(
+        model, v, s, x, variant="a", percentile=(p_min, p_max)))
+    t0 = time.perf_counter()
+    got = np.asarray(score(variables, stats, x_j))
+    fields["jaxood_compile_s"] = round(time.perf_counter() - t0, 2)
+    ref, _ = ref_score(net, fc, q_sorted, x_t, variant="a", p_min=p_min, p_max=p_max)
+    fields.update(compare_scores(got, ref, args.score_tol))
+    check(arch, f"fraction of samples with relative score difference > {args.score_tol:g}",
+          fields["score_fraction_beyond_tol"], args.max_flipped)
+    check(arch, "score rank correlation", fields["score_rank_correlation"], 0.99, above=True)
+
+    contenders = {
+        "jaxood": lambda: score(variables, stats, x_j),
+        "torch": lambda: ref_score(net, fc, q_sorted, x_t, variant="a", p_min=p_min,
+                                   p_max=p_max),
+    }
+    times = run.alternate(contenders, args.rounds, label=arch)
+    fields.update(harness.compare(times, batch, "images"))
+    print(json.dumps({arch: fields["ratio_jaxood_over_torch"]}), flush=True)
+    return {harness.record_key(arch, args.label): run.record(fields)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    p.add_argument("--batch", type=int, default=0,
+                   help="images per scored batch (0: 128 at 32x32, 16 at 224x224)")
+    p.add_argument("--val", type=int, default=0, help="ID-val images for the fit (0: a batch)")
+    p.add_argument("--percentile", type=float, nargs=2, default=(75.0, 85.0),
+                   metavar=("P_MIN", "P_MAX"))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--feature-tol", type=float, default=1e-4,
+                   help="largest max|f_jaxood - f_torch| / max|f_torch| of the clean features")
+    p.add_argument("--score-tol", type=float, default=1e-4,
+                   help="per-sample |score difference| / |torch score| counted as agreeing")
+    p.add_argument("--max-flipped", type=float, default=0.1,
+                   help="largest fraction of samples beyond --score-tol accepted (near-tie "
+                   "flips of the perturbed elements or of an eCDF step; see the docstring)")
+    p.add_argument("--label", default="", help="free text stored in the JSON and its keys")
+    p.add_argument("--out", default="experiments/results/bench_adascale_torch.json")
+    harness.add_arguments(p)
+    args = p.parse_args()
+    records = {}
+    try:
+        for arch in args.archs:
+            records.update(bench(arch, args))
+    except Disagreement as e:
+        if records:  # keep the figures already taken, then stop loudly
+            harness.save(args.out, records)
+        raise SystemExit(f"error: {e}") from None
+    return harness.finish(args, args.out, records)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
