@@ -307,8 +307,7 @@ class Run:
                 jax.block_until_ready(fn())
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for r in range(rounds):
-            self.sgemm.measure()
-            self.round_loads.append(os.getloadavg()[0])
+            self.checkpoint()
             for name in round_order(list(contenders), r):
                 t0 = time.perf_counter()
                 jax.block_until_ready(contenders[name]())
@@ -316,6 +315,12 @@ class Run:
             line = ", ".join(f"{n} {times[n][-1]:.4f} s" for n in contenders)
             print(f"[harness] {label} round {r}: {line}", file=sys.stderr, flush=True)
         return times
+
+    def checkpoint(self) -> None:
+        """What precedes every round: the sgemm of each framework and the load average.
+        Call it directly before work timed outside :meth:`alternate` (e.g. a subprocess)."""
+        self.sgemm.measure()
+        self.round_loads.append(os.getloadavg()[0])
 
     def sgemm_median(self, fw: str) -> float:
         return statistics.median(self.sgemm.gflops[fw])
