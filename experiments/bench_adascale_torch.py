@@ -13,14 +13,21 @@ activations, and the energy of the head on ``e^r f``. The network's weights are 
 them trainable and so also pays for weight gradients).
 
 Both sides get the same weights (torch init, converted to jaxood), are fitted on the same
-ID-val images and score the same batch; before any timing the clean features must agree
-to ``--feature-tol`` and the scores are compared (max abs / rel difference, Spearman rank
-correlation). Float32 scores agree to ~1e-6 except where a discrete choice sits on a
-near-tie: which element has the 5 %-lowest |G| (its perturbed feature then moves ~1e-3), and
-so which eCDF step a Q' falls on (a neighbouring percentile: a score ~1 % apart). Such
-flips hit a few samples; a semantic difference hits nearly all. So the script stops when
-more than ``--max-flipped`` of the samples differ by more than ``--score-tol`` (relative)
-or the rank correlation is below 0.99. Timing goes through
+ID-val images and score the same batch. Before any timing:
+
+* the clean features must agree to ``--feature-tol`` (max-normalised);
+* the perturbed features to ``--perturbed-tol`` (relative L2): in float32 the two input
+  gradients differ by rounding, so an element whose |G| sits at the 5 % boundary may be
+  perturbed on one side and its neighbour in |G| on the other (a max-pool near-tie in
+  ResNet-50 has the same effect), which moves f~ by ~1e-3;
+* the post-feature arithmetic (Q', eCDF on ID-val, percentile, r, energy) must give the same
+  scores to ``--score-tol`` (relative) when both sides get the same (torch) features.
+
+A failed check stops the script. The end-to-end scores (each side with its own perturbation
+and fit) are reported (max abs / rel difference, Spearman rank correlation) but not
+checked: a perturbation flip can move a Q' across an eCDF step, i.e. to the neighbouring
+percentile, a score several % apart, on random-init nets whose Q' values cluster tightly.
+Timing goes through
 ``experiments/harness.py`` (quiet wait, alternating rounds, compile excluded, per-round
 sgemm, loaded verdict). Networks: WRN-16-4 at 32x32 (batch 128), ResNet-50 and Swin-T at
 224x224 (batch 16), random init.
@@ -52,10 +59,20 @@ sys.path.insert(0, str(harness.ROOT))
 sys.path.insert(0, str(harness.ROOT / "tests" / "models"))
 import test_cifar_models as cifar  # noqa: E402  (the OpenOOD torch nets; one owner: the tests)
 
-from tests.detectors.test_adascale import ref_fit, ref_score  # noqa: E402
+from tests.detectors.test_adascale import (  # noqa: E402
+    ref_perturb,
+    ref_q,
+    ref_score,
+    ref_score_features,
+)
 
 #: arch -> (input size, default batch)
 ARCHS = {"wrn16_4": (32, 128), "resnet50": (224, 16), "swin_t": (224, 16)}
+K1, K2, LMBDA, FRACTION = 1.0, 5.0, 10.0, 0.05  # the method's defaults (spec §1.6)
+
+
+def nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def torchvision_features(tv, arch: str):
@@ -103,33 +120,63 @@ def rank_correlation(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def compare_scores(got, ref, tol: float) -> dict:
-    """Max abs / rel difference, rank correlation, and the fraction of samples whose
-    relative difference exceeds ``tol``."""
+def compare_scores(got, ref, prefix: str) -> dict:
+    """Max abs / rel difference and rank correlation of two score vectors."""
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     diff = np.abs(got - ref)
-    rel = diff / np.maximum(np.abs(ref), 1e-12)
     return {
-        "score_max_abs_diff": float(diff.max()),
-        "score_max_rel_diff": float(rel.max()),
-        "score_rank_correlation": rank_correlation(got, ref),
-        "score_fraction_beyond_tol": float(np.mean(~(rel <= tol))),  # NaN counts as beyond
+        f"{prefix}_max_abs_diff": float(diff.max()),
+        f"{prefix}_max_rel_diff": float(np.max(diff / np.maximum(np.abs(ref), 1e-12))),
+        f"{prefix}_rank_correlation": rank_correlation(got, ref),
     }
+
+
+def rel_diff(got, ref, norm: str = "max") -> float:
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if norm == "l2":
+        return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
 
 
 class Disagreement(RuntimeError):
     """jaxood and the PyTorch AdaSCALE do not compute the same thing."""
 
 
-def check(arch: str, name: str, value: float, limit: float, above: bool = False) -> None:
-    """Raises :class:`Disagreement` when ``value`` is above ``limit`` (below with
-    ``above=True``); NaN always fails."""
-    ok = value >= limit if above else value <= limit
-    if not ok:
+def check(arch: str, name: str, value: float, limit: float) -> None:
+    """Raises :class:`Disagreement` when ``value`` exceeds ``limit`` (NaN always fails)."""
+    if not value <= limit:
         raise Disagreement(
-            f"{arch}: jaxood and the PyTorch AdaSCALE disagree: {name} = {value:.4g} "
-            f"({'<' if above else '>'} {limit:g}); the comparison is void (fix it before timing)"
+            f"{arch}: jaxood and the PyTorch AdaSCALE disagree: {name} = {value:.4g} > "
+            f"{limit:g}; the comparison is void (fix it before timing)"
         )
+
+
+def agreement(arch: str, args, net, fc, model, variables, x_val, x) -> tuple[dict, np.ndarray]:
+    """The checks before timing (see the module docstring); returns the fields and the
+    torch side's sorted ID-val Q' values (its fit)."""
+    p_min, p_max = args.percentile
+    f_val, ft_val = ref_perturb(net, nchw(x_val), FRACTION)
+    f, ft = ref_perturb(net, nchw(x), FRACTION)
+    feats, ft_j = jax.jit(lambda v, x: adascale.perturbed_features(model, v, x, o=FRACTION))(
+        variables, jnp.asarray(x))
+    out = {"feature_max_rel_diff": rel_diff(feats.feature, f),
+           "perturbed_feature_l2_rel_diff": rel_diff(ft_j, ft, "l2")}
+    check(arch, "clean feature max relative difference", out["feature_max_rel_diff"],
+          args.feature_tol)
+    check(arch, "perturbed feature relative L2 difference", out["perturbed_feature_l2_rel_diff"],
+          args.perturbed_tol)
+    # The post-feature arithmetic (Q', eCDF, percentile, r, energy) on identical features.
+    q_sorted = np.sort(ref_q(f_val, ft_val, K1, K2, LMBDA))
+    ref, _ = ref_score_features(fc, q_sorted, f, ft, variant="a", p_min=p_min, p_max=p_max)
+    stats = adascale.fit_ecdf(adascale.q_statistic(f_val.numpy(), ft_val.numpy(), k1=K1, k2=K2,
+                                                   lmbda=LMBDA),
+                              k1=K1, k2=K2, lmbda=LMBDA, feature_dim=f.shape[1])
+    got = adascale.score_from_features(model, variables, stats, f.numpy(), ft.numpy(),
+                                       variant="a", percentile=(p_min, p_max))
+    out.update(compare_scores(got, ref, "same_features_score"))
+    check(arch, "score max relative difference on identical features",
+          out["same_features_score_max_rel_diff"], args.score_tol)
+    return out, q_sorted
 
 
 def bench(arch: str, args) -> dict:
@@ -139,42 +186,27 @@ def bench(arch: str, args) -> dict:
     rng = np.random.default_rng(0)
     x_val = rng.standard_normal((args.val or batch, size, size, 3)).astype(np.float32)
     x = rng.standard_normal((batch, size, size, 3)).astype(np.float32)
-    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
     x_t, x_j = nchw(x), jax.device_put(x)
     p_min, p_max = args.percentile
 
     run = harness.Run.from_args(args)
     fields = {"arch": arch, "input": [size, size, 3], "batch": batch, "val": len(x_val),
               "percentile": [p_min, p_max], "rounds": args.rounds}
-    with torch.no_grad():
-        f_ref = net(x_t)[1].numpy()
-    f_got = np.asarray(jax.jit(model.features)(variables, x_j).feature)
-    fields["feature_max_rel_diff"] = float(np.abs(f_got - f_ref).max() / np.abs(f_ref).max())
-    check(arch, "feature max relative difference", fields["feature_max_rel_diff"],
-          args.feature_tol)
-
-    t0 = time.perf_counter()
-    stats = adascale.fit_batch(model, variables, jnp.asarray(x_val), batch_size=batch)
-    fields["jaxood_fit_s_with_compile"] = round(time.perf_counter() - t0, 2)
-    t0 = time.perf_counter()
-    q_sorted = ref_fit(net, nchw(x_val))
-    fields["torch_fit_s"] = round(time.perf_counter() - t0, 2)
-
+    checks, q_sorted = agreement(arch, args, net, fc, model, variables, x_val, x)
+    fields.update(checks)
+    stats = adascale.fit_batch(model, variables, jnp.asarray(x_val), batch_size=batch, o=FRACTION)
     score = jax.jit(lambda v, s, x: adascale.score_batch(
-        model, v, s, x, variant="a", percentile=(p_min, p_max)))
+        model, v, s, x, variant="a", percentile=(p_min, p_max), o=FRACTION))
     t0 = time.perf_counter()
     got = np.asarray(score(variables, stats, x_j))
     fields["jaxood_compile_s"] = round(time.perf_counter() - t0, 2)
-    ref, _ = ref_score(net, fc, q_sorted, x_t, variant="a", p_min=p_min, p_max=p_max)
-    fields.update(compare_scores(got, ref, args.score_tol))
-    check(arch, f"fraction of samples with relative score difference > {args.score_tol:g}",
-          fields["score_fraction_beyond_tol"], args.max_flipped)
-    check(arch, "score rank correlation", fields["score_rank_correlation"], 0.99, above=True)
+    ref, _ = ref_score(net, fc, q_sorted, x_t, variant="a", p_min=p_min, p_max=p_max, o=FRACTION)
+    fields.update(compare_scores(got, ref, "score"))  # each side's own fit and perturbation
 
     contenders = {
         "jaxood": lambda: score(variables, stats, x_j),
         "torch": lambda: ref_score(net, fc, q_sorted, x_t, variant="a", p_min=p_min,
-                                   p_max=p_max),
+                                   p_max=p_max, o=FRACTION),
     }
     times = run.alternate(contenders, args.rounds, label=arch)
     fields.update(harness.compare(times, batch, "images"))
@@ -193,11 +225,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--feature-tol", type=float, default=1e-4,
                    help="largest max|f_jaxood - f_torch| / max|f_torch| of the clean features")
+    p.add_argument("--perturbed-tol", type=float, default=1e-2,
+                   help="largest ||f~_jaxood - f~_torch|| / ||f~_torch|| of the perturbed "
+                   "features (near-tie flips of the perturbed elements; see the docstring)")
     p.add_argument("--score-tol", type=float, default=1e-4,
-                   help="per-sample |score difference| / |torch score| counted as agreeing")
-    p.add_argument("--max-flipped", type=float, default=0.1,
-                   help="largest fraction of samples beyond --score-tol accepted (near-tie "
-                   "flips of the perturbed elements or of an eCDF step; see the docstring)")
+                   help="largest |score difference| / |torch score| on identical features")
     p.add_argument("--label", default="", help="free text stored in the JSON and its keys")
     p.add_argument("--out", default="experiments/results/bench_adascale_torch.json")
     harness.add_arguments(p)
