@@ -234,15 +234,7 @@ def main() -> int:
     p.add_argument("--out", default="experiments/results/bench_adascale_torch.json")
     harness.add_arguments(p)
     args = p.parse_args()
-    records = {}
-    try:
-        for arch in args.archs:
-            records.update(bench(arch, args))
-    except Disagreement as e:
-        if records:  # keep the figures already taken, then stop loudly
-            harness.save(args.out, records)
-        raise SystemExit(f"error: {e}") from None
-    return harness.finish(args, args.out, records)
+    return harness.collect(args, args.out, args.archs, lambda a: bench(a, args), Disagreement)
 
 
 if __name__ == "__main__":

@@ -57,10 +57,7 @@ def main() -> int:
     p.add_argument("--out", default="experiments/results/bench_bf16.json")
     harness.add_arguments(p)
     args = p.parse_args()
-    records = {}
-    for name in args.models:
-        records.update(bench_model(name, args))
-    return harness.finish(args, args.out, records)
+    return harness.collect(args, args.out, args.models, lambda m: bench_model(m, args))
 
 
 if __name__ == "__main__":

@@ -202,18 +202,16 @@ def main() -> int:
     args = p.parse_args()
     if args.threads == 1:
         torch.set_num_threads(1)
-    records = {}
+    return harness.collect(args, args.out, args.archs, lambda a: bench_or_skip(a, args),
+                           Disagreement)
+
+
+def bench_or_skip(arch: str, args) -> dict:
     try:
-        for arch in args.archs:
-            try:
-                records.update(bench(arch, args))
-            except ImportError as e:  # e.g. an architecture module not available
-                print(f"{arch}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
-    except Disagreement as e:
-        if records:  # keep the figures already taken, then stop loudly
-            harness.save(args.out, records)
-        raise SystemExit(f"error: {e}") from None
-    return harness.finish(args, args.out, records)
+        return bench(arch, args)
+    except ImportError as e:  # e.g. an architecture module not available
+        print(f"{arch}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+        return {}
 
 
 if __name__ == "__main__":

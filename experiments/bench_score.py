@@ -91,11 +91,8 @@ def main() -> int:
     folder = os.path.join(args.work, "pngs")
     write_pngs(folder, args.images, args.data_root)
     model_dir = save_model(os.path.join(args.work, "wrn16_4"))
-    records = {}
-    for name in args.detectors:
-        records[harness.record_key(name, args.label)] = bench_detector(name, model_dir, folder,
-                                                                        args)
-    return harness.finish(args, args.out, records)
+    return harness.collect(args, args.out, args.detectors, lambda d: {
+        harness.record_key(d, args.label): bench_detector(d, model_dir, folder, args)})
 
 
 def bench_detector(name: str, model_dir: str, folder: str, args) -> dict:

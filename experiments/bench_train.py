@@ -246,10 +246,8 @@ def main() -> int:
     p.add_argument("--out", default="experiments/results/bench_train.json")
     harness.add_arguments(p)
     args = p.parse_args()
-    records = {}
-    for name in args.models:
-        records.update(bench_model(name, args, torch_models()))
-    return harness.finish(args, args.out, records)
+    tmod = torch_models()
+    return harness.collect(args, args.out, args.models, lambda m: bench_model(m, args, tmod))
 
 
 def torch_models():

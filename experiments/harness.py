@@ -415,6 +415,27 @@ def finish(args: argparse.Namespace, path: str | os.PathLike, records: Mapping[s
     return 0
 
 
+def collect(
+    args: argparse.Namespace,
+    path: str | os.PathLike,
+    names: Iterable[str],
+    measure: Callable[[str], Mapping[str, dict]],
+    stop_on: type[Exception] | tuple[type[Exception], ...] = (),
+) -> int:
+    """``measure(name)`` for each name, records merged and saved (:func:`finish`). An
+    exception of a ``stop_on`` type (e.g. the two sides disagree) saves the figures already
+    taken and stops with its message; the script then exits non-zero."""
+    records: dict[str, dict] = {}
+    try:
+        for name in names:
+            records.update(measure(name))
+    except stop_on as e:
+        if records:
+            save(path, records)
+        raise SystemExit(f"error: {e}") from None
+    return finish(args, path, records)
+
+
 def record_key(name: str, label: str = "") -> str:
     """Results key of one figure: its name, with ``@label`` when a label is given."""
     return f"{name}@{label}" if label else name

@@ -172,3 +172,24 @@ def test_run_bookkeeping_at_tiny_size():
     assert [len(v) for v in rec["sgemm"]["gflops_rounds"].values()] == [4, 4]  # + the last
     assert rec["threads"]["load_limit"] == rec["threads"]["benchmark"] + 0.5
     assert len(rec["loadavg_1min_rounds"]) == 3 and "isa" in rec["machine"]
+
+
+def test_collect_keeps_figures_taken_before_a_stop(tmp_path):
+    class Args:
+        require_quiet = False
+
+    class Disagree(RuntimeError):
+        pass
+
+    def measure(name):
+        if name == "b":
+            raise Disagree("b: the two sides disagree")
+        return {name: {"loaded": False}}
+
+    path = tmp_path / "r.json"
+    assert harness.collect(Args, path, ["a"], measure, Disagree) == 0
+    with pytest.raises(SystemExit, match="error: b: the two sides disagree"):
+        harness.collect(Args, path, ["c", "b", "d"], measure, Disagree)
+    assert set(json.loads(path.read_text())) == {"a", "c"}
+    with pytest.raises(ValueError):  # other errors are not swallowed
+        harness.collect(Args, path, ["x"], lambda n: int("x"), Disagree)
