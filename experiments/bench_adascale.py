@@ -10,8 +10,12 @@ Measures, in one process and interleaved so machine noise hits all of them alike
   * re-scoring all 36 APS percentile pairs for 10,000 cached samples: target < 1 s, with
     the vectorised grid path and with a plain loop over the jitted per-pair score.
 
+Timing through ``experiments/harness.py`` (quiet wait, alternating rounds, compile excluded,
+per-round XLA sgemm, loaded verdict).
+
 Usage: python experiments/bench_adascale.py [--depth 16 --width 4 --batch 128 --repeats 7]
-Writes experiments/results/bench_adascale.json.
+Results merge into experiments/results/bench_adascale.json under
+``wrn<depth>_<width>_batch<batch>`` (``@label`` with ``--label``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
+import sys
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,27 +35,19 @@ from jaxood.detectors import adascale
 from jaxood.detectors.logits import msp
 
 
-def timed(fn, *args, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``fn(*args)`` after one warm-up (compile) call."""
-    jax.block_until_ready(fn(*args))
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--depth", type=int, default=16)
     ap.add_argument("--width", type=int, default=4)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--cached", type=int, default=10_000, help="samples for the APS re-score")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--label", default="", help="free text stored in the JSON and its key")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "bench_adascale.json"))
+    harness.add_arguments(ap)
     args = ap.parse_args()
+    run = harness.Run.from_args(args, frameworks=("xla",))
 
     module = models.create("wrn", 10, depth=args.depth, widen_factor=args.width)
     variables = models.init_variables(module, jax.random.PRNGKey(0), (32, 32, 3))
@@ -79,15 +74,13 @@ def main() -> None:
         lambda v, s, f, ft: adascale.score_from_features(model, v, s, f, ft, percentile=(60, 90))
     )
 
-    t_msp, t_ada, t_post, t_grad = [], [], [], []
-    for _ in range(args.repeats):  # interleave so load changes affect all alike
-        t_msp += timed(f_msp, variables, x, repeats=1)
-        t_ada += timed(f_ada, variables, stats, x, repeats=1)
-        t_post += timed(f_post, variables, stats, feats.feature, ft, repeats=1)
-        t_grad += timed(f_grad, variables, x, repeats=1)
-    med = {k: statistics.median(v) for k, v in
-           {"msp": t_msp, "adascale": t_ada, "post": t_post,
-            "forward_plus_input_grad": t_grad}.items()}
+    times = run.alternate({
+        "msp": lambda: f_msp(variables, x),
+        "adascale": lambda: f_ada(variables, stats, x),
+        "post": lambda: f_post(variables, stats, feats.feature, ft),
+        "forward_plus_input_grad": lambda: f_grad(variables, x),
+    }, args.repeats, label="adascale")
+    med = harness.medians(times)
 
     # APS re-scoring from cached features of N samples (features drawn like real ones:
     # we tile the batch's features with noise to reach N distinct rows).
@@ -98,48 +91,39 @@ def main() -> None:
     ft_cached = (jnp.tile(ft, (reps, 1)) * noise)[: args.cached]
     grid = jnp.asarray(adascale.PERCENTILE_GRID, jnp.float32)
 
-    def grid_path(v, s, f, ft):
-        cache = adascale.grid_cache(model, v, f, ft)
-        return adascale.grid_scores(s, cache, grid, variant="a")
-
-    t_grid = timed(jax.jit(grid_path), variables, stats, f_cached, ft_cached,
-                   repeats=args.repeats)
+    f_grid = jax.jit(lambda v, s, f, ft: adascale.grid_scores(
+        s, adascale.grid_cache(model, v, s, f, ft), grid, variant="a"))
     per_pair = jax.jit(
         lambda v, s, f, ft, p: adascale.score_from_features(model, v, s, f, ft, percentile=p)
     )
-
-    def loop_path():
-        return [per_pair(variables, stats, f_cached, ft_cached, p) for p in grid]
-
-    t_loop = timed(loop_path, repeats=max(2, args.repeats // 2))
+    aps = run.alternate({
+        "grid": lambda: f_grid(variables, stats, f_cached, ft_cached),
+        "loop": lambda: [per_pair(variables, stats, f_cached, ft_cached, p) for p in grid],
+    }, max(2, args.repeats // 2), label="aps")
 
     result = {
         "script": "experiments/bench_adascale.py",
         "model": f"WRN-{args.depth}-{args.width}, 32x32x3, random init",
         "batch": args.batch,
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "jax": jax.__version__,
         "median_seconds": med,
+        "rounds_seconds": times,
         "adascale_over_msp": med["adascale"] / med["msp"],
         # Floor = (forward + backward-to-input) + forward of the perturbed input.
         "floor_over_msp": (med["forward_plus_input_grad"] + med["msp"]) / med["msp"],
         "post_feature_fraction_of_adascale": med["post"] / med["adascale"],
         "aps_36_pairs": {
             "samples": args.cached,
-            "grid_path_seconds": statistics.median(t_grid),
-            "loop_path_seconds": statistics.median(t_loop),
+            "grid_path_seconds": harness.medians(aps)["grid"],
+            "loop_path_seconds": harness.medians(aps)["loop"],
         },
         "targets": {"adascale_over_msp": 3.0, "post_feature_fraction": 0.02, "aps_seconds": 1.0},
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
-    print(json.dumps(result, indent=2))
+    key = harness.record_key(f"wrn{args.depth}_{args.width}_batch{args.batch}", args.label)
+    record = run.record(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "rounds_seconds"}, indent=2),
+          file=sys.stderr)
+    return harness.finish(args, args.out, {key: record})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,7 +12,9 @@ ID-val (600) and OOD-val (400) images and must pick the same point:
   + perturbed forward) on ID-val and OOD-val again, then fit and score.
 
 Compile time is excluded (one warm-up call of every jitted function); every timing ends
-with ``block_until_ready``. Prints and writes experiments/results/bench_aps_cache.json.
+with ``block_until_ready``. Through ``experiments/harness.py``: quiet wait, an XLA sgemm
+before each of the two parts, the loaded verdict. Results merge into
+experiments/results/bench_aps_cache.json under ``<detector>`` (``@label`` with ``--label``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import harness
+import jax
+import numpy as np
+
+from jaxood import detectors, metrics, models, parallel
+from jaxood.bench import aps
+from jaxood.data import benchmarks
+
+ROOT = str(harness.ROOT)
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--data-root", default=os.path.join(ROOT, "..", "shared", "data"))
@@ -40,14 +48,10 @@ def main() -> None:
     p.add_argument(
         "--out", default=os.path.join(ROOT, "experiments", "results", "bench_aps_cache.json")
     )
+    p.add_argument("--label", default="", help="free text stored in the JSON and its key")
+    harness.add_arguments(p)
     args = p.parse_args()
-
-    import jax
-    import numpy as np
-
-    from jaxood import detectors, metrics, models, parallel
-    from jaxood.bench import aps
-    from jaxood.data import benchmarks
+    run = harness.Run.from_args(args, frameworks=("xla",))
 
     loaded = models.load(args.model)
     det = detectors.get(args.detector)
@@ -92,6 +96,7 @@ def main() -> None:
     evaluate(warm, grid[0])
 
     # Cached: one network pass, then the whole grid from the arrays.
+    run.checkpoint()
     t0 = time.perf_counter()
     arrays = {k: run_network(v) for k, v in images.items()}
     t_extract = time.perf_counter() - t0
@@ -101,6 +106,7 @@ def main() -> None:
 
     # Network per point (OpenOOD): extraction repeated for every grid point.
     n_net = args.network_points or len(grid)
+    run.checkpoint()
     t2 = time.perf_counter()
     net_aurocs = []
     for hp in grid[:n_net]:
@@ -110,7 +116,6 @@ def main() -> None:
     net_total = t_net * len(grid) / n_net
     same = [a for _, a in cached.table[:n_net]]
     result = {
-        "command": " ".join(["python", *sys.argv]),
         "detector": det.name,
         "grid_points": len(grid),
         "id_val": len(images["val"]),
@@ -135,13 +140,12 @@ def main() -> None:
         "max_abs_auroc_diff_network_vs_cached": float(
             np.max(np.abs(np.asarray(net_aurocs) - same))
         ),
-        "load_average": os.getloadavg(),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1, default=str)
     print(json.dumps(result, indent=1, default=str))
+    # default=str above: ``chosen`` may hold numpy scalars; the record must be plain JSON.
+    record = run.record(json.loads(json.dumps(result, default=str)))
+    return harness.finish(args, args.out, {harness.record_key(det.name, args.label): record})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

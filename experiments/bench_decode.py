@@ -19,7 +19,9 @@ Usage::
     python experiments/bench_decode.py                      # generate 5000, bench, write JSON
     python experiments/bench_decode.py --rounds 3 --skip-network
 
-Writes ``experiments/results/bench_decode.json``.
+Timing through ``experiments/harness.py`` (quiet wait, alternating rounds, per-round XLA and
+torch sgemm, loaded verdict). Results merge into ``experiments/results/bench_decode.json``
+under ``count<N>`` (``@label`` with ``--label``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
-import time
 
+import harness
 import numpy as np
 from PIL import Image
 
@@ -159,39 +159,37 @@ def grain_processes_pass(lst, spec, batch: int, workers: int) -> int:
     return sum(len(x) for x in ds)
 
 
-def loader_rounds(lst, spec, args) -> dict:
+def counted(name: str, run, expected: int):
+    """``run`` checked to have read ``expected`` images (a short read would look fast)."""
+
+    def call():
+        n = run()
+        if n != expected:
+            raise RuntimeError(f"{name} read {n} images, expected {expected}")
+
+    return call
+
+
+def loader_rounds(h: harness.Run, lst, spec, args) -> dict:
     """Images/s of each loader, one full pass per round, loaders alternating."""
     runs = {
-        "torchvision_dataloader": lambda: torchvision_pass(DATA, spec, args.batch, args.workers),
         "jaxood_imagelist": lambda: jaxood_pass(lst, spec, args.batch, None),
+        "torchvision_dataloader": lambda: torchvision_pass(DATA, spec, args.batch, args.workers),
     }
     if not args.skip_variants:
         runs["jaxood_imagelist_1_thread"] = lambda: jaxood_pass(lst, spec, args.batch, 1)
         runs["grain_processes"] = lambda: grain_processes_pass(lst, spec, args.batch, args.workers)
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(args.rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            n = run()
-            dt = time.perf_counter() - t0
-            if n != len(lst):
-                raise RuntimeError(f"{name} read {n} images, expected {len(lst)}")
-            rates[name].append(n / dt)
-            print(f"round {r}: {name} {n / dt:.1f} images/s  load {os.getloadavg()[0]:.2f}")
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    base = med["torchvision_dataloader"]
-    return {
-        "images_per_s_median": {k: round(v, 1) for k, v in med.items()},
-        "images_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "over_torchvision": {k: round(v / base, 3) for k, v in med.items()},
-        "paired_ratio_rounds_jaxood_over_torchvision": [
-            round(a / b, 3)
-            for a, b in zip(rates["jaxood_imagelist"], rates["torchvision_dataloader"])
-        ],
+    times = h.alternate({k: counted(k, f, len(lst)) for k, f in runs.items()}, args.rounds,
+                        warmup=0, label="loaders")
+    out = harness.compare(times, len(lst), "images")
+    base = len(lst) / harness.medians(times)["torchvision_dataloader"]
+    out["over_torchvision"] = {
+        k: round(len(lst) / v / base, 3) for k, v in harness.medians(times).items()
     }
+    return out
 
 
-def startup_rounds(lst, spec, args, n: int = 64) -> dict:
+def startup_rounds(h: harness.Run, lst, spec, args, n: int = 64) -> dict:
     """Seconds for one pass over the first ``n`` images (one batch): mostly start-up cost,
     paid per dataset and extraction pass (a benchmark reads ~10 image lists, twice or more)."""
     from jaxood.data.imglist import ImageList
@@ -201,15 +199,10 @@ def startup_rounds(lst, spec, args, n: int = 64) -> dict:
         "jaxood_imagelist": lambda: jaxood_pass(sub, spec, n, None),
         "grain_processes": lambda: grain_processes_pass(sub, spec, n, args.workers),
     }
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
+    times = h.alternate(runs, args.rounds, warmup=0, label="startup")
     return {
         "images": n,
-        "seconds_median": {k: round(statistics.median(v), 3) for k, v in times.items()},
+        "seconds_median": {k: round(v, 3) for k, v in harness.medians(times).items()},
         "seconds_rounds": {k: [round(x, 3) for x in v] for k, v in times.items()},
     }
 
@@ -233,7 +226,7 @@ class Preloaded:
         return self._key
 
 
-def network_rounds(lst, spec, args) -> dict:
+def network_rounds(h: harness.Run, lst, spec, args) -> dict:
     """ResNet-50 (random weights) through ``jaxood.bench.extract.extract``, as ``jaxood bench``
     runs it: MSP's forward pass and AdaSCALE's extraction (forward + input gradient +
     forward of the perturbed input), from preloaded arrays vs decoding the image list
@@ -269,25 +262,22 @@ def network_rounds(lst, spec, args) -> dict:
     cache_root = tempfile.mkdtemp(prefix="bench_decode_cache-")
     counter = iter(range(1_000_000))
 
-    def run(fn, source) -> float:
+    def extract_once(fn, source) -> None:
         entry = CacheEntry(cache_root, {"run": next(counter)})  # always a fresh extraction
-        t0 = time.perf_counter()
         extract(fn, variables, source, [(entry, None)], batch_size=args.net_batch,
                 shard_batches=4, progress=False)  # fmt: skip
-        return time.perf_counter() - t0
 
     times: dict[str, list[float]] = {}
     try:
         for fname, fn in fns.items():
-            run(fn, Preloaded(preloaded.x[: args.net_batch], sub.labels, "warm"))  # compile
-            for r in range(args.network_rounds):
-                for sname, make in sources.items():
-                    dt = run(fn, make())
-                    times.setdefault(f"{fname}/{sname}", []).append(dt)
-                    print(f"round {r}: {fname} {sname} {n / dt:.2f} images/s")
+            extract_once(fn, Preloaded(preloaded.x[: args.net_batch], sub.labels, "warm"))
+            contenders = {sname: (lambda fn=fn, make=make: extract_once(fn, make()))
+                          for sname, make in sources.items()}
+            got = h.alternate(contenders, args.network_rounds, warmup=0, label=fname)
+            times.update({f"{fname}/{sname}": t for sname, t in got.items()})
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = harness.medians(times)
     out = {
         "images": n,
         "batch": args.net_batch,
@@ -305,7 +295,7 @@ def network_rounds(lst, spec, args) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=5000, help="JPEGs to generate / read")
     ap.add_argument("--rounds", type=int, default=3, help="alternating loader rounds")
@@ -319,11 +309,11 @@ def main() -> None:
     ap.add_argument("--network-images", type=int, default=128)
     ap.add_argument("--net-batch", type=int, default=16)
     ap.add_argument("--network-rounds", type=int, default=2)
+    ap.add_argument("--label", default="", help="free text stored in the JSON and its key")
     ap.add_argument("--out", default=RESULTS)
+    harness.add_arguments(ap)
     args = ap.parse_args()
 
-    import jax
-    import torch
     import torchvision
 
     from jaxood.data.imglist import default_workers, read_imglist
@@ -332,37 +322,27 @@ def main() -> None:
     list_path = generate(DATA, args.count)
     lst = read_imglist(list_path, os.path.join(DATA, "images"))
     spec = PreprocessSpec(256, 224, "bilinear")  # OpenOOD ImageNet eval transform
+    # The DataLoader / grain worker processes load the machine besides this one.
+    h = harness.Run.from_args(args, extra_threads=args.workers)
     result = {
         "script": "experiments/bench_decode.py",
-        "command": " ".join(sys.argv),
         "dataset": dataset_stats(DATA, list_path),
         "preprocess": spec.to_dict(),
         "env": {
-            "cpu_count": os.cpu_count(),
             "jaxood_decode_threads": default_workers(),
-            "platform": platform.platform(),
-            "jax": jax.__version__,
-            "torch": torch.__version__,
             "torchvision": torchvision.__version__,
             "pillow": Image.__version__,
-            "loadavg_start": list(os.getloadavg()),
         },
     }
     print(json.dumps(result, indent=1))
     if not args.skip_loaders:
-        result["loaders"] = loader_rounds(lst, spec, args)
-    result["startup_one_batch"] = startup_rounds(lst, spec, args)
+        result["loaders"] = loader_rounds(h, lst, spec, args)
+    result["startup_one_batch"] = startup_rounds(h, lst, spec, args)
     if not args.skip_network:
-        result["network_resnet50"] = network_rounds(lst, spec, args)
-    result["env"]["loadavg_end"] = list(os.getloadavg())
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
-    print(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+        result["network_resnet50"] = network_rounds(h, lst, spec, args)
+    key = harness.record_key(f"count{args.count}", args.label)
+    return harness.finish(args, args.out, {key: h.record(result)})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

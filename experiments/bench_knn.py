@@ -13,8 +13,14 @@ Methods:
   numpy_blocked: plain NumPy, 256 queries at a time, full ``[256, N]`` similarity + partition.
   sklearn_brute: ``NearestNeighbors(algorithm="brute").kneighbors`` (chunked internally).
 
+The parent process goes through ``experiments/harness.py``: it waits for a quiet machine,
+times an XLA and a NumPy sgemm before each method's subprocess, and labels the figures
+``loaded`` when the load average or the sgemm moved (the workers time themselves: median of
+``--repeats`` after a warm-up).
+
 Usage: python experiments/bench_knn.py [--n-bank 200000 --dim 512 --n-query 2048 --k 50]
-Writes experiments/results/bench_knn.json.
+Results merge into experiments/results/bench_knn.json under ``bank<N>_dim<D>_q<Q>_k<K>``
+(``@label`` with ``--label``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -123,15 +128,24 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--label", default="", help="free text stored in the JSON and its key")
     p.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_knn.json")
     )
-    args = p.parse_args()
-    if args.worker:
+    if "--worker" in sys.argv:
+        args = p.parse_args()
         print(json.dumps(_worker(args.worker, args)))
         return 0
+    # Deferred: the harness imports jax, which must not weigh on the NumPy / sklearn
+    # workers' peak RSS (they run this same file with --worker, which returned above).
+    import harness
+
+    harness.add_arguments(p)
+    args = p.parse_args()
+    run = harness.Run.from_args(args, frameworks=("xla", "numpy"))
     rows = []
     for m in args.methods.split(","):
+        run.checkpoint()
         cmd = [
             sys.executable,
             __file__,
@@ -168,18 +182,11 @@ def main() -> int:
             "k": args.k,
             "repeats": args.repeats,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "note": "shared 2-core CPU, other jobs running",
-        },
         "results": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print("wrote", args.out)
-    return 0
+    key = harness.record_key(f"bank{args.n_bank}_dim{args.dim}_q{args.n_query}_k{args.k}",
+                             args.label)
+    return harness.finish(args, args.out, {key: run.record(result)})
 
 
 if __name__ == "__main__":

@@ -7,34 +7,26 @@ ID dictionary ``--n-bank`` (25,000 = alpha 0.5 of CIFAR train) x ``--dim`` (512)
 features. Median of ``--repeats`` steps after a warm-up (compile excluded); also the time
 of a whole 40,000-sample stream through ``oodd_stream`` (``lax.scan``) at chunk 512.
 
+Timing through ``experiments/harness.py``: every (queue, chunk) setting is a contender in
+the same alternating rounds (quiet wait, compile excluded, per-round XLA sgemm, loaded
+verdict).
+
 Usage: python experiments/bench_oodd.py [--chunks 64,128,256,512,1024,2048]
-Writes experiments/results/bench_oodd.json.
+Results merge into experiments/results/bench_oodd.json under ``bank<N>_dim<D>``
+(``@label`` with ``--label``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import time
 
+import harness
 import jax
 import numpy as np
 
 from jaxood.detectors import oodd
 from jaxood.detectors.knn import chunk_bank, l2_normalize
-
-
-def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -48,6 +40,8 @@ def main() -> int:
     p.add_argument(
         "--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_oodd.json")
     )
+    p.add_argument("--label", default="", help="free text stored in the JSON and its key")
+    harness.add_arguments(p)
     args = p.parse_args()
 
     rng = np.random.default_rng(0)
@@ -56,40 +50,35 @@ def main() -> int:
     )
     id_bank = chunk_bank(bank, 8192)
     stream = np.maximum(rng.normal(0.2, 1, (args.n_stream, args.dim)), 0).astype(np.float32)
-    rows = []
+    run = harness.Run.from_args(args, frameworks=("xla",))
+    settings, steps = [], {}
     for q in map(int, args.queues.split(",")):
         for c in map(int, args.chunks.split(",")):
             step = jax.jit(lambda s, x: oodd.oodd_step(s, x, id_bank=id_bank, k_in=5, k_out=5))
             # a full queue, as in steady state
             state = oodd.seeded_state(stream[:q], id_bank, queue_size=q, k_in=5)
             x = stream[c : 2 * c]
-            sec = median_seconds(lambda step=step, state=state, x=x: step(state, x), args.repeats)
-            rows.append(
-                {
-                    "queue": q,
-                    "chunk": c,
-                    "step_ms": round(1e3 * sec, 3),
-                    "us_per_sample": round(1e6 * sec / c, 2),
-                }
-            )
-            print(
-                f"queue {q:5d} chunk {c:5d}: {1e3 * sec:9.2f} ms/step  {1e6 * sec / c:8.2f} us/sample"
-            )
-    streams = []
-    for q in map(int, args.queues.split(",")):
-        run = lambda q=q: oodd.oodd_stream(
+            settings.append((q, c))
+            steps[f"q{q}_c{c}"] = lambda step=step, state=state, x=x: step(state, x)
+    med = harness.medians(run.alternate(steps, args.repeats, label="oodd_step"))
+    rows = []
+    for (q, c), sec in zip(settings, med.values()):
+        rows.append({"queue": q, "chunk": c, "step_ms": round(1e3 * sec, 3),
+                     "us_per_sample": round(1e6 * sec / c, 2)})
+        print(f"queue {q:5d} chunk {c:5d}: {1e3 * sec:9.2f} ms/step  "
+              f"{1e6 * sec / c:8.2f} us/sample")
+    queues = list(map(int, args.queues.split(",")))
+    runs = {
+        f"q{q}": lambda q=q: oodd.oodd_stream(
             id_bank, stream, queue_size=q, k_in=5, k_out=5, chunk_size=512
         )[0]
-        sec = median_seconds(run, max(1, args.repeats // 2))
-        streams.append(
-            {
-                "queue": q,
-                "chunk": 512,
-                "n": args.n_stream,
-                "seconds": round(sec, 3),
-                "samples_per_s": round(args.n_stream / sec, 1),
-            }
-        )
+        for q in queues
+    }
+    med = harness.medians(run.alternate(runs, max(1, args.repeats // 2), label="oodd_stream"))
+    streams = []
+    for q, sec in zip(queues, med.values()):
+        streams.append({"queue": q, "chunk": 512, "n": args.n_stream, "seconds": round(sec, 3),
+                        "samples_per_s": round(args.n_stream / sec, 1)})
         print(f"stream of {args.n_stream} (queue {q}, chunk 512): {sec:.3f} s")
     result = {
         "setting": {
@@ -99,19 +88,11 @@ def main() -> int:
             "k_out": 5,
             "repeats": args.repeats,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "note": "shared 2-core CPU, other jobs running",
-        },
         "per_step": rows,
         "stream": streams,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print("wrote", args.out)
-    return 0
+    key = harness.record_key(f"bank{args.n_bank}_dim{args.dim}", args.label)
+    return harness.finish(args, args.out, {key: run.record(result)})
 
 
 if __name__ == "__main__":

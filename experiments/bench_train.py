@@ -12,11 +12,14 @@ the OpenOOD re-implementations of ``tests/models/test_cifar_models.py``), batch 
   ``DataLoader`` with torchvision's ``RandomHorizontalFlip, RandomCrop(32, 4), ToTensor,
   Normalize`` on in-memory uint8 images (``--torch-workers`` loader processes).
 
-Rounds alternate jaxood / PyTorch (order swapped every round) so machine noise hits both;
-each round times ``--steps`` steps after a warm-up (compile excluded); the median over
-rounds is reported. Throughput is converted to GFLOP/s with XLA's cost analysis of the
-jitted step (the same arithmetic runs in both frameworks) and compared with a 4096^3 sgemm
-measured in the same process (XLA and PyTorch), so the remaining headroom is visible.
+Timing goes through ``experiments/harness.py``: each (network, mode) is one figure, taken
+after waiting for a quiet machine, in rounds alternating jaxood / PyTorch (order swapped
+every round), ``--steps`` steps per contender per round after a warm-up (compile excluded),
+medians over rounds; an in-process sgemm per framework before every round, and the
+``loaded`` verdict. Throughput is converted to GFLOP/s with XLA's cost analysis of the
+jitted step (the same arithmetic runs in both frameworks) and compared with that sgemm,
+so the remaining headroom is visible. Results merge into ``--out`` under the keys
+``<model>/step`` and ``<model>/pipeline`` (``@<label>`` appended with ``--label``).
 
   python experiments/bench_train.py --label after
   python experiments/bench_train.py --models wrn16_4 --rounds 3 --steps 1 --out /tmp/b.json
@@ -28,19 +31,15 @@ import argparse
 import functools
 import json
 import math
-import os
 import pathlib
-import platform
-import statistics
-import subprocess
 import sys
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import jaxood
 from jaxood import models, parallel
 from jaxood.data.pipeline import TrainBatches, prefetch
 from jaxood.train import TrainConfig
@@ -83,7 +82,8 @@ def jaxood_step(cfg: TrainConfig, module, total_steps: int):
 class JaxContender:
     """The library's step; with ``pipeline`` also its input pipeline and augmentation."""
 
-    def __init__(self, arch, kwargs, module, data, batch_size: int, pipeline: bool):
+    def __init__(self, arch, kwargs, module, data, batch_size: int, pipeline: bool,
+                 precision: str = "f32"):
         cfg = TrainConfig(
             arch=arch,
             arch_kwargs=kwargs,
@@ -92,6 +92,7 @@ class JaxContender:
             std=STD,
             crop_padding=4 if pipeline else 0,
             hflip=pipeline,
+            precision=precision,
         )
         step, self.state = jaxood_step(cfg, module, TOTAL_STEPS)
         self.x, self.y = jnp.asarray(data[0][:batch_size]), jnp.asarray(data[1][:batch_size])
@@ -177,64 +178,19 @@ def torch_loader(x_u8, y, batch_size: int, workers: int):
     )
 
 
-class Sgemm:
-    """A 4096^3 float32 matmul in XLA and in PyTorch, timed between the benchmark rounds so
-    the peak it reports saw the same machine load as the training steps."""
-
-    def __init__(self, n: int = 4096):
-        import torch
-
-        self.n, self.torch = n, torch
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-        self.f, self.a, self.ta = jax.jit(lambda a: a @ a), a, torch.from_numpy(np.array(a))
-        self.f(a).block_until_ready()
-        self.times = {"xla": [], "torch": []}
-
-    def measure(self) -> None:
-        t = time.perf_counter()
-        self.f(self.a).block_until_ready()
-        t1 = time.perf_counter()
-        self.ta @ self.ta
-        self.times["xla"].append(t1 - t)
-        self.times["torch"].append(time.perf_counter() - t1)
-
-    def gflops(self, last: int | None = None) -> dict:
-        return {
-            f"{k}_gflops": round(2 * self.n**3 / statistics.median(v[-(last or len(v)) :]) / 1e9, 1)
-            for k, v in self.times.items()
-        }
-
-
-def alternate(jx: JaxContender, tc: TorchContender, sgemm: Sgemm, args, label: str) -> dict:
+def alternate(jx: JaxContender, tc: TorchContender, run: harness.Run, args, label: str) -> dict:
     """Median images/s of both over ``args.rounds`` alternating rounds (after a warm-up),
     and the achieved GFLOP/s as a fraction of the sgemm peak measured between the rounds."""
-    jx.run(1)
-    tc.run(1)
-    rates = {"jaxood": [], "torch": []}
-    for r in range(args.rounds):
-        sgemm.measure()
-        for who in ("jaxood", "torch") if r % 2 == 0 else ("torch", "jaxood"):
-            t = time.perf_counter()
-            (jx if who == "jaxood" else tc).run(args.steps)
-            rates[who].append(args.steps * args.batch_size / (time.perf_counter() - t))
-        print(
-            f"{label} round {r}: jaxood {rates['jaxood'][-1]:.1f} img/s, "
-            f"torch {rates['torch'][-1]:.1f} img/s",
-            file=sys.stderr,
-            flush=True,
-        )
-    j, t = statistics.median(rates["jaxood"]), statistics.median(rates["torch"])
+    contenders = {"jaxood": lambda: jx.run(args.steps), "torch": lambda: tc.run(args.steps)}
+    times = run.alternate(contenders, args.rounds, label=label)
+    out = harness.compare(times, args.steps * args.batch_size, "images")
+    med = harness.medians(times)
+    j, t = (args.steps * args.batch_size / med[k] for k in ("jaxood", "torch"))
     gflop = jx.flops / args.batch_size / 1e9
-    peak = sgemm.gflops(last=args.rounds)
     return {
-        "sgemm_4096_during_rounds": peak,
-        "jaxood_fraction_of_xla_sgemm": round(j * gflop / peak["xla_gflops"], 3),
-        "torch_fraction_of_torch_sgemm": round(t * gflop / peak["torch_gflops"], 3),
-        "jaxood_images_per_s": round(j, 2),
-        "torch_images_per_s": round(t, 2),
-        "ratio_jaxood_over_torch": round(j / t, 3),
-        "jaxood_rounds": [round(v, 2) for v in rates["jaxood"]],
-        "torch_rounds": [round(v, 2) for v in rates["torch"]],
+        **out,
+        "jaxood_fraction_of_xla_sgemm": round(j * gflop / run.sgemm_median("xla"), 3),
+        "torch_fraction_of_torch_sgemm": round(t * gflop / run.sgemm_median("torch"), 3),
         "jaxood_compile_s": round(jx.compile_s, 1),
         "xla_gflop_per_image": round(gflop, 3),
         "jaxood_gflops_per_s": round(j * gflop, 1),
@@ -242,34 +198,38 @@ def alternate(jx: JaxContender, tc: TorchContender, sgemm: Sgemm, args, label: s
     }
 
 
-def bench_model(name: str, args, tmod, sgemm: Sgemm) -> dict:
+def make_data(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random uint8 CIFAR-sized images and labels (speed does not depend on the values)."""
+    rng = np.random.default_rng(0)
+    return (
+        rng.integers(0, 256, (size, 32, 32, 3), dtype=np.uint8),
+        rng.integers(0, 10, size).astype(np.int32),
+    )
+
+
+def bench_model(name: str, args, tmod) -> dict:
+    """``{"<name>/step": record, "<name>/pipeline": record}``, each its own harness run."""
     arch, kwargs, make_torch = ARCHS[name]
     module = models.create(arch, 10, **kwargs)
-    rng = np.random.default_rng(0)
-    data = (
-        rng.integers(0, 256, (args.dataset_size, 32, 32, 3), dtype=np.uint8),
-        rng.integers(0, 10, args.dataset_size).astype(np.int32),
-    )
-    out = {"arch": arch, "arch_kwargs": kwargs}
+    data = make_data(args.dataset_size)
     net = make_torch(tmod)
+    out = {}
     for mode in ("step", "pipeline"):
         pipe = mode == "pipeline"
+        run = harness.Run.from_args(args, extra_threads=args.torch_workers if pipe else 0)
         jx = JaxContender(arch, kwargs, module, data, args.batch_size, pipe)
         tc = TorchContender(net, data, args.batch_size, pipe, args.torch_workers)
-        out[mode] = alternate(jx, tc, sgemm, args, f"{name} {mode}")
+        fields = {"arch": arch, "arch_kwargs": kwargs, "mode": mode, "label": args.label,
+                  "batch_size": args.batch_size, "rounds": args.rounds,
+                  "steps_per_round": args.steps, "torch_workers": args.torch_workers}
+        fields.update(alternate(jx, tc, run, args, f"{name} {mode}"))
+        key = harness.record_key(f"{name}/{mode}", args.label)
+        out[key] = run.record(fields)
+        print(json.dumps({key: fields["ratio_jaxood_over_torch"]}), file=sys.stderr, flush=True)
     return out
 
 
-def git_commit() -> str | None:
-    root = pathlib.Path(jaxood.__file__).resolve().parents[1]
-    try:
-        cmd = ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"]
-        return subprocess.check_output(cmd, text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument(
         "--models",
@@ -282,48 +242,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2, help="steps per contender per round")
     p.add_argument("--dataset-size", type=int, default=10000)
     p.add_argument("--torch-workers", type=int, default=0)
-    p.add_argument("--label", default="", help="free text stored in the JSON (e.g. before/after)")
+    p.add_argument("--label", default="", help="free text stored in the JSON and its keys")
     p.add_argument("--out", default="experiments/results/bench_train.json")
+    harness.add_arguments(p)
     args = p.parse_args()
-    import torch
+    tmod = torch_models()
+    return harness.collect(args, args.out, args.models, lambda m: bench_model(m, args, tmod))
 
+
+def torch_models():
+    """The OpenOOD PyTorch reference nets of the model tests (one owner: the tests)."""
     sys.path.insert(0, str(ROOT / "tests" / "models"))
-    import test_cifar_models as tmod
+    import test_cifar_models
 
-    load0 = os.getloadavg()
-    sgemm = Sgemm()
-    results = {
-        "command": "python " + " ".join(sys.argv),
-        "label": args.label,
-        "jaxood_commit": git_commit(),
-        "models": {},
-    }
-    for name in args.models:
-        r = bench_model(name, args, tmod, sgemm)
-        results["models"][name] = r
-        ratios = {m: r[m]["ratio_jaxood_over_torch"] for m in ("step", "pipeline")}
-        print(json.dumps({name: ratios}), file=sys.stderr, flush=True)
-    results.update(
-        sgemm_4096_all_rounds=sgemm.gflops(),
-        batch_size=args.batch_size,
-        rounds=args.rounds,
-        steps_per_round=args.steps,
-        torch_workers=args.torch_workers,
-        loadavg_before=load0,
-        loadavg_after=os.getloadavg(),
-        machine=f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
-        jax=jax.__version__,
-        torch=torch.__version__,
-        torch_threads=torch.get_num_threads(),
-        xla_flags=os.environ.get("XLA_FLAGS", ""),
-    )
-    tmp = args.out + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, args.out)
-    print(json.dumps(results, indent=2))
+    return test_cifar_models
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

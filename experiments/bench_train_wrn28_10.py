@@ -2,8 +2,10 @@
 
 Times the library's real train step (on-device crop/flip + normalise, forward, backward,
 SGD-Nesterov update, BN statistics) with ``jax.jit``: compile once (reported separately),
-``block_until_ready``, then a few timed steps. Also reports XLA's FLOP count per step so the
-number transfers to other hardware (images/s ~= achieved FLOP/s / FLOPs per image).
+``block_until_ready``, then a few timed steps (one per harness round: quiet wait, per-round
+XLA sgemm, loaded verdict; see ``experiments/harness.py``). Also reports XLA's FLOP count per
+step so the number transfers to other hardware (images/s ~= achieved FLOP/s / FLOPs per
+image). Results merge into ``--out`` under ``<arch>_batch<B>``.
 
   python experiments/bench_train_wrn28_10.py --steps 3
 """
@@ -13,10 +15,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,13 +27,15 @@ from jaxood.train import TrainConfig
 from jaxood.train.steps import StepConfig, create_train_state, train_step
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--arch", default="wrn28_10")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", default="experiments/results/bench_train_wrn28_10.json")
+    harness.add_arguments(p)
     args = p.parse_args()
+    run = harness.Run.from_args(args, frameworks=("xla",))
     cfg = TrainConfig(arch=args.arch, batch_size=args.batch_size)
     module = models.create(args.arch, 10)
     variables = jax.jit(lambda k: models.init_variables(module, k, (32, 32, 3)))(
@@ -50,20 +53,17 @@ def main() -> None:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-    state, m = compiled(state, x, y)  # warm-up
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        state, m = compiled(state, x, y)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
+    box = {"state": state}
+
+    def step_once():
+        box["state"], box["metrics"] = compiled(box["state"], x, y)
+        return box["metrics"]
+
+    times = run.alternate({"step": step_once}, args.steps, label=args.arch)["step"]
     per_step = float(np.median(times))
     out = {
-        "command": "python experiments/bench_train_wrn28_10.py "
-        + f"--steps {args.steps} --batch-size {args.batch_size}",
         "arch": args.arch,
-        "params": int(sum(v.size for v in jax.tree.leaves(state.params))),
+        "params": int(sum(v.size for v in jax.tree.leaves(box["state"].params))),
         "batch_size": args.batch_size,
         "compile_s": round(compile_s, 1),
         "step_times_s": [round(t, 2) for t in times],
@@ -72,17 +72,13 @@ def main() -> None:
         "xla_flops_per_step": flops,
         "xla_flops_per_image": flops / args.batch_size,
         "achieved_gflops_per_s": round(flops / per_step / 1e9, 2),
-        "loss_finite": bool(np.isfinite(float(m["loss"]))),
-        "loadavg": os.getloadavg(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other jobs",
-        "jax": jax.__version__,
+        "loss_finite": bool(np.isfinite(float(box["metrics"]["loss"]))),
         "device": str(jax.devices()[0]),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
     print(json.dumps(out, indent=2))
+    key = f"{args.arch}_batch{args.batch_size}"
+    return harness.finish(args, args.out, {key: run.record(out)})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,7 +23,9 @@ Usage::
     python experiments/dryrun_imagenet.py --sizes 8 --out /tmp/dryrun_smoke.json   # smoke test
     python experiments/dryrun_imagenet.py                                          # recorded
 
-Writes ``experiments/results/dryrun_imagenet.json`` (atomically).
+Timed through ``experiments/harness.py`` from the decode pass on (quiet wait, XLA sgemm
+before the decode pass and before the benchmark, loaded verdict). Results merge into
+``experiments/results/dryrun_imagenet.json`` under ``images<N>_batch<B>``.
 """
 
 from __future__ import annotations
@@ -31,13 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
 import time
 
 import bench_decode  # experiments/bench_decode.py: the synthetic JPEG generator
+import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "runs", "dryrun_imagenet")
@@ -165,19 +165,7 @@ def run_bench(root: str, model_dir: str, out_dir: str, batch: int, progress: boo
     return result, log, wall
 
 
-def machine() -> dict:
-    import jax
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip()
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "processor": platform.processor(), "jax": jax.__version__,
-            "devices": [str(d) for d in jax.devices()], "jaxood_commit": commit,
-            "loadavg": list(os.getloadavg()),
-            "note": "2-core CPU shared with a training job (loadavg above): rates are noisy"}
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, default=None,
                     help="images per list (default: the recorded SIZES)")
@@ -187,6 +175,7 @@ def main() -> None:
     ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--fresh", action="store_true", help="delete earlier bench output + cache")
     ap.add_argument("--quiet", action="store_true")
+    harness.add_arguments(ap)
     args = ap.parse_args()
     sizes = dict(SIZES) if args.sizes is None else {k: args.sizes for k in SIZES}
     root = os.path.join(args.work, f"data_{sum(sizes.values())}")
@@ -194,7 +183,6 @@ def main() -> None:
     if args.fresh:  # a resumed run would skip the cached passes: time from scratch
         shutil.rmtree(bench_out, ignore_errors=True)
     os.makedirs(args.work, exist_ok=True)
-    load_start = list(os.getloadavg())
 
     t0 = time.perf_counter()
     data_stats = make_layout(root, sizes)
@@ -206,14 +194,15 @@ def main() -> None:
     from jaxood import models
 
     spec = models.load(model_dir).preprocess
+    run = harness.Run.from_args(args, frameworks=("xla",))  # the timed part starts here
+    run.checkpoint()
     decode = decode_pass(root, spec, args.batch)
     print(f"decode-only: {decode}", flush=True)
+    run.checkpoint()
     result, log, wall = run_bench(root, model_dir, bench_out, args.batch, not args.quiet)
     stages = result.info["timings"][0]["stages"]
     record = {
         "script": "experiments/dryrun_imagenet.py",
-        "command": " ".join(["python", *[os.path.relpath(sys.argv[0], os.path.dirname(HERE)),
-                                         *sys.argv[1:]]]),
         "equivalent_cli": (
             f"jaxood bench --benchmark imagenet --model {model_dir} --data-root {root} "
             f"--detectors {' '.join(DETECTORS)} --batch-size {args.batch} --out {bench_out}"
@@ -228,7 +217,6 @@ def main() -> None:
         # rows (computed, then dropped) would lower them; the recorded sizes are multiples
         # of the batch.
         "padded_rows": sum(-n % args.batch for n in sizes.values()),
-        "machine": {**machine(), "loadavg_start": load_start},
         "setup_seconds": {"generate_jpegs": round(generate_s, 2), "convert": round(convert_s, 2)},
         "decode_only_pass": decode,
         "bench_wall_s": round(wall, 2),
@@ -240,12 +228,10 @@ def main() -> None:
         "auroc_random_weights": {d: {g: result.table[d][f"{g}ood"]["AUROC"][0]
                                      for g in ("near", "far")} for d in DETECTORS},
     }
-    from jaxood.fsutil import atomic_write_json
-
-    atomic_write_json(args.out, record)
     print(json.dumps(record["stage_summary"], indent=1))
-    print(f"wrote {args.out}")
+    key = f"images{sum(sizes.values())}_batch{args.batch}"
+    return harness.finish(args, args.out, {key: run.record(record)})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -7,20 +7,20 @@ times, on one batch of 128 x 32x32x3 (jitted, compile excluded, median of ``--ro
 the train-mode forward + loss alone, the gradient of the loss w.r.t. the parameters and
 w.r.t. the input images, with jaxood's BatchNorm, with ``flax.linen.BatchNorm`` swapped in,
 and (timing only) with no BatchNorm at all. A gradient normally costs
-about 3x a forward; the ratio printed says how far from that the backward pass is.
-Writes ``experiments/results/profile_densenet_backward.json``.
+about 3x a forward; the ratio printed says how far from that the backward pass is. Timing
+through ``experiments/harness.py`` (quiet wait, the three programs alternating per round,
+per-round XLA sgemm, loaded verdict). Results merge into
+``experiments/results/profile_densenet_backward.json`` under ``densenet_bc_<depth>_batch<B>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import statistics
-import time
 
 import flax.linen as nn
+import harness
 import jax
 import numpy as np
 import optax
@@ -42,21 +42,11 @@ class Identity(nn.Module):
         return x
 
 
-def median_seconds(f, args, rounds: int) -> float:
-    jax.block_until_ready(f(*args))  # compile
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def timings(rounds: int) -> dict:
+def timings(run: harness.Run, args, label: str) -> dict:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 32, 32, 3)).astype(np.float32)
-    y = rng.integers(0, 10, 128)
-    m = models.create("densenet_bc_100", 10)
+    x = rng.normal(size=(args.batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, args.batch)
+    m = models.create("densenet_bc", 10, depth=args.depth)
     v = m.init(jax.random.PRNGKey(0), x[:1], train=False)
 
     bs = v.get("batch_stats", {})
@@ -66,38 +56,43 @@ def timings(rounds: int) -> dict:
                          mutable=["batch_stats"])
         return optax.softmax_cross_entropy_with_integer_labels(out.logits, y).mean()
 
-    args = (v["params"], x)
-    fwd = median_seconds(jax.jit(loss), args, rounds)
-    grad = median_seconds(jax.jit(jax.grad(loss)), args, rounds)
-    grad_x = median_seconds(jax.jit(jax.grad(loss, argnums=1)), args, rounds)
+    fns = {"forward": jax.jit(loss), "gradient": jax.jit(jax.grad(loss)),
+           "input_gradient": jax.jit(jax.grad(loss, argnums=1))}
+    med = harness.medians(run.alternate(
+        {k: (lambda f=f: f(v["params"], x)) for k, f in fns.items()}, args.rounds, label=label))
+    fwd, grad, grad_x = med["forward"], med["gradient"], med["input_gradient"]
     return {"forward_s": fwd, "gradient_s": grad, "gradient_over_forward": grad / fwd,
             "input_gradient_s": grad_x, "input_gradient_over_forward": grad_x / fwd}
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--depth", type=int, default=100, help="DenseNet-BC depth (growth 12)")
+    p.add_argument("--out", default=OUT)
+    harness.add_arguments(p)
     args = p.parse_args()
-    rec = {"batch": 128, "rounds": args.rounds, "loadavg_before": os.getloadavg()}
-    rec["jaxood_batchnorm"] = timings(args.rounds)
+    run = harness.Run.from_args(args, frameworks=("xla",))
+    rec = {"batch": args.batch, "depth": args.depth, "rounds": args.rounds}
+    rec["jaxood_batchnorm"] = timings(run, args, "jaxood BatchNorm")
     print("jaxood BatchNorm", rec["jaxood_batchnorm"], flush=True)
     own = densenet._BatchNorm
     densenet._BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
     try:
-        rec["flax_batchnorm"] = timings(args.rounds)
+        rec["flax_batchnorm"] = timings(run, args, "flax BatchNorm")
     finally:
         densenet._BatchNorm = own
     print("flax BatchNorm", rec["flax_batchnorm"], flush=True)
     densenet._BatchNorm = Identity  # timing only: is the rest of the backward pass slow too?
     try:
-        rec["no_batchnorm_timing_only"] = timings(args.rounds)
+        rec["no_batchnorm_timing_only"] = timings(run, args, "no BatchNorm")
     finally:
         densenet._BatchNorm = own
     print("no BatchNorm", rec["no_batchnorm_timing_only"], flush=True)
-    with open(OUT + ".tmp", "w") as f:
-        json.dump(rec, f, indent=1)
-    os.replace(OUT + ".tmp", OUT)
+    key = f"densenet_bc_{args.depth}_batch{args.batch}"
+    return harness.finish(args, args.out, {key: run.record(rec)})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

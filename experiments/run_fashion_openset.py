@@ -5,6 +5,8 @@
 Trains WRN-10-1 (64-d features) on the six Fashion-MNIST ID classes, runs `jaxood bench`'s
 runner (APS for every detector, cached features), and copies the small result files
 (results.md/json, aps.json, plots, timing.json) to experiments/results/fashion_openset/.
+The timings go through ``experiments/harness.py`` (quiet wait first, XLA sgemm before and
+after, loaded verdict) and merge into ``timing.json`` under ``wrn<depth>_<widen>_e<epochs>_s<seed>``.
 Large files (checkpoints, feature cache) stay under experiments/runs/ (git-ignored).
 """
 
@@ -14,14 +16,14 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import harness
+
+ROOT = str(harness.ROOT)
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--depth", type=int, default=10)
@@ -45,7 +47,9 @@ def main() -> None:
         help="benchmark output + feature cache (default: --work); a fresh one = a cold run",
     )
     p.add_argument("--seed", type=int, default=0)
+    harness.add_arguments(p)
     args = p.parse_args()
+    run = harness.Run.from_args(args, frameworks=("xla",))
 
     import jax
     import numpy as np
@@ -123,14 +127,12 @@ def main() -> None:
         "total_wall_s": total,
         "process_cpu_s": time.process_time() - cpu0,
         "devices": jax.device_count(),
-        "load_average_at_end": os.getloadavg(),
         "train": train_info,
         "arch": {"name": "wrn", "depth": args.depth, "widen_factor": args.widen},
         "per_detector_s": result.info["timings"][0]["detectors_s"],
         "extract_s": result.info["timings"][0]["extract_and_acc_s"],
         "failed": result.info["failed"],
         "hparam_overrides": hparams,
-        "command": " ".join(["python", *sys.argv]),
     }
     os.makedirs(args.results, exist_ok=True)
     for name in ("results.md", "results.json", "results.csv", "aps.json"):
@@ -142,10 +144,11 @@ def main() -> None:
     wanted = {"auroc_near_far.png"} | {f"{p}_{k}.png" for p in ("hist", "roc") for k in keep}
     for name in sorted(set(os.listdir(os.path.join(result.out_dir, "plots"))) & wanted):
         shutil.copy(os.path.join(result.out_dir, "plots", name), plots)
-    with open(os.path.join(args.results, "timing.json"), "w") as f:
-        json.dump(timing, f, indent=1)
     print(json.dumps({k: v for k, v in timing.items() if k != "per_detector_s"}, indent=1))
+    key = f"wrn{args.depth}_{args.widen}_e{args.epochs}_s{args.seed}"
+    return harness.finish(args, os.path.join(args.results, "timing.json"),
+                          {key: run.record(json.loads(json.dumps(timing, default=str)))})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -50,14 +50,19 @@ def ref_q(f, ft, k1, k2, lmbda):
     idx2 = torch.topk(f, c2, dim=1).indices
     shift = (f - ft).abs().gather(1, idx1).sum(1)
     corr = torch.relu(ft).gather(1, idx2).sum(1)
-    return (lmbda * shift + corr).numpy()
+    return (lmbda * shift + corr).detach().numpy()
 
 
-def ref_scores(net, fc, x_val, x_test, *, variant, p_min, p_max, k1=1.0, k2=5.0, lmbda=10.0,
-               o=0.05):
+def ref_fit(net, x_val, *, k1=1.0, k2=5.0, lmbda=10.0, o=0.05):
+    """Setup on ID-val: the sorted Q' values the right-continuous ECDF is built from."""
     f_val, ft_val = ref_perturb(net, x_val, o)
-    q_sorted = np.sort(ref_q(f_val, ft_val, k1, k2, lmbda))
-    f, ft = ref_perturb(net, x_test, o)
+    return np.sort(ref_q(f_val, ft_val, k1, k2, lmbda))
+
+
+def ref_score_features(fc, q_sorted, f, ft, *, variant, p_min, p_max, k1=1.0, k2=5.0,
+                       lmbda=10.0):
+    """Inference after the perturbation: ``(energy scores [B], adaptive percentiles p [B])``
+    of clean / perturbed features ``f, ft [B, D]``."""
     q = ref_q(f, ft, k1, k2, lmbda)
     ecdf = np.searchsorted(q_sorted, q, side="right") / q_sorted.size
     p = p_min + (1 - ecdf) * (p_max - p_min)  # float64
@@ -70,7 +75,22 @@ def ref_scores(net, fc, x_val, x_test, *, variant, p_min, p_max, k1=1.0, k2=5.0,
         logits = fc(f * torch.exp(r)[:, None])
     else:
         logits = fc(f) * (r**2)[:, None]
-    return torch.logsumexp(logits, dim=1).numpy(), p
+    return torch.logsumexp(logits, dim=1).detach().numpy(), p
+
+
+def ref_score(net, fc, q_sorted, x_test, *, variant, p_min, p_max, k1=1.0, k2=5.0, lmbda=10.0,
+              o=0.05):
+    """Inference on images: ``(energy scores [B], adaptive percentiles p [B])``."""
+    f, ft = ref_perturb(net, x_test, o)
+    return ref_score_features(fc, q_sorted, f, ft, variant=variant, p_min=p_min, p_max=p_max,
+                              k1=k1, k2=k2, lmbda=lmbda)
+
+
+def ref_scores(net, fc, x_val, x_test, *, variant, p_min, p_max, k1=1.0, k2=5.0, lmbda=10.0,
+               o=0.05):
+    q_sorted = ref_fit(net, x_val, k1=k1, k2=k2, lmbda=lmbda, o=o)
+    return ref_score(net, fc, q_sorted, x_test, variant=variant, p_min=p_min, p_max=p_max,
+                     k1=k1, k2=k2, lmbda=lmbda, o=o)
 
 
 # ---------------------------------------------------------------------------- fixtures
