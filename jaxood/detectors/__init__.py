@@ -37,7 +37,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxood.types import Detector, Features, HParam, Inputs, Model, Stats, Variables
+from jaxood import validate
+from jaxood.types import (
+    Detector,
+    Features,
+    HParam,
+    Inputs,
+    Model,
+    PreprocessSpec,
+    Stats,
+    Variables,
+)
 
 __all__ = [
     "Detector",
@@ -226,8 +236,6 @@ def prepare_inputs(
       ValueError: uint8 (raw) images, NCHW, another size or channel count than the model's,
         an empty batch, NaN/Inf values (a warning for values that look unnormalised).
     """
-    from jaxood import validate
-
     x = validate.images(x, "x", input_shape=model.input_shape)
     extract_kw, _, _ = detector.split_hparams(hparams)
     if features is None:
@@ -360,6 +368,14 @@ def dim_adapted(detector: Detector, feature_dim: int | None) -> dict[str, tuple]
     if detector.dim_grid is None or feature_dim is None:
         return {}
     return {k: tuple(v) for k, v in detector.dim_grid(int(feature_dim)).items()}
+
+
+def model_hparams(detector: Detector, spec: PreprocessSpec | None) -> dict[str, tuple]:
+    """The hyperparameters that describe the model's input normalisation (ODIN's ``std``,
+    ``mean``), taken from the preprocessing ``spec``; ``{}`` without a spec."""
+    if spec is None:
+        return {}
+    return {n: tuple(getattr(spec, n)) for n in ("std", "mean") if n in detector.hparams}
 
 
 def sweep_grid(detector: Detector, feature_dim: int | None = None) -> Iterator[dict[str, Any]]:
