@@ -247,7 +247,8 @@ def network_rounds(lst, spec, args) -> dict:
     from jaxood.data.imglist import ImageList, ImageListSource
     from jaxood.detectors import adascale
     from jaxood.features.cache import CacheEntry
-    from jaxood.features.extract import extract, features_fn
+    from jaxood.features.extract import extract
+    from jaxood.scoring import features_fn
 
     module = models.create("resnet50", 1000)
     variables = models.init_variables(module, jax.random.PRNGKey(0), (224, 224, 3))
@@ -260,7 +261,7 @@ def network_rounds(lst, spec, args) -> dict:
         feats, perturbed = adascale.perturbed_features(model, v, x, o=0.05, eps=0.5)
         return {"feature": feats.feature, "feature_perturbed": perturbed}
 
-    fns = {"forward": features_fn(model, ["logits", "feature"]), "adascale": adascale_fn}
+    fns = {"forward": features_fn(model, ("logits", "feature")), "adascale": adascale_fn}
     sources = {
         "preloaded": lambda: preloaded,
         "decode_readahead": lambda: ImageListSource(sub, spec),

@@ -39,7 +39,9 @@ def search(
     """Evaluates every grid point and keeps the first strictly greater AUROC (initial 0).
 
     Args:
-      grid: full hyperparameter dicts in OpenOOD order (``jaxood.detectors.sweep_grid``).
+      grid: full hyperparameter points in OpenOOD order (``jaxood.detectors.sweep_grid``;
+        the runner passes each as an :class:`~jaxood.types.HParamPoint`, handed to
+        ``evaluate`` and returned unchanged).
       evaluate: ``hparams -> AUROC`` on ID-val vs OOD-val.
       skip_invalid: points whose evaluation raises ValueError get AUROC NaN and are skipped.
 
@@ -49,7 +51,6 @@ def search(
     best, best_auroc, table = None, 0.0, []
     first, errors = None, []
     for point in grid:
-        point = dict(point)
         try:
             value = float(evaluate(point))
         except ValueError as e:
@@ -60,7 +61,8 @@ def search(
             errors.append(str(e).splitlines()[0])
             table.append((point, float("nan")))
             continue
-        first = first or point
+        if first is None:
+            first = point
         table.append((point, value))
         if value > best_auroc:
             best, best_auroc = point, value

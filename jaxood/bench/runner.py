@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, models, parallel, validate
+from jaxood import fsutil, metrics, models, parallel, validate
 from jaxood.bench import aps as aps_lib
 from jaxood.bench import report
 from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
@@ -39,13 +37,13 @@ from jaxood.data import benchmarks
 from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
 from jaxood.features import extract as ex
 from jaxood.features.cache import FeatureCache
-from jaxood.features.model import model_identity
+from jaxood.features.model import model_capabilities, model_identity
 from jaxood.features.scorer import Scorer, to_inputs
 from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, fit_inputs
 from jaxood.features.timing import StageTimes
 from jaxood.fitted import FittedDetector
 from jaxood.fsutil import plain
-from jaxood.types import Detector, plain_value
+from jaxood.types import Detector, HParamPoint
 from jaxood.version import __version__
 
 #: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
@@ -76,10 +74,11 @@ class BenchConfig:
       model_name: results folder name (default: the manifest name / arch); the folder is
         ``<out_dir>/<benchmark>/<name>-<8 hex of the weights' SHA-256>``.
       strict: re-raise a detector's error instead of recording it and going on.
-      fit_images_mb: in-memory (array) ID splits up to this size (as float32) are given to
-        ``fit`` as an image array (``Inputs.x``); larger splits and image lists as the lazily
-        batched source itself (``len`` + ``batch(start, stop)``), which fits that use images
-        (OODD's crops) read batch by batch with bounded memory.
+      fit_images_mb: ID splits up to this size (as float32) are given to ``fit`` as an image
+        array (``Inputs.x``); larger splits as the lazily batched source itself (``len`` +
+        ``batch(start, stop)``), which fits that use images (OODD's crops) read batch by
+        batch with bounded memory (:func:`jaxood.features.store.fit_inputs`, the same rule
+        as ``jaxood.fit``).
       plot_detectors: detectors that get histogram/ROC plots (default all; the near/far
         bar chart always shows every detector).
       rerun: recompute detectors whose results are already stored with the same settings
@@ -113,57 +112,6 @@ class BenchConfig:
     distributed: bool = False
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def check_writable(path: str) -> None:
-    """Creates ``path`` and writes/removes a probe file; clear error when not writable."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"output directory {path!r} is not writable ({e.strerror or e})") from None
-
-
-def model_capabilities(model, variables, sample_shape: tuple[int, ...]) -> set[str]:
-    """Which ``Features`` fields the model fills, found by shape evaluation (no compute)."""
-    x = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
-    try:
-        out = jax.eval_shape(model.features, variables, x)
-    except Exception as e:
-        raise ValueError(
-            f"model {model.name!r} cannot run on inputs of shape {tuple(sample_shape)} "
-            f"({type(e).__name__}: {e}); wrong benchmark/preprocessing for this checkpoint?"
-        ) from e
-    caps = {"logits", "feature", "input"}
-    if out.feature_map is not None:
-        caps.add("feature_map")
-    if out.attention is not None:
-        caps.add("attention")
-    return caps
-
-
-def select_detectors(names: Sequence[str] | None, caps: set[str]) -> list[Detector]:
-    """Resolves names (errors list valid ones) and checks the model supports their needs.
-
-    With ``names=None`` every registered detector whose ``needs`` the model meets is used.
-    """
-    if names is None:
-        return [d for d in det_registry.all_detectors().values() if set(d.needs) <= caps]
-    dets = [det_registry.get(n) for n in names]  # ValueError listing valid names
-    for d in dets:
-        missing = set(d.needs) - caps
-        if missing:
-            raise ValueError(
-                f"detector {d.name!r} needs {sorted(missing)}, which this model does not "
-                f"provide (it provides {sorted(caps - {'input'})})"
-            )
-    return dets
-
-
 # --------------------------------------------------------------------------- one detector
 
 
@@ -184,80 +132,85 @@ class DetectorRun:
         self.fields = ex.detector_fields(det)[2:]
         self._stats: dict[tuple, Any] = {}
 
-    def arrays(self, split: str, hp: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        extract_kw, _, _ = self.det.split_hparams(hp)
+    def arrays(self, split: str, point: HParamPoint) -> dict[str, np.ndarray]:
+        """``{"logits", "feature", ...fields, ...extras}`` of ``split`` at ``point``.
+
+        Every method takes a point of :meth:`grid` (or a dict, resolved once on entry)."""
+        point = self.det.point(point)
         return {
             **self.store.base(split, self.fields),
-            **self.store.extras(self.det, split, extract_kw),
+            **self.store.extras(self.det, split, point.extract),
         }
 
-    def fit(self, hp: Mapping[str, Any]):
-        """Fitted statistics for ``hp``, memoised on the (extract, fit) hyperparameters."""
+    def fit(self, point: HParamPoint):
+        """Fitted statistics at ``point``, memoised on its (extract, fit) hyperparameters."""
         if self.det.fit is None:
             return None
-        extract_kw, fit_kw, _ = self.det.split_hparams(hp)
-        key = tuple((k, plain_value(v)) for k, v in sorted({**extract_kw, **fit_kw}.items()))
-        if key not in self._stats:
+        point = self.det.point(point)
+        if point.fit_key not in self._stats:
             data = {
-                s: fit_inputs(self.det, self.arrays(FIT_SPLITS[s], hp),
+                s: fit_inputs(self.det, self.arrays(FIT_SPLITS[s], point),
                               self.store.sources[FIT_SPLITS[s]], images_mb=self.fit_images_mb)
                 for s in self.det.fit_splits
             }
             # Keep one fitted state at a time: APS visits fit settings in order and a
             # state can be large (e.g. a KNN bank).
-            self._stats = {
-                key: det_registry.fit(self.det, self.store.model, self.store.variables, data, **hp)
-            }
-        return self._stats[key]
+            self._stats = {point.fit_key: det_registry.fit_at(
+                self.det, self.store.model, self.store.variables, data, point)}
+        return self._stats[point.fit_key]
 
-    def score(self, split: str, hp: Mapping[str, Any]) -> np.ndarray:
+    def score(self, split: str, point: HParamPoint) -> np.ndarray:
         """``[N]`` scores of a dataset (higher = more ID)."""
-        stats = self.fit(hp)
+        point = self.det.point(point)
+        stats = self.fit(point)
         if self.det.needs_network:
-            return self.store.network_scores(self.det, split, stats, hp)
-        return self.scorer.score(self.store.variables, stats, self.arrays(split, hp), hp)
+            return self.store.network_scores(self.det, split, stats, point)
+        return self.scorer.score(self.store.variables, stats, self.arrays(split, point), point)
 
     def score_stream(
-        self, id_split: str | Sequence[str], ood_split: str, hp
+        self, id_split: str | Sequence[str], ood_split: str, point: HParamPoint
     ) -> tuple[np.ndarray, np.ndarray]:
         """Stream protocol (OODD): permute ID ∪ OOD with seed 100, score the stream once.
         ``id_split`` may list several ID splits (full-spectrum: ID-test + covariate-shifted
         sets), concatenated in order before the permutation."""
-        stats = self.fit(hp)
+        point = self.det.point(point)
+        stats = self.fit(point)
         ids = [id_split] if isinstance(id_split, str) else list(id_split)
-        parts = [self.arrays(k, hp) for k in ids]
+        parts = [self.arrays(k, point) for k in ids]
         a = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-        b = self.arrays(ood_split, hp)
+        b = self.arrays(ood_split, point)
         n_id = len(a["logits"])
         perm = np.random.RandomState(STREAM_SEED).permutation(n_id + len(b["logits"]))
         joined = {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])])[perm] for k in a}
-        s = self.scorer.score_inputs(self.store.variables, stats, to_inputs(joined), hp)
+        s = self.scorer.score_inputs(self.store.variables, stats, to_inputs(joined), point)
         unperm = np.empty_like(s)
         unperm[perm] = s
         return unperm[:n_id], unperm[n_id:]
 
-    def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
+    def pair_scores(self, id_split: str, ood_split: str, point) -> tuple[np.ndarray, np.ndarray]:
         if self.det.stream:
-            return self.score_stream(id_split, ood_split, hp)
-        return self.score(id_split, hp), self.score(ood_split, hp)
+            return self.score_stream(id_split, ood_split, point)
+        return self.score(id_split, point), self.score(ood_split, point)
 
-    def grid(self, use_aps: bool) -> list[dict]:
-        """The hyperparameter points APS evaluates (one point: defaults + overrides when APS
-        is off or the detector has no sweep); sweeps that do not fit the model's feature
-        dimension are replaced by the detector's D-relative ones."""
+    def grid(self, use_aps: bool) -> list[HParamPoint]:
+        """The hyperparameter points APS evaluates, each resolved and validated here once
+        (one point: defaults + overrides when APS is off or the detector has no sweep);
+        sweeps that do not fit the model's feature dimension are replaced by the detector's
+        D-relative ones."""
         d = int(np.shape(self.store.base("id_val")["feature"])[-1])
         if not use_aps or not self.det.sweep:
             adapted = det_registry.dim_adapted(self.det, d)
-            return [{**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
-                     **self.overrides}]
-        return [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det, d)]
+            return [self.det.point({**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
+                                    **self.overrides})]
+        return [self.det.point({**p, **self.overrides})
+                for p in det_registry.sweep_grid(self.det, d)]
 
     def search(self, use_aps: bool) -> aps_lib.APSResult:
         """APS over :meth:`grid` (first strictly greater AUROC wins)."""
         grid = self.grid(use_aps)
 
-        def evaluate(hp):
-            s_id, s_ood = self.pair_scores("id_val", "ood_val", hp)
+        def evaluate(point):
+            s_id, s_ood = self.pair_scores("id_val", "ood_val", point)
             return metrics.auroc(s_id, s_ood)
 
         if len(grid) == 1:
@@ -356,8 +309,8 @@ def prepare(cfg: BenchConfig) -> Plan:
         manifests.append(m)
         fingerprints.append(model_identity(models.load(d)))
     out = results_folder(cfg, bench, manifests, fingerprints)
-    check_writable(out)
-    check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
+    fsutil.check_writable(out)
+    fsutil.check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
     store = ResultStore(out, bench.name, [{"dir": d, "fingerprint": f}
                                           for d, f in zip(dirs, fingerprints)])
     return Plan(bench, dirs, fingerprints, out, store)
@@ -397,7 +350,7 @@ def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
 
     opened = open_(False)
     sample_shape = opened.id_val.batch(0, 1).shape[1:]
-    dets = select_detectors(cfg.detectors, model_capabilities(
+    dets = det_registry.select(cfg.detectors, model_capabilities(
         loaded.model, loaded.variables, sample_shape))
     if any("train" in d.fit_splits for d in dets):
         opened = open_(True)
@@ -436,15 +389,16 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     timer = ctx.store.timer  # APS / evaluation time excludes the network passes they trigger
     with timer.stage(f"aps/{det.name}"):
         found = dr.search(cfg.aps)
-    hp = found.best
+    point = found.best
     with timer.stage(f"evaluate/{det.name}"):  # test-set scores (metrics: a nested stage)
-        row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, hp, ctx.acc)
+        row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, point, ctx.acc)
     if cfg.save_detectors:
         with timer.stage(f"save_fitted/{det.name}"):
-            save_fitted(dr, ctx, hp, os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
+            save_fitted(dr, ctx, point,
+                        os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
     aps_entry = {
-        "chosen": hp, "aps_auroc": found.best_auroc,
-        "grid": [{"hparams": p, "auroc": a} for p, a in found.table],
+        "chosen": dict(point), "aps_auroc": found.best_auroc,
+        "grid": [{"hparams": dict(p), "auroc": a} for p, a in found.table],
     }
     d = int(np.shape(ctx.store.base("id_val")["feature"])[-1])
     adapted = det_registry.dim_adapted(det, d)
@@ -465,17 +419,18 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     return run_scores
 
 
-def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float = 0.95):
+def save_fitted(dr: DetectorRun, ctx: RunContext, point: HParamPoint, directory: str,
+                tpr: float = 0.95):
     """Writes the tuned detector of this run as a deployable :class:`FittedDetector`,
     calibrated on the ID-val scores of the chosen point."""
-    stats = dr.fit(hp)
+    stats = dr.fit(point)
     if dr.det.stream:  # the whole ID-val set as one fresh stream
         calib = dr.scorer.score_inputs(ctx.loaded.variables, stats,
-                                       to_inputs(dr.arrays("id_val", hp)), hp)
+                                       to_inputs(dr.arrays("id_val", point)), point)
     else:
-        calib = dr.score("id_val", hp)
+        calib = dr.score("id_val", point)
     fitted = FittedDetector(
-        dr.det, ctx.loaded, hp, stats, calibration=calib,
+        dr.det, ctx.loaded, point, stats, calibration=calib,
         calibration_info={"n": len(calib), "used_by_fit": "val" in dr.det.fit_splits,
                           "source": "benchmark id_val"},
         batch_size=ctx.store.batch_size, model_dir=ctx.loaded.directory,
@@ -496,11 +451,11 @@ def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
     splits = ["id_val", "ood_val", *ctx.id_keys, *(FIT_SPLITS[s] for s in det.fit_splits)]
     splits += [f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g)]
     settings = {}
-    for hp in dr.grid(cfg.aps):  # one pass per distinct extract setting
-        settings.setdefault(json.dumps(plain(det.split_hparams(hp)[0]), sort_keys=True), hp)
-    for hp in settings.values():
+    for point in dr.grid(cfg.aps):  # one pass per distinct extract setting
+        settings.setdefault(tuple(point.extract.items()), point)
+    for point in settings.values():
         for split in dict.fromkeys(splits):
-            dr.arrays(split, hp)
+            dr.arrays(split, point)
     if det.needs_network:
         best = dr.search(cfg.aps).best
         tests = [*ctx.id_keys, *(f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g))]
@@ -625,13 +580,13 @@ def _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
                        plan.out_dir)
 
 
-def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
-    """Per-OOD-set metrics (+ near/far means) for one detector at ``hp``."""
+def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, point, acc):
+    """Per-OOD-set metrics (+ near/far means) for one detector at ``point``."""
     row: dict[str, dict] = {}
     run_scores: dict[str, np.ndarray] = {}
     id_scores = None
     if not dr.det.stream:
-        id_scores = np.concatenate([dr.score(k, hp) for k in id_keys])
+        id_scores = np.concatenate([dr.score(k, point) for k in id_keys])
         run_scores["id"] = id_scores
     for group in ("near", "far"):
         names = list(getattr(opened, group))
@@ -639,10 +594,10 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
             key = f"{group}/{name}"
             if dr.det.stream:
                 # The stream re-mixes ID with each OOD set, so ID scores differ per set.
-                s_id, s_ood = dr.score_stream(id_keys, key, hp)
+                s_id, s_ood = dr.score_stream(id_keys, key, point)
                 run_scores.setdefault("id", s_id)
             else:
-                s_id, s_ood = id_scores, dr.score(key, hp)
+                s_id, s_ood = id_scores, dr.score(key, point)
             with store.timer.stage(f"metrics/{dr.det.name}"):
                 m = metrics.compute_all_metrics(s_id, s_ood, acc)
             row[name] = dict(zip(METRIC_NAMES, m))

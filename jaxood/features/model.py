@@ -78,3 +78,21 @@ def input_shape(loaded: LoadedModel) -> tuple[int, ...] | None:
     """``(H, W, C)`` the model takes (manifest first, then the ``Model``), ``None`` if unknown."""
     shape = loaded.manifest.get("input_shape") or loaded.model.input_shape
     return None if shape is None else tuple(int(s) for s in shape)
+
+
+def model_capabilities(model, variables, sample_shape: tuple[int, ...]) -> set[str]:
+    """Which ``Features`` fields the model fills, found by shape evaluation (no compute)."""
+    x = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
+    try:
+        out = jax.eval_shape(model.features, variables, x)
+    except Exception as e:
+        raise ValueError(
+            f"model {model.name!r} cannot run on inputs of shape {tuple(sample_shape)} "
+            f"({type(e).__name__}: {e}); wrong benchmark/preprocessing for this checkpoint?"
+        ) from e
+    caps = {"logits", "feature", "input"}
+    if out.feature_map is not None:
+        caps.add("feature_map")
+    if out.attention is not None:
+        caps.add("attention")
+    return caps

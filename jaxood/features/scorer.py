@@ -44,17 +44,18 @@ class Scorer:
         Args:
           variables, stats: model weights and fitted detector statistics.
           arrays: ``{"logits", "feature", "feature_map"?, "attention"?, **extras}`` ``[N, ...]``.
-          hparams: the full hyperparameter point (only the score ones are used).
+          hparams: the point's :class:`~jaxood.types.HParamPoint` (or a dict, resolved
+            here once); only the score hyperparameters are used.
         """
+        point = self.det.point(hparams)
         n = len(arrays["logits"])
         out = np.empty(n, np.float32)
         if _host_stats(stats):
             # Statistics deliberately kept on the host (e.g. a KNN bank too big for device
             # memory): call the detector eagerly so it can stream them itself.
-            _, _, kw = self.det.split_hparams(hparams)
             for start in range(0, n, self.chunk):
                 part = {k: np.asarray(v[start : start + self.chunk]) for k, v in arrays.items()}
-                s = self.det.score(self.model, variables, stats, to_inputs(part), **kw)
+                s = self.det.score(self.model, variables, stats, to_inputs(part), **point.score)
                 out[start : start + len(part["logits"])] = np.asarray(s)
             return out
         stats = jax.device_put(stats, parallel.replicated(self.mesh))
@@ -66,16 +67,16 @@ class Scorer:
             part = {k: np.asarray(v[start:stop]) for k, v in arrays.items()}
             part, mask = parallel.pad_batch(part, self.chunk)
             part = jax.device_put(part, sharding)
-            s = self.score_inputs(variables, stats, to_inputs(part), hparams)
+            s = self.score_inputs(variables, stats, to_inputs(part), point)
             out[start:stop] = s[mask]
         return out
 
     def score_inputs(self, variables, stats, inputs: Inputs, hparams) -> np.ndarray:
         """Scores one ready ``Inputs`` (no chunking; for stream detectors and padded chunks)."""
         detectors.check_stats(self.det, stats, inputs)
-        traced, static = scoring.split(self.det, hparams)
-        program = scoring.array_program(self.det, self.model, static)
-        return np.asarray(program(variables, stats, inputs, traced))
+        point = self.det.point(hparams)
+        program = scoring.array_program(self.det, self.model, point.score_static)
+        return np.asarray(program(variables, stats, inputs, point.traced))
 
 
 #: NumPy leaves of fitted statistics above this size mean "keep on the host".

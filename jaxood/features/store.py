@@ -155,7 +155,7 @@ class DataStore:
                 for f in todo
             ]
             results = self._run(
-                split, extract.features_fn(self.model, todo), entries, f"{split} features", "features"
+                split, scoring.features_fn(self.model, tuple(todo)), entries, f"{split} features", "features"
             )
             for f, r in zip(todo, results):
                 self._mem[("base", split, f)] = out[f] = r[f]
@@ -174,7 +174,7 @@ class DataStore:
             entry = self.cache.entry(
                 self._key(split, {"kind": "extract", "fn": fn_id, "hparams": hp})
             )
-            fn = extract.extract_fn(det, self.model, tuple(hp.items()))
+            fn = scoring.extract_fn(det, self.model, tuple(hp.items()))
             (self._mem[mem_key],) = self._run(
                 split, fn, [(entry, None)], f"{split} {det.name} extract", f"extract/{det.name}"
             )
@@ -182,8 +182,11 @@ class DataStore:
 
     def network_scores(self, det: Detector, split: str, stats, hp) -> np.ndarray:
         """``[N]`` scores of a detector that needs the network (ODIN: a gradient pass per
-        hyperparameter point), cached like features per (split, hyperparameters, stats)."""
-        traced, static = scoring.image_static(det, hp)
+        hyperparameter point), cached like features per (split, hyperparameters, stats).
+        ``hp``: the point (:class:`~jaxood.types.HParamPoint`, or a dict resolved here). One
+        compiled program per static setting: the traced hyperparameters are arguments."""
+        point = det.point(hp)
+        traced, static = point.traced, point.image_static
         what = {
             "kind": "netscore", "fn": function_id(det, det.score), "static": static,
             "traced": {k: v.tolist() for k, v in sorted(traced.items())},
@@ -191,15 +194,10 @@ class DataStore:
         }
         mem_key = ("netscore", split, json.dumps(plain(what), sort_keys=True))
         if mem_key not in self._mem:
-            program = scoring.image_program(det, self.model, static)
-
-            def fn(variables_and_stats, x):
-                variables, st = variables_and_stats
-                return {"score": program(variables, st, x, traced)["score"]}
-
             entry = self.cache.entry(self._key(split, what))
             (out,) = extract.extract(
-                fn, (self.variables, stats), self.sources[split], [(entry, None)],
+                scoring.image_score_fn(det, self.model, static), (self.variables, stats, traced),
+                self.sources[split], [(entry, None)],
                 batch_size=self.batch_size, mesh=self.mesh, progress=self.progress,
                 desc=f"{split} {det.name} score", processes=self.processes,
                 timer=self.timer, stage=f"netscore/{det.name}",

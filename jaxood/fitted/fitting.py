@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxood import detectors as registry
-from jaxood import validate
+from jaxood import scoring, validate
 from jaxood.data import inputs as inputs_lib
 from jaxood.features import extract as ex
 from jaxood.features.model import bind_model, input_shape, variables_fingerprint
 from jaxood.features.store import fit_inputs
 from jaxood.fitted.detector import BATCH_SIZE, FittedDetector
 from jaxood.models import LoadedModel
-from jaxood.types import Detector, Inputs
+from jaxood.types import Detector, HParamPoint, Inputs
 
 
 def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) -> dict:
@@ -70,15 +70,14 @@ def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
     return match[0]
 
 
-def _split_inputs(det, loaded, source, hp, batch_size, progress) -> Inputs:
+def _split_inputs(det, loaded, source, point: HParamPoint, batch_size, progress) -> Inputs:
     """Features (+ the detector's extras, labels, small image sets) of one ID split."""
-    extract_kw, _, _ = det.split_hparams(hp)
-    fn = ex.features_fn(loaded.model, ex.detector_fields(det))
+    fn = scoring.features_fn(loaded.model, tuple(ex.detector_fields(det)))
     arrays = ex.extract_arrays(
         fn, loaded.variables, source, batch_size=batch_size, progress=progress, desc="features"
     )
     if det.extract is not None:
-        efn = ex.extract_fn(det, loaded.model, tuple(sorted(extract_kw.items())))
+        efn = scoring.extract_fn(det, loaded.model, tuple(sorted(point.extract.items())))
         arrays.update(ex.extract_arrays(efn, loaded.variables, source, batch_size=batch_size,
                                         progress=progress, desc=f"{det.name} extract"))
     return fit_inputs(det, arrays, source)
@@ -123,8 +122,8 @@ def fit(
     validate.check_open_fraction(tpr, "tpr")
     validate.check_positive_int(batch_size, "batch_size")
     loaded = bind_model(model)
-    hp = {**registry.model_hparams(det, loaded.preprocess), **read_hparams(det, hparams, loaded)}
-    hp = det.resolve(hp)
+    point = det.point({**registry.model_hparams(det, loaded.preprocess),
+                       **read_hparams(det, hparams, loaded)})
     _check_id_data(det, id_data, calibration)
 
     def source(data, name):
@@ -133,12 +132,12 @@ def fit(
         )
 
     data = {
-        s: _split_inputs(det, loaded, source(id_data[s], f"id_data[{s!r}]"), hp, batch_size,
+        s: _split_inputs(det, loaded, source(id_data[s], f"id_data[{s!r}]"), point, batch_size,
                          progress)
         for s in det.fit_splits
     }
-    stats = registry.fit(det, loaded.model, loaded.variables, data, **hp)
-    fitted = FittedDetector(det, loaded, hp, stats, batch_size=batch_size,
+    stats = registry.fit_at(det, loaded.model, loaded.variables, data, point)
+    fitted = FittedDetector(det, loaded, point, stats, batch_size=batch_size,
                             model_dir=loaded.directory)
     if calibration is None:
         fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits,
