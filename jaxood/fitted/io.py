@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -123,21 +122,14 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
 
 def read_manifest(directory: str) -> dict:
     """``detector.json`` of a saved detector, checked for presence, JSON and format."""
-    path = os.path.join(os.fspath(directory), MANIFEST)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"saved detector {directory!r} does not exist")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{directory!r} has no {MANIFEST}: not a saved jaxood detector (write one with "
-            "`jaxood fit` or FittedDetector.save)"
-        )
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is corrupt (invalid JSON: {e}); re-save the detector") from None
+    manifest = fsutil.read_manifest(
+        directory, MANIFEST, kind="saved jaxood detector",
+        make="write one with `jaxood fit` or FittedDetector.save",
+    )
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        path = os.path.join(os.fspath(directory), MANIFEST)
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; "
+                         "re-save the detector with this jaxood version")
     return manifest
 
 
