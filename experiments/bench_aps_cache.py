@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from jaxood import detectors, metrics, models, parallel
-from jaxood.bench import aps
+from jaxood.features import scorer as aps
 from jaxood.data import benchmarks
 
 ROOT = str(harness.ROOT)
