@@ -6,6 +6,10 @@
 * :func:`atomic_dir`: build a directory under a temp name, then rename it into place; mode
   follows the umask (``mkdtemp`` would leave 0700, unreadable to other users and hosts on
   shared storage).
+* :func:`locked` / :func:`merge_json`: the one path for files several processes update (a
+  result store, a results table): an exclusive lock (``fcntl.flock`` on ``<file>.lock``),
+  re-read the file's current content, merge into it, write atomically, unlock. Two runs into
+  one folder therefore keep both runs' results, never only the last writer's.
 * :func:`plain`: JSON-friendly copy of nested results (tuples -> lists, NumPy -> Python,
   non-finite floats -> ``None``).
 """
@@ -13,11 +17,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -63,6 +68,49 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_json(path: str, obj: Any) -> None:
     """``plain(obj)`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(plain(obj), indent=1, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Holds an exclusive advisory lock on ``path`` (a ``<path>.lock`` file beside it) for the
+    ``with`` block. The kernel releases it when the process dies, so a killed run never
+    leaves the file locked; the small ``.lock`` file stays (it is not a temporary)."""
+    fd = os.open(os.fspath(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_json(path: str) -> Any:
+    """The JSON content of ``path``; ``ValueError`` naming it when it is corrupt."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt ({e}); move it away (or restore it) and retry"
+                         ) from None
+
+
+def merge_json(path: str, merge: Callable[[Any], Any]) -> Any:
+    """Under :func:`locked`: ``new = merge(current)`` where ``current`` is the file's content
+    read now (``None`` when it does not exist), written atomically; returns ``new``.
+
+    ``merge`` must add to ``current`` (never drop what another process wrote) and may raise
+    to refuse (e.g. results of another model), leaving the file as it was."""
+    with locked(path):
+        current = read_json(path) if os.path.isfile(path) else None
+        new = merge(current)
+        atomic_write_json(path, new)
+    return new
+
+
+def append_line(path: str, line: str) -> None:
+    """Appends one line to ``path`` under :func:`locked` (a log several processes write)."""
+    with locked(path), open(path, "a") as f:
+        f.write(line.rstrip("\n") + "\n")
 
 
 def check_can_create(path: str, flag: str = "output") -> None:
