@@ -232,10 +232,13 @@ class FittedDetector:
 
         Args:
           tpr: fraction of ID inputs to keep, from the stored ID calibration scores.
-          fpr: instead, the fraction of the held-out OOD set ``ood`` to let through.
+          fpr: instead, the fraction of the held-out OOD set ``ood`` to let through. Without
+            ``confidence`` a point estimate for OOD inputs like ``ood`` (fresh ones pass at
+            about this rate, above it about half the time), never a bound.
           ood: OOD scores ``[M]`` (or normalised images) for ``fpr``.
-          confidence: with ``tpr``: a finite-sample guarantee — with this probability over
-            the calibration draw, the true ID flag rate is at most ``1 - tpr``.
+          confidence: a finite-sample guarantee — with this probability over the draw of
+            the calibration set (``tpr``) or of ``ood`` (``fpr``), the true ID flag rate is
+            at most ``1 - tpr`` (the true pass rate of that OOD distribution at most ``fpr``).
         """
         if fpr is not None:
             if ood is None:
@@ -247,7 +250,8 @@ class FittedDetector:
                     f"shape {ood.shape}"
                 )
             ood_scores = ood if ood.ndim == 1 else self(ood)
-            t, info = thresholds.at_fpr(ood_scores, fpr, calibration=self.calibration)
+            t, info = thresholds.at_fpr(ood_scores, fpr, calibration=self.calibration,
+                                        confidence=confidence)
         elif self.calibration is None:
             raise ValueError("no ID calibration scores: call fitted.calibrate(id_val_data) first")
         else:
