@@ -52,6 +52,9 @@ class FittedDetector:
         resolution-agnostic architectures; off by default, never silent).
       model_dir: the saved-model directory it was fitted with, when known (a hint for
         ``jaxood score``; the weights are always checked by fingerprint).
+      adapted: hyperparameters whose published default did not fit the model's feature
+        dimension D and were replaced (``{name: {"published", "used", "feature_dim"}}``,
+        :func:`jaxood.detectors.adapt_to_dim`); saved with the detector.
     """
 
     detector: Detector
@@ -66,6 +69,7 @@ class FittedDetector:
     state: Any = None
     allow_any_size: bool = False
     model_dir: str | None = None
+    adapted: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.hparams = self.detector.resolve(self.hparams)
@@ -186,11 +190,7 @@ class FittedDetector:
     @property
     def feature_dim(self) -> int:
         """D of the model's penultimate feature."""
-        d = self.model.manifest.get("feature_dim") or self.model.model.feature_dim
-        if d is None:
-            x = jax.ShapeDtypeStruct((1, *self.input_shape), np.float32)
-            d = jax.eval_shape(self.model.model.features, self.model.variables, x).feature.shape[-1]
-        return int(d)
+        return model_feature_dim(self.model)
 
     def reset_stream(self) -> None:
         """Stream detectors: forget the samples seen so far (start a new stream)."""
@@ -281,6 +281,17 @@ class FittedDetector:
         from jaxood.fitted import export
 
         return export.export(self, path, **kwargs)
+
+
+def model_feature_dim(loaded: LoadedModel) -> int | None:
+    """D of a model's penultimate feature: from its manifest, else by shape evaluation (no
+    compute); ``None`` when neither the manifest nor an input shape tells it."""
+    d = loaded.manifest.get("feature_dim") or loaded.model.feature_dim
+    shape = loaded.manifest.get("input_shape") or loaded.model.input_shape
+    if d is None and shape is not None:
+        x = jax.ShapeDtypeStruct((1, *shape), np.float32)
+        d = jax.eval_shape(loaded.model.features, loaded.variables, x).feature.shape[-1]
+    return None if d is None else int(d)
 
 
 def check_model_input(x, input_shape, allow_any_size: bool = False) -> np.ndarray:

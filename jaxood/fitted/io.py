@@ -123,6 +123,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         },
         "threshold": {"value": fitted.threshold_value, **(fitted.threshold_info or {})},
         "calibration": fitted.calibration_info,
+        "adapted": fitted.adapted,
         "batch_size": fitted.batch_size,
         "model_dir": fitted.model_dir,
         "layout": layout,
@@ -250,6 +251,7 @@ def load(directory: str, model: Any, *, batch_size: int | None = None) -> Fitted
         threshold_info=threshold or None,
         batch_size=manifest["batch_size"] if batch_size is None else batch_size,
         model_dir=loaded.directory or manifest.get("model_dir"),
+        adapted=manifest.get("adapted", {}),
     )
     if layout.get("state"):
         template = det.init_state(stats, fitted.feature_dim, **fitted.score_hparams)
