@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -46,10 +47,16 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+def temp_prefix() -> str:
+    """``.tmp-<pid>-``: temp files name their writer, so :func:`clean_stale_temps` can tell
+    the leftovers of a killed process from the files of a running one."""
+    return f".tmp-{os.getpid()}-"
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -113,6 +120,48 @@ def append_line(path: str, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
 
 
+def check_not_read(out: str, files=(), folders=(), flag: str = "-o") -> None:
+    """Refuses an output path that is one of the ``files`` a command reads, or lies inside one
+    of the ``folders`` it reads (a detector, a model): writing it would destroy an input.
+    Paths are compared after resolving symlinks."""
+    target = os.path.realpath(os.fspath(out))
+    for f in files:
+        if target == os.path.realpath(os.fspath(f)):
+            raise ValueError(f"{flag} {out!r} is one of the inputs ({f}); writing it would "
+                             "replace that input: choose another output file")
+    for d in folders:
+        d = os.path.realpath(os.fspath(d))
+        if target == d or target.startswith(d + os.sep):
+            raise ValueError(f"{flag} {out!r} lies inside {d}, which this command reads; "
+                             "choose an output outside it")
+
+
+def clean_stale_temps(directory: str, prefix: str = ".tmp-", max_age_s: float = 86400.0) -> None:
+    """Removes temp files ``prefix*`` in ``directory`` left by a killed process: those older
+    than ``max_age_s``, or whose writer (``.tmp-<pid>-``) is no longer running."""
+    for name in os.listdir(directory):
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(directory, name)
+        pid = name[len(prefix):].split("-", 1)[0]
+        dead = pid.isdigit() and not _alive(int(pid))
+        try:
+            if os.path.isfile(path) and (dead or time.time() - os.path.getmtime(path) > max_age_s):
+                os.unlink(path)
+        except OSError:  # another process removed or owns it: not ours to fight over
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def check_can_create(path: str, flag: str = "output") -> None:
     """Raises ``PermissionError`` naming ``path`` when it cannot be created: its folder cannot
     be made or written (checked before any work, e.g. a fit, is done)."""
@@ -165,7 +214,7 @@ def atomic_dir(
     parent = os.path.dirname(directory)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        tmp = tempfile.mkdtemp(prefix=temp_prefix(), dir=parent)
     except OSError as e:
         raise PermissionError(
             f"cannot write {directory}: its folder {parent} cannot be created or written "

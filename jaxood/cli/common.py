@@ -75,6 +75,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def open_unit(text: str) -> float:
+    """argparse type: a probability strictly inside (0, 1) (``--confidence``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (e.g. 0.9), got {text!r}")
+    return value
+
+
 def add_import_argument(parser: argparse.ArgumentParser) -> None:
     """``--import FILE_OR_MODULE`` (repeatable): user code registering detectors."""
     parser.add_argument(

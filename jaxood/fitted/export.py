@@ -38,7 +38,7 @@ import os
 import jax
 import numpy as np
 
-from jaxood import fsutil, scoring, validate
+from jaxood import fsutil, models, scoring, validate
 from jaxood.fitted import standalone
 from jaxood.fitted.detector import FittedDetector
 
@@ -159,7 +159,7 @@ def _metadata(fitted, batch_size, platforms, num_args, has_symbolic, symbolic_er
         "platforms": list(platforms),
         "num_args": num_args,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "classes": _class_ids(fitted.model.manifest),
+        "classes": models.class_ids(fitted.model.manifest),
         "requirements": requirements_text().split(),
         "outputs": ["score (higher = more in-distribution)", "is_ood (score < threshold)",
                     "pred (argmax class)", "max_softmax"],
@@ -167,13 +167,6 @@ def _metadata(fitted, batch_size, platforms, num_args, has_symbolic, symbolic_er
                  "--normalised); or `from score import load; fn = load(dir); "
                  "score, is_ood, pred, msp = fn(uint8_images)`",
     }
-
-
-def _class_ids(manifest) -> list[int] | None:
-    """Original class id of each output when the model was trained on a subset
-    (``--classes``): ``pred`` i means class ``classes[i]``; ``None`` when outputs are ids."""
-    classes = ((manifest.get("train") or {}).get("config") or {}).get("classes")
-    return None if classes is None else [int(c) for c in classes]
 
 
 def script_text() -> str:

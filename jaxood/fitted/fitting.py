@@ -84,16 +84,24 @@ def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) 
 
 
 def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
-    if len(runs) == 1 or model is None:
+    """The run of ``aps.json`` tuned on ``model``'s weights (checked even for one run: the
+    values tuned on another model are not this model's)."""
+    if not isinstance(runs, list) or not runs or not all(
+            isinstance(r, Mapping) and isinstance(r.get("chosen"), Mapping) for r in runs):
+        raise ValueError(f"{path} is not an aps.json written by `jaxood bench` (each detector "
+                         "maps to a list of runs with 'chosen' hyperparameters)")
+    if model is None:
         return runs[0]
     from jaxood.bench.cache import variables_fingerprint
 
     weights = variables_fingerprint(model.variables)
-    match = [r for r in runs if r.get("model_fingerprint", {}).get("weights") == weights]
+    match = [r for r in runs if (r.get("model_fingerprint") or {}).get("weights") == weights]
     if not match:
+        tuned = sorted({str(r.get("model")) for r in runs})
         raise ValueError(
-            f"{path} holds {len(runs)} runs and none was tuned on this model's weights; "
-            "pass the chosen hyperparameters as a dict"
+            f"{path} was tuned on other model(s) {tuned}, not on this model's weights "
+            f"(sha256 {weights[:12]}…); run `jaxood bench` with this model, or pass the "
+            "hyperparameters as a dict (--hparams) if you mean to reuse them"
         )
     return match[0]
 
