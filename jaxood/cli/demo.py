@@ -10,15 +10,16 @@ import time
 
 from jaxood.bench.demo import train_demo_model
 from jaxood.cli.bench import summarise
+from jaxood.cli.common import nonnegative_int, positive_int
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
     parser.add_argument("--detectors", nargs="+", default=None, help="default: all applicable")
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument(
         "--quick",
         action="store_true",

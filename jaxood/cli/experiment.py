@@ -21,7 +21,7 @@ import json
 import shlex
 import sys
 
-from jaxood.cli.common import add_import_argument
+from jaxood.cli.common import add_import_argument, nonnegative_int, positive_int
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -45,10 +45,10 @@ def add_arguments(parser) -> None:
     a("--out", default="runs/experiments", help="results (JSON, MD, PNG, REPORT.md)")
     a("--work", default=None, help="runner result store (default <out>/work)")
     a("--cache", default=None, help="feature cache (default <work>/cache)")
-    a("--batch-size", type=int, default=256)
-    a("--subset", type=int, default=2000,
+    a("--batch-size", type=positive_int, default=256)
+    a("--subset", type=positive_int, default=2000,
       help="images per split for the perturbation experiments (fixed random subset)")
-    a("--seed", type=int, default=0, help="seed of subsets and random draws")
+    a("--seed", type=nonnegative_int, default=0, help="seed of subsets and random draws")
     a("--no-aps", action="store_true",
       help="published per-benchmark defaults instead of APS (recorded in the results)")
     a("--published-like", default=None, metavar="BENCHMARK",
