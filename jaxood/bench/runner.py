@@ -40,7 +40,7 @@ from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
 from jaxood.bench.timing import StageTimes
 from jaxood.data import benchmarks
 from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
-from jaxood.fsutil import plain
+from jaxood.fsutil import locked, plain
 from jaxood.types import Detector, plain_value
 
 #: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
@@ -477,10 +477,19 @@ class Plan:
     results: ResultStore
 
 
+def check_folder_name(name: str, what: str) -> None:
+    """``name`` becomes one folder under ``--out``: no separators, no ``..``, not hidden."""
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") \
+            or any(c in name for c in ("/", "\\", "\0")):
+        raise ValueError(f"{what} {name!r} must be a plain folder name (no '/', no '..', not "
+                         "starting with '.'): results are written to <out>/<benchmark>/<name>-…")
+
+
 def results_folder(cfg: BenchConfig, bench, manifests, fingerprints) -> str:
     """``<out>/<benchmark>/<name>-<8 hex of the weights>``: two different checkpoints with the
     same name never share a folder."""
     name = cfg.model_name or manifests[0].get("name") or manifests[0]["arch"]
+    check_folder_name(name, "name (--name)" if cfg.model_name else "the model's manifest name")
     digest = hashlib.sha256("|".join(f["weights"] for f in fingerprints).encode()).hexdigest()
     return os.path.join(cfg.out_dir, bench.name, f"{name}-{digest[:8]}")
 
@@ -768,10 +777,14 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
         passes += ctx.store.network_passes
         timings.append({"model": model_dir, "extract_and_acc_s": ctx.extract_s,
                         "detectors_s": det_times, "stages": ctx.store.timer.to_dict()})
-    result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
-                     time.perf_counter() - t_start)
     t_report = time.perf_counter()
-    report.write_all(result, plots=cfg.plots)
+    # Under the store's lock: the tables are written from the store as it is now, so a run
+    # into the same folder that finished meanwhile is in them, never overwritten by a stale one.
+    with locked(plan.results.path):
+        plan.results.reload()
+        result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
+                         time.perf_counter() - t_start)
+        report.write_all(result, plots=cfg.plots)
     plan.results.log({"detectors": sorted(set(computed)), "skipped": sorted(set(skipped)),
                       "failed": failed, "models": plan.model_dirs,
                       "jaxood_version": result.info["jaxood_version"],
