@@ -5,8 +5,9 @@ Lifecycle: ``jaxood.fit`` (fit + calibrate + default threshold) -> ``fitted(x)``
 ``fitted.save(dir)`` / ``jaxood.load_detector(dir, model)`` -> ``fitted.export(path)``.
 
 Scoring runs one compiled program (network + the detector's extract + score:
-:func:`jaxood.scoring.image_program`) at a fixed padded batch size, so ragged tails and
-varying batch sizes never recompile. Scores: ``[N]`` float32, higher = more in-distribution;
+:func:`jaxood.scoring.image_program`) per bucket size: a call of ``n`` rows is padded to the
+next power of two (at most ``batch_size``), so a small call costs what it computes and at most
+``log2(batch_size) + 1`` programs are ever compiled, whatever the call sizes. Scores: ``[N]`` float32, higher = more in-distribution;
 ``predict`` flags ``score < threshold``.
 """
 
@@ -152,9 +153,10 @@ class FittedDetector:
 
     def score_batch(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """One batch of at most ``batch_size`` normalised images -> ``{"score", "pred",
-        "max_softmax"}`` through the compiled program (padded to ``batch_size``)."""
+        "max_softmax"}`` through the compiled program (padded to :func:`bucket_size`)."""
         n = len(x)
-        xp, mask = parallel.pad_batch(np.asarray(x, np.float32), self.batch_size)
+        size = bucket_size(n, self.batch_size, self._mesh)
+        xp, mask = parallel.pad_batch(np.asarray(x, np.float32), size)
         if valid is not None:
             mask[:n] &= valid
         variables, stats = self._device_arrays()
@@ -281,6 +283,13 @@ class FittedDetector:
         from jaxood.fitted import export
 
         return export.export(self, path, **kwargs)
+
+
+def bucket_size(n: int, batch_size: int, mesh) -> int:
+    """Padded size of a call of ``n <= batch_size`` rows: the next power of two, at most
+    ``batch_size``, rounded up to a multiple of the mesh's devices."""
+    size = 1 << max(0, int(n) - 1).bit_length()
+    return device_batch_size(min(size, int(batch_size)), mesh)
 
 
 def model_feature_dim(loaded: LoadedModel) -> int | None:
