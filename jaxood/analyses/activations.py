@@ -16,7 +16,8 @@ import numpy as np
 
 from jaxood import metrics
 from jaxood.analyses.common import Context, RunData, fit_stats, q_values
-from jaxood.analyses.output import Table, aggregate, band, grouped_bars, save
+from jaxood.analyses.output import Outcome, Table, aggregate, band, grouped_bars, save
+from jaxood.analyses.report import verdict
 from jaxood.detectors import adascale
 
 
@@ -90,8 +91,6 @@ def _rank_plot(ctx: Context, curves: dict, ylabel: str, file: str) -> str:
 
 
 def _verdicts_by_set(table: Table, col: str, above: bool, claim: str, paper: str):
-    from jaxood.analyses.report import verdict
-
     agg = aggregate(table)
     out = []
     for row in agg.rows:
@@ -106,9 +105,6 @@ def _verdicts_by_set(table: Table, col: str, above: bool, claim: str, paper: str
 
 def shift_by_rank(ctx: Context):
     """Fig. 3."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     table, curves, d = _rank_table(ctx, "shift", "Activation shift |a - a^eps| by clean rank")
     plot = _rank_plot(ctx, curves, "|a - a^eps|", "fig3_shift.png")
     verdicts = _verdicts_by_set(table, "ratio top1%", True, "OOD shift > ID shift at the top "
@@ -127,8 +123,6 @@ def shift_by_rank(ctx: Context):
 
 def perturbed_by_rank(ctx: Context):
     """Fig. 5."""
-    from jaxood.analyses import Outcome
-
     table, curves, d = _rank_table(ctx, "perturbed", "Perturbed activation a^eps by clean rank")
     plot = _rank_plot(ctx, curves, "a^eps", "fig5_perturbed.png")
     verdicts = _verdicts_by_set(table, "ratio top5%", False, "ID perturbed activations > OOD "
@@ -161,9 +155,6 @@ def _q_rows(run: RunData) -> list[dict]:
 
 def q_ratio(ctx: Context):
     """Fig. 4."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     rows = []
     for model in ctx.models:
         run = ctx.run_data(model)

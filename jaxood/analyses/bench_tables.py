@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jaxood import models
+from jaxood.analyses import published
 from jaxood.analyses.common import Context
-from jaxood.analyses.output import Table, aggregate, find
+from jaxood.analyses.covariate import with_covariate_shift
+from jaxood.analyses.output import Outcome, Table, aggregate, find
+from jaxood.analyses.report import verdict
+from jaxood.bench import runner
 
 HEADLINE = ("msp", "ebo", "react", "scale", "adascale_a", "adascale_l", "knn", "mds", "oodd")
 METHOD_DETECTORS = ("msp", "ebo", "scale", "adascale_a", "adascale_l")
@@ -23,10 +28,6 @@ COLUMNS = ["near_FPR@95", "near_AUROC", "far_FPR@95", "far_AUROC", "ACC"]
 def bench(ctx: Context, model_dirs: Sequence[str], detectors: Sequence[str], *,
           benchmark: str | None = None, fsood: bool = False, name: str | None = None):
     """``(BenchResult, published-defaults record)`` of one runner call."""
-    from jaxood import models
-    from jaxood.analyses import published
-    from jaxood.bench import runner
-
     benchmark = benchmark or ctx.benchmark
     manifest = models.read_manifest(models.resolve_model_dir(model_dirs[0], verbose=False))
     base_name = benchmark.split("+")[0]
@@ -84,9 +85,6 @@ def _better(agg: Table, a: str, b: str, group: str, **labels):
 
 def headline(ctx: Context):
     """Tables 1/5 analog: every headline detector over all models (mean ± std)."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     dets = list(ctx.option("detectors", HEADLINE))
     result, record = bench(ctx, ctx.models, dets)
     table = Table("headline", f"{len(ctx.models)} run(s): near/far-OOD means (%)",
@@ -114,9 +112,6 @@ def headline(ctx: Context):
 
 def training_methods(ctx: Context):
     """Table 4 analog: the same architecture trained with several methods."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     if not ctx.method_models:
         raise ValueError("table4_training needs --method-model LABEL=DIR (one per training "
                          "method, e.g. ce=... logitnorm=... elogitnorm=... ce_ish=...)")
@@ -149,10 +144,6 @@ def training_methods(ctx: Context):
 def full_spectrum(ctx: Context):
     """Table 3 analog: ID = ID test + covariate-shifted ID sets (derived for array benchmarks
     without any, :mod:`jaxood.analyses.covariate`), beside the conventional setting."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.covariate import with_covariate_shift
-    from jaxood.analyses.report import verdict
-
     dets = list(ctx.option("fs_detectors", HEADLINE))
     runs = ctx.models if ctx.option("all_runs", False) else ctx.models[:1]
     name = with_covariate_shift(ctx.benchmark, int(ctx.option("csid_size", 2000)), ctx.seed)

@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from jaxood.analyses.common import Context
-from jaxood.analyses.output import Table, band, save
+from jaxood.analyses.output import Outcome, Table, band, save
+from jaxood.analyses.report import verdict
 from jaxood.detectors import adascale, shaping
 from jaxood.types import Model
 
@@ -86,9 +87,6 @@ def _time(fns, args, trials: int, rounds: int, budget_s: float):
 
 def latency(ctx: Context):
     """Table 11."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     dims = [int(d) for d in ctx.option("dims", DIMS)]
     batches = [int(b) for b in ctx.option("batch", (1, 256))]
     trials, rounds = int(ctx.option("trials", 10000)), int(ctx.option("rounds", 20))

@@ -12,16 +12,16 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
+from jaxood import metrics
 from jaxood.analyses.common import AdaScorer, Context, default_arrays, fit_stats, valid_pairs
-from jaxood.analyses.output import Table, aggregate, find, heatmap, save
+from jaxood.analyses.output import Outcome, Table, aggregate, find, heatmap, save
+from jaxood.analyses.report import verdict
 from jaxood.detectors import adascale
 
 METRICS = ["val_AUROC", "val_FPR@95", "near_AUROC", "near_FPR@95", "far_AUROC", "far_FPR@95"]
 
 
 def _rows(scorer: AdaScorer, stats, pairs, variant: str) -> list[dict]:
-    from jaxood import metrics
-
     out = []
     evaluated = scorer.evaluate(stats, pairs, variant)
     val = {k: scorer.scores(stats, pairs, k, variant) for k in ("id_val", "ood_val")}
@@ -73,9 +73,6 @@ def _plot(ctx: Context, agg: Table, values, variant: str) -> str:
 
 def p_grid(ctx: Context):
     """Fig. 7."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     values = tuple(ctx.option("values", adascale.PERCENTILE_VALUES))
     all_pairs = [(a, b) for i, a in enumerate(values) for b in values[i:]]
     rows, summary, verdicts, d = [], {}, [], None

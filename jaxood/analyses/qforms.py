@@ -7,7 +7,8 @@ eCDF re-fitted on ID-val for each, the percentile pair fixed at the base choice.
 from __future__ import annotations
 
 from jaxood.analyses.common import MAIN_METRICS, Context, fit_stats, keep
-from jaxood.analyses.output import Table, aggregate, find
+from jaxood.analyses.output import Outcome, Table, aggregate, find
+from jaxood.analyses.report import verdict
 from jaxood.analyses.sensitivity import prepare
 from jaxood.detectors import adascale
 
@@ -21,9 +22,6 @@ LABELS = {"lambda_q+c_o": "lambda Q + C_o (method)", "q": "Q", "c_o": "C_o = sum
 
 def q_forms(ctx: Context):
     """Table 6."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     forms = ctx.option("q_forms", adascale.Q_FORMS)
     rows, pairs = [], []
     for i, model in enumerate(ctx.models):

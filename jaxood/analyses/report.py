@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from jaxood.analyses.registry import EXPERIMENTS
 from jaxood.fsutil import atomic_write_text
 
 
@@ -72,8 +73,6 @@ def experiment_markdown(record: dict, table_mds: Sequence[str]) -> str:
 
 def load_records(out_dir: str) -> list[dict]:
     """The records in ``out_dir`` in registry order."""
-    from jaxood.analyses import EXPERIMENTS
-
     records = []
     for name in EXPERIMENTS:
         path = os.path.join(out_dir, f"{name}.json")
@@ -87,8 +86,6 @@ def write_report(out_dir: str, *, discussion: str | None = None,
                  commands: Sequence[str] = ()) -> str:
     """Writes ``<out_dir>/REPORT.md``: the discussion (if any), a summary of every claim
     check, then per experiment its settings, wall time and links. Returns the path."""
-    from jaxood.analyses import EXPERIMENTS
-
     records = load_records(out_dir)
     lines = ["# The AdaSCALE paper's analyses on this data", ""]
     if discussion and os.path.isfile(discussion):

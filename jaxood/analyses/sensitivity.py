@@ -21,7 +21,8 @@ from jaxood.analyses.common import (
     fit_stats,
     keep,
 )
-from jaxood.analyses.output import Table, aggregate, band, find, heatmap, save
+from jaxood.analyses.output import Outcome, Table, aggregate, band, find, heatmap, save
+from jaxood.analyses.report import verdict
 
 K1_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 K2_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -39,9 +40,6 @@ def prepare(ctx: Context, model: str):
 
 def k1_k2(ctx: Context):
     """Fig. 6a."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     k1s, k2s = ctx.option("k1", K1_GRID), ctx.option("k2", K2_GRID)
     rows, pairs, d = [], [], None
     for i, model in enumerate(ctx.models):
@@ -98,9 +96,6 @@ def k1_k2(ctx: Context):
 
 def lmbda(ctx: Context):
     """Fig. 6b."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.report import verdict
-
     values = ctx.option("lmbda", LAMBDA_GRID)
     rows, pairs = [], []
     for i, model in enumerate(ctx.models):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -32,16 +31,22 @@ import jax
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, parallel, scoring, validate
+from jaxood import metrics, models, parallel, validate
 from jaxood.bench import aps as aps_lib
-from jaxood.bench import extract as ex
-from jaxood.bench.cache import FeatureCache, variables_fingerprint
+from jaxood.bench import report
 from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
-from jaxood.bench.timing import StageTimes
 from jaxood.data import benchmarks
 from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
+from jaxood.features import extract as ex
+from jaxood.features.cache import FeatureCache
+from jaxood.features.model import model_identity
+from jaxood.features.scorer import Scorer, to_inputs
+from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, fit_inputs
+from jaxood.features.timing import StageTimes
+from jaxood.fitted import FittedDetector
 from jaxood.fsutil import locked, plain
 from jaxood.types import Detector, plain_value
+from jaxood.version import __version__
 
 #: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
 STREAM_SEED = 100
@@ -101,7 +106,7 @@ class BenchConfig:
     strict_counts: bool = False
     model_name: str | None = None
     strict: bool = False
-    fit_images_mb: float = 64.0
+    fit_images_mb: float = FIT_IMAGES_MB
     plot_detectors: Sequence[str] | None = None
     rerun: bool = False
     save_detectors: bool = True
@@ -159,175 +164,6 @@ def select_detectors(names: Sequence[str] | None, caps: set[str]) -> list[Detect
     return dets
 
 
-def _cheap_images(src, limit_mb: float) -> bool:
-    """True for in-memory array datasets small enough to hand to ``fit`` as float32."""
-    return isinstance(src, benchmarks.ArraySource) and src.images.size * 4 <= limit_mb * 1e6
-
-
-def model_hparams(det: Detector, spec) -> dict[str, Any]:
-    """Hyperparameters that describe the model's input normalisation (ODIN's ``std``)."""
-    out = {}
-    if spec is not None:
-        for name in ("std", "mean"):
-            if name in det.defaults:
-                out[name] = tuple(getattr(spec, name))
-    return out
-
-
-
-
-def is_stream(det: Detector) -> bool:
-    """Streaming detectors score a whole permuted stream at once, not in chunks: ID ∪ each OOD
-    set separately, permuted with NumPy seed 100 (OODD release protocol)."""
-    return det.stream
-
-
-# --------------------------------------------------------------------------- data store
-
-
-def extract_id(det: Detector) -> str:
-    """Identity of a detector's ``extract`` for cache keys: its qualified name, the detector's
-    ``version`` and a hash of the function's source, so a fixed extract never reuses stale
-    cached arrays (bump ``version`` when code it calls changes)."""
-    return function_id(det, det.extract)
-
-
-def function_id(det: Detector, fn) -> str:
-    """``module.qualname@v<version>:<source hash>`` of one of a detector's functions."""
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):  # no source (builtins, REPL): the version alone identifies it
-        source = ""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    name = f"{fn.__module__}.{getattr(fn, '__qualname__', det.name)}"
-    return f"{name}@v{det.version}:{digest}"
-
-
-
-class DataStore:
-    """Lazily extracted, cached per-sample arrays of every dataset of one run.
-
-    Keys are ``"id_train"``, ``"id_val"``, ``"id_test"``, ``"ood_val"``, ``"near/<name>"``,
-    ``"far/<name>"``, ``"csid/<name>"``. ``timer`` gets the network passes' stages
-    (``features/*``, ``extract/<detector>/*``, ``netscore/<detector>/*``).
-    """
-
-    def __init__(
-        self, opened, loaded, cache: FeatureCache, *, batch_size, mesh, progress, map_splits=(),
-        processes: Processes | None = None, timer: StageTimes | None = None,
-    ):
-        self.sources = opened.all_sources()
-        self.model, self.variables = loaded.model, loaded.variables
-        self.model_fp = {
-            "arch": loaded.manifest.get("arch"),
-            "arch_kwargs": loaded.manifest.get("arch_kwargs", {}),
-            "weights": variables_fingerprint(loaded.variables),
-        }
-        self.cache, self.batch_size, self.mesh, self.progress = cache, batch_size, mesh, progress
-        self.map_splits = set(map_splits)  # splits whose feature maps some detector reads
-        self._mem: dict[tuple, dict] = {}
-        self._fingerprints: dict[str, str] = {}
-        self.network_passes = 0  # how many datasets needed a network pass (cache misses)
-        self.processes = processes or Processes()
-        self.timer = timer or StageTimes()
-
-    def _key(self, split: str, what: Mapping[str, Any]) -> dict:
-        src = self.sources[split]
-        if split not in self._fingerprints:  # hashing a large list/array once is enough
-            self._fingerprints[split] = src.fingerprint()
-        return {"model": self.model_fp, "data": self._fingerprints[split], "n": len(src), **what}
-
-    def _run(self, split, fn, groups, desc, stage):
-        if not all(e.complete for e, _ in groups):
-            self.network_passes += 1
-        return ex.extract(
-            fn,
-            self.variables,
-            self.sources[split],
-            groups,
-            batch_size=self.batch_size,
-            mesh=self.mesh,
-            progress=self.progress,
-            desc=desc,
-            processes=self.processes,
-            timer=self.timer,
-            stage=stage,
-        )
-
-    def base(self, split: str, fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """``{"logits", "feature", *fields}`` of ``split`` (cached on disk and in memory)."""
-        fields = ["logits", "feature", *fields]
-        if split in self.map_splits and "feature_map" not in fields:
-            fields.append("feature_map")
-        out = {}
-        todo = []
-        for f in fields:
-            if ("base", split, f) in self._mem:
-                out[f] = self._mem[("base", split, f)]
-            else:
-                todo.append(f)
-        if todo:
-            entries = [
-                (self.cache.entry(self._key(split, {"kind": "features", "field": f})), [f])
-                for f in todo
-            ]
-            results = self._run(
-                split, ex.features_fn(self.model, todo), entries, f"{split} features", "features"
-            )
-            for f, r in zip(todo, results):
-                self._mem[("base", split, f)] = out[f] = r[f]
-        return out
-
-    def extras(
-        self, det: Detector, split: str, extract_hp: Mapping[str, Any]
-    ) -> dict[str, np.ndarray]:
-        """The detector's ``extract`` outputs for ``split`` at ``extract_hp`` (cached)."""
-        if det.extract is None:
-            return {}
-        hp = {k: plain_value(v) for k, v in sorted(extract_hp.items())}
-        fn_id = extract_id(det)
-        mem_key = ("extra", split, fn_id, tuple(hp.items()))
-        if mem_key not in self._mem:
-            entry = self.cache.entry(
-                self._key(split, {"kind": "extract", "fn": fn_id, "hparams": hp})
-            )
-            fn = ex.extract_fn(det, self.model, tuple(hp.items()))
-            (self._mem[mem_key],) = self._run(
-                split, fn, [(entry, None)], f"{split} {det.name} extract", f"extract/{det.name}"
-            )
-        return self._mem[mem_key]
-
-    def network_scores(self, det: Detector, split: str, stats, hp) -> np.ndarray:
-        """``[N]`` scores of a detector that needs the network (ODIN: a gradient pass per
-        hyperparameter point), cached like features per (split, hyperparameters, stats)."""
-        traced, static = scoring.image_static(det, hp)
-        what = {
-            "kind": "netscore", "fn": function_id(det, det.score), "static": static,
-            "traced": {k: v.tolist() for k, v in sorted(traced.items())},
-            "stats": None if stats is None else variables_fingerprint(stats),
-        }
-        mem_key = ("netscore", split, json.dumps(plain(what), sort_keys=True))
-        if mem_key not in self._mem:
-            program = scoring.image_program(det, self.model, static)
-
-            def fn(variables_and_stats, x):
-                variables, st = variables_and_stats
-                return {"score": program(variables, st, x, traced)["score"]}
-
-            entry = self.cache.entry(self._key(split, what))
-            (out,) = ex.extract(
-                fn, (self.variables, stats), self.sources[split], [(entry, None)],
-                batch_size=self.batch_size, mesh=self.mesh, progress=self.progress,
-                desc=f"{split} {det.name} score", processes=self.processes,
-                timer=self.timer, stage=f"netscore/{det.name}",
-            )
-            self._mem[mem_key] = np.asarray(out["score"])
-        return self._mem[mem_key]
-
-    def labels(self, split: str) -> np.ndarray:
-        return np.asarray(self.sources[split].labels)
-
-
 # --------------------------------------------------------------------------- one detector
 
 
@@ -339,12 +175,12 @@ class DetectorRun:
         det: Detector,
         store: DataStore,
         overrides: Mapping[str, Any] | None = None,
-        fit_images_mb: float = 64.0,
+        fit_images_mb: float = FIT_IMAGES_MB,
     ):
         self.det, self.store = det, store
         self.fit_images_mb = fit_images_mb
         self.overrides = dict(overrides or {})
-        self.scorer = aps_lib.Scorer(det, store.model, store.mesh)
+        self.scorer = Scorer(det, store.model, store.mesh)
         self.fields = ex.detector_fields(det)[2:]
         self._stats: dict[tuple, Any] = {}
 
@@ -362,18 +198,11 @@ class DetectorRun:
         extract_kw, fit_kw, _ = self.det.split_hparams(hp)
         key = tuple((k, plain_value(v)) for k, v in sorted({**extract_kw, **fit_kw}.items()))
         if key not in self._stats:
-            data = {}
-            split_of = {"train": "id_train", "val": "id_val"}
-            for s in self.det.fit_splits:
-                arrays = dict(self.arrays(split_of[s], hp))
-                arrays["labels"] = self.store.labels(split_of[s])
-                # Some fits use the images (OODD's crops): small in-memory splits as an
-                # array, anything larger as the lazily batched source (decoded batch by
-                # batch only if the fit reads it).
-                x = src = self.store.sources[split_of[s]]
-                if self.det.needs_network or _cheap_images(src, self.fit_images_mb):
-                    x = src.batch(0, len(src))
-                data[s] = aps_lib.to_inputs(arrays, x=x)
+            data = {
+                s: fit_inputs(self.det, self.arrays(FIT_SPLITS[s], hp),
+                              self.store.sources[FIT_SPLITS[s]], images_mb=self.fit_images_mb)
+                for s in self.det.fit_splits
+            }
             # Keep one fitted state at a time: APS visits fit settings in order and a
             # state can be large (e.g. a KNN bank).
             self._stats = {
@@ -402,13 +231,13 @@ class DetectorRun:
         n_id = len(a["logits"])
         perm = np.random.RandomState(STREAM_SEED).permutation(n_id + len(b["logits"]))
         joined = {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])])[perm] for k in a}
-        s = self.scorer.score_inputs(self.store.variables, stats, aps_lib.to_inputs(joined), hp)
+        s = self.scorer.score_inputs(self.store.variables, stats, to_inputs(joined), hp)
         unperm = np.empty_like(s)
         unperm[perm] = s
         return unperm[:n_id], unperm[n_id:]
 
     def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
-        if is_stream(self.det):
+        if self.det.stream:
             return self.score_stream(id_split, ood_split, hp)
         return self.score(id_split, hp), self.score(ood_split, hp)
 
@@ -452,7 +281,7 @@ class BenchResult:
       scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
         computed in this invocation (for plots).
       info: benchmark, model, runs, devices, timings (per run: ``stages``, the
-        :class:`~jaxood.bench.timing.StageTimes` of decode waits, network passes, APS,
+        :class:`~jaxood.features.timing.StageTimes` of decode waits, network passes, APS,
         evaluation and writing), and this invocation's ``computed``, ``skipped`` (already in
         the store with the same settings) and ``failed`` detectors.
       out_dir: where the files went.
@@ -496,9 +325,6 @@ def results_folder(cfg: BenchConfig, bench, manifests, fingerprints) -> str:
 
 def prepare(cfg: BenchConfig) -> Plan:
     """All checks that must pass before compute (names, models, output folder)."""
-    from jaxood import models
-    from jaxood.fitted import model_fingerprint
-
     bench = benchmarks.get(cfg.benchmark)  # ValueError lists valid names
     validate.check_positive_int(cfg.batch_size, "batch_size")
     validate.check_nonnegative(cfg.fit_images_mb, "fit_images_mb")
@@ -537,7 +363,7 @@ def prepare(cfg: BenchConfig) -> Plan:
                 f"{bench.name!r} has {bench.num_classes}; use a model trained on its ID classes"
             )
         manifests.append(m)
-        fingerprints.append(model_fingerprint(models.load(d)))
+        fingerprints.append(model_identity(models.load(d)))
     out = results_folder(cfg, bench, manifests, fingerprints)
     check_writable(out)
     check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
@@ -567,8 +393,6 @@ def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -
 
 
 def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
-    from jaxood import models
-
     t0 = time.perf_counter()
     loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
     if loaded.preprocess is None and bench.preprocess is None:
@@ -606,8 +430,6 @@ def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
 def settings_of(cfg: BenchConfig, det: Detector, overrides) -> dict:
     """What a stored result depends on besides the model and data: a result computed with the
     same settings is reused (resume) unless ``cfg.rerun``."""
-    from jaxood import __version__
-
     return plain({
         "detector_version": det.version, "aps": cfg.aps, "fsood": cfg.fsood,
         "overrides": dict(overrides), "jaxood_version": __version__,
@@ -655,12 +477,10 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
 def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float = 0.95):
     """Writes the tuned detector of this run as a deployable :class:`FittedDetector`,
     calibrated on the ID-val scores of the chosen point."""
-    from jaxood.fitted import FittedDetector
-
     stats = dr.fit(hp)
     if dr.det.stream:  # the whole ID-val set as one fresh stream
         calib = dr.scorer.score_inputs(ctx.loaded.variables, stats,
-                                       aps_lib.to_inputs(dr.arrays("id_val", hp)), hp)
+                                       to_inputs(dr.arrays("id_val", hp)), hp)
     else:
         calib = dr.score("id_val", hp)
     fitted = FittedDetector(
@@ -674,7 +494,7 @@ def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float
 
 
 def _overrides(cfg: BenchConfig, ctx: RunContext, det: Detector) -> dict:
-    return {**model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+    return {**det_registry.model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
 
 
 def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
@@ -682,8 +502,7 @@ def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
     scores), so a multi-host run shares them out; APS of network detectors runs here too, on
     every process alike from the shared cached val scores, to agree on the test passes."""
     dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx, det), cfg.fit_images_mb)
-    fit_splits = {"train": "id_train", "val": "id_val"}
-    splits = ["id_val", "ood_val", *ctx.id_keys, *(fit_splits[s] for s in det.fit_splits)]
+    splits = ["id_val", "ood_val", *ctx.id_keys, *(FIT_SPLITS[s] for s in det.fit_splits)]
     splits += [f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g)]
     settings = {}
     for hp in dr.grid(cfg.aps):  # one pass per distinct extract setting
@@ -748,8 +567,6 @@ def run(cfg: BenchConfig) -> BenchResult | None:
 
 def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
     """Fits, APS, metrics, fitted detectors and result files (process 0 of a multi-host run)."""
-    from jaxood.bench import report
-
     scores, timings, failed, computed, skipped = {}, [], {}, [], []
     passes = 0
     for r, model_dir in enumerate(plan.model_dirs):
@@ -797,8 +614,6 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
 
 
 def _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes, total_s):
-    from jaxood import __version__
-
     per_run = plan.results.per_run()
     bench = plan.bench
     info = {
@@ -828,14 +643,14 @@ def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
     row: dict[str, dict] = {}
     run_scores: dict[str, np.ndarray] = {}
     id_scores = None
-    if not is_stream(dr.det):
+    if not dr.det.stream:
         id_scores = np.concatenate([dr.score(k, hp) for k in id_keys])
         run_scores["id"] = id_scores
     for group in ("near", "far"):
         names = list(getattr(opened, group))
         for name in names:
             key = f"{group}/{name}"
-            if is_stream(dr.det):
+            if dr.det.stream:
                 # The stream re-mixes ID with each OOD set, so ID scores differ per set.
                 s_id, s_ood = dr.score_stream(id_keys, key, hp)
                 run_scores.setdefault("id", s_id)

@@ -37,7 +37,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxood.types import Detector, Features, HParam, Inputs, Model, Stats, Variables
+from jaxood import validate
+from jaxood.types import (
+    Detector,
+    Features,
+    HParam,
+    Inputs,
+    Model,
+    PreprocessSpec,
+    Stats,
+    Variables,
+)
 
 __all__ = [
     "Detector",
@@ -227,8 +237,6 @@ def prepare_inputs(
       ValueError: uint8 (raw) images, NCHW, another size or channel count than the model's,
         an empty batch, NaN/Inf values (a warning for values that look unnormalised).
     """
-    from jaxood import validate
-
     x = validate.images(x, "x", input_shape=model.input_shape)
     extract_kw, _, _ = detector.split_hparams(hparams)
     if features is None:
@@ -385,6 +393,14 @@ def adapt_to_dim(
     if detector.dim_check is not None and feature_dim is not None:
         detector.dim_check(out, int(feature_dim))
     return out, adapted
+
+
+def model_hparams(detector: Detector, spec: PreprocessSpec | None) -> dict[str, tuple]:
+    """The hyperparameters that describe the model's input normalisation (ODIN's ``std``,
+    ``mean``), taken from the preprocessing ``spec``; ``{}`` without a spec."""
+    if spec is None:
+        return {}
+    return {n: tuple(getattr(spec, n)) for n in ("std", "mean") if n in detector.hparams}
 
 
 def sweep_grid(detector: Detector, feature_dim: int | None = None) -> Iterator[dict[str, Any]]:

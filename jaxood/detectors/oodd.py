@@ -68,6 +68,7 @@ from flax import struct
 
 from jaxood import validate
 from jaxood.detectors import _ops, register
+from jaxood.detectors.feature_space import train_labels
 from jaxood.detectors.knn import (
     KNNStats,
     _check_k,
@@ -645,8 +646,6 @@ def cout_outliers(
 
 
 def _labels(inputs: Inputs) -> np.ndarray:
-    from jaxood.detectors.feature_space import train_labels
-
     return train_labels(inputs)
 
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from jaxood import detectors as registry
 from jaxood import parallel, scoring, validate
-from jaxood.bench.extract import device_batch_size
 from jaxood.data import inputs as inputs_lib
-from jaxood.fitted import thresholds
+from jaxood.features.extract import device_batch_size
+from jaxood.fitted import export, io, thresholds
 from jaxood.models import LoadedModel
 from jaxood.types import Detector
 
@@ -273,15 +273,11 @@ class FittedDetector:
 
     def save(self, directory: str, *, overwrite: bool = False) -> str:
         """Writes the detector to ``directory`` atomically (see :mod:`jaxood.fitted.io`)."""
-        from jaxood.fitted import io
-
         return io.save(self, directory, overwrite=overwrite)
 
     def export(self, path: str, **kwargs) -> str:
         """A ``jax.export`` artifact that scores with only ``jax`` installed (see
         :mod:`jaxood.fitted.export`)."""
-        from jaxood.fitted import export
-
         return export.export(self, path, **kwargs)
 
 

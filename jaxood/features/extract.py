@@ -24,9 +24,9 @@ import jax
 import numpy as np
 
 from jaxood import parallel, validate
-from jaxood.bench.cache import CacheEntry
-from jaxood.bench.timing import StageTimes
 from jaxood.distributed import Processes
+from jaxood.features.cache import CacheEntry
+from jaxood.features.timing import StageTimes
 from jaxood.types import Model
 
 
