@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxood
-from jaxood.bench import extract as ex
+from jaxood.features import extract as ex
 from jaxood.detectors import adascale
 
 
