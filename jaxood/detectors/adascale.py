@@ -232,7 +232,8 @@ def extract(
 
 
 def min_percent(d: int) -> float:
-    """The smallest percent ``p`` of ``d`` with ``int(d*p/100) >= 1`` (one element)."""
+    """``100 / d`` (nudged up past float rounding): the percent of ``d`` whose truncated count
+    ``int(d*p/100)`` is exactly one element."""
     p = 100.0 / d
     while int(d * p / 100) < 1:
         p = float(np.nextafter(p, np.inf))
