@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxood
-from jaxood.features import extract as ex
 from jaxood.detectors import adascale
+from jaxood.features import extract as ex
 
 
 def test_adascale_defaults_adapt_to_a_narrow_model(fuzz_world, tmp_path):
