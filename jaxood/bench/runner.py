@@ -44,6 +44,7 @@ from jaxood.features.scorer import Scorer, to_inputs
 from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, fit_inputs
 from jaxood.features.timing import StageTimes
 from jaxood.fitted import FittedDetector
+from jaxood.fitted.detector import model_feature_dim
 from jaxood.fsutil import locked, plain
 from jaxood.types import Detector, plain_value
 from jaxood.version import __version__
@@ -306,6 +307,17 @@ class Plan:
     results: ResultStore
 
 
+def check_given_fit_dim(hparams: Mapping[str, Mapping], d: int | None, model_dir: str) -> None:
+    """``--hparams`` values that cannot work at the model's feature dimension (a percent of D
+    rounding to 0 elements) fail before any network pass, naming the model."""
+    for name, hp in hparams.items():
+        det = det_registry.get(name)
+        try:
+            det_registry.adapt_to_dim(det, det.resolve(hp), hp, d)
+        except ValueError as e:
+            raise ValueError(f"--hparams for {name!r} on {model_dir}: {e}") from None
+
+
 def check_folder_name(name: str, what: str) -> None:
     """``name`` becomes one folder under ``--out``: no separators, no ``..``, not hidden."""
     if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") \
@@ -363,7 +375,9 @@ def prepare(cfg: BenchConfig) -> Plan:
                 f"{bench.name!r} has {bench.num_classes}; use a model trained on its ID classes"
             )
         manifests.append(m)
-        fingerprints.append(model_identity(models.load(d)))
+        loaded = models.load(d)
+        fingerprints.append(model_identity(loaded))
+        check_given_fit_dim(cfg.hparams, model_feature_dim(loaded), d)
     out = results_folder(cfg, bench, manifests, fingerprints)
     check_writable(out)
     check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))

@@ -179,3 +179,15 @@ def test_two_runs_into_one_folder_keep_both_runs_detectors(setup, tmp_path, monk
     assert "| msp |" in md and "| ebo |" in md
     history = [json.loads(x) for x in open(os.path.join(a.out_dir, "runs.jsonl"))]
     assert sorted(h["detectors"] for h in history) == [["ebo"], ["msp"]]
+
+
+def test_adascale_defaults_run_on_a_narrow_model(setup, tmp_path):  # noqa: F811
+    """Issue 21 item 1: at D = 16, k1 = 1 % and k2 = 5 % of D round down to 0 elements; the
+    library's main detector used to FAIL at its defaults. Now they adapt (recorded)."""
+    root, model_dir = setup
+    res = runner.run(_cfg(root, model_dir, tmp_path, ["adascale_a"]))
+    assert res.info["failed"] == {} and "adascale_a" in res.table
+    entry = res.aps["adascale_a"][0]
+    assert entry["adapted_grid"]["used"]["k1"] == [6.25] or entry["adapted_grid"]["used"][
+        "k1"] == (6.25,)
+    assert entry["chosen"]["k1"] == 6.25 and entry["chosen"]["k2"] == 6.25

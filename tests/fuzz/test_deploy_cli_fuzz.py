@@ -151,6 +151,15 @@ CASES = [
      r"must be a plain folder name \(no '/', no '..', not starting with '.'\)"),
     ("bench/name_dotdot", lambda w: bench(w, "npz:" + w["npz"], "--detectors", "msp",
                                           "--name", ".."), 2, r"must be a plain folder name"),
+    ("bench/adascale_k1_impossible", lambda w: bench(
+        w, "npz:" + w["npz"], "--detectors", "adascale_a", "--hparams",
+        '{"adascale_a": {"k1": 1}}'), 2,
+     r"--hparams for 'adascale_a' on .*model: `k1`=1(\.0)?% of feature dimension 16 rounds "
+     r"down to 0 elements"),
+    ("bench/scale_percentile_impossible", lambda w: bench(
+        w, "npz:" + w["npz"], "--detectors", "scale", "--hparams",
+        '{"scale": {"percentile": 99}}'), 2,
+     r"--hparams for 'scale' on .*`percentile`=99 keeps 0 of the model's D = 16"),
     ("bench/batch_size_negative", lambda w: bench(w, "npz:" + w["npz"], "--batch-size",
                                                   "-8"), 2,
      r"argument --batch-size: must be an integer >= 1, got '-8'"),
