@@ -112,6 +112,7 @@ class BenchConfig:
     rerun: bool = False
     save_detectors: bool = True
     distributed: bool = False
+    print_per_dataset: bool = True
 
 
 # --------------------------------------------------------------------------- checks
@@ -623,7 +624,7 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
                       "write_report_s": round(time.perf_counter() - t_report, 4),
                       "total_s": round(time.perf_counter() - t_start, 4)})
     if cfg.progress:
-        print(report.markdown(result))
+        print(report.markdown(result, per_dataset=cfg.print_per_dataset))
     return result
 
 
