@@ -161,3 +161,33 @@ def test_artifact_runs_in_a_fresh_venv_with_exactly_its_requirements(fuzz_world,
     want = fuzz_world["knn"].score_images(fuzz_world["keys"]["x_test"][:30])
     np.testing.assert_array_equal([np.float32(r["score"]) for r in rows], want)
     assert rows[0]["input"] == "x.npy[0]"
+
+
+def test_csv_class_column_maps_pred_to_the_original_class(fuzz_world, tmp_path):
+    """Issue 21 item 5: a model trained on a subset (--classes) records the map; `pred` is
+    its output index, `class` the original class id, in jaxood score's and score.py's CSV."""
+    import jaxood
+
+    w = fuzz_world
+    model = tmp_path / "subset_model"
+    shutil.copytree(w["model"], model)
+    manifest = json.load(open(model / "manifest.json"))
+    classes = [9, 7, 5, 3, 1]
+    manifest["train"] = {"config": {"classes": classes}}
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    fitted = jaxood.fit("msp", str(model), {"val": w["keys"]["x_val"]})
+    det = fitted.save(str(tmp_path / "det"))
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=w["keys"]["x_test"][:40])
+    assert cli.main(["score", det, str(npz), "-o", str(tmp_path / "s.csv"), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    assert {int(r["class"]) for r in rows} <= set(classes)
+    assert all(int(r["class"]) == classes[int(r["pred"])] for r in rows)
+    art = fitted.export(str(tmp_path / "art"))
+    np.save(tmp_path / "x.npy", w["keys"]["x_test"][:40])
+    r = subprocess.run([sys.executable, os.path.join(art, "score.py"), str(tmp_path / "x.npy"),
+                        "-o", str(tmp_path / "a.csv")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    exported = list(csv.DictReader(open(tmp_path / "a.csv")))
+    assert [(e["pred"], e["class"]) for e in exported] == [(r["pred"], r["class"]) for r in rows]
