@@ -109,18 +109,10 @@ CASES = [
         edited_detector(w, "list", lambda m: (m.clear(), m.update(format=None))))), 2,
      r"format None, expected 'jaxood-detector/1'"),
     # ------------------------------------------------------------------ fit
-    ("fit/confidence_nan", lambda w: fit(w, "--detector", "msp", "--id", w["npz"],
-                                         "--confidence", "nan"), 2,
-     r"argument --confidence: must be in \(0, 1\) \(e.g. 0.9\), got 'nan'"),
-    ("fit/confidence_zero", lambda w: fit(w, "--detector", "msp", "--id", w["npz"],
-                                          "--confidence", "0"), 2,
-     r"argument --confidence: must be in \(0, 1\)"),
-    ("fit/confidence_one", lambda w: fit(w, "--detector", "msp", "--id", w["npz"],
-                                         "--confidence", "1"), 2,
-     r"argument --confidence: must be in \(0, 1\)"),
-    ("fit/confidence_text", lambda w: fit(w, "--detector", "msp", "--id", w["npz"],
-                                          "--confidence", "high"), 2,
-     r"argument --confidence: must be in \(0, 1\) \(e.g. 0.9\), got 'high'"),
+    *[(f"fit/confidence_{name}", lambda w, v=value: fit(
+        w, "--detector", "msp", "--id", w["npz"], "--confidence", v), 2,
+       rf"argument --confidence: must be in \(0, 1\) \(e.g. 0.9\), got '{value}'")
+      for name, value in (("nan", "nan"), ("zero", "0"), ("one", "1"), ("text", "high"))],
     ("fit/tpr_zero", lambda w: fit(w, "--detector", "msp", "--id", w["npz"], "--tpr", "0"), 2,
      r"argument --tpr: must be a fraction in \(0, 1\]"),
     ("fit/batch_size_negative", lambda w: fit(w, "--detector", "msp", "--id", w["npz"],
