@@ -21,6 +21,7 @@ import json
 import shlex
 import sys
 
+from jaxood import fsutil
 from jaxood.cli.common import add_import_argument, nonnegative_int, positive_int
 
 
@@ -77,6 +78,7 @@ def context(args):
         raise ValueError("--benchmark is required")
     if not args.model:
         raise ValueError("--model is required (one saved-model directory per run)")
+    check_outputs(args)
     options = {}
     for text in args.option:
         key, value = _key_value(text)
@@ -92,6 +94,17 @@ def context(args):
         published_like=args.published_like, options=options,
         command=_command_line(),
     )
+
+
+def check_outputs(args) -> None:
+    """--out/--work/--cache may not lie in a model folder the experiments read, nor be the
+    --discussion file."""
+    models = list(args.model) + [_key_value(t)[1] for t in args.method_model]
+    reads = [args.discussion] if args.discussion else []
+    for flag in ("out", "work", "cache"):
+        path = getattr(args, flag)
+        if path:
+            fsutil.check_not_read(path, reads, models, f"--{flag}")
 
 
 def _command_line() -> str:

@@ -183,6 +183,14 @@ CASES = [
      r"argument --batch-size: must be an integer >= 1, got '0'"),
     ("experiment/seed_negative", lambda w: ["experiment", "fig7_pgrid", "--seed=-1"], 2,
      r"argument --seed: must be an integer >= 0, got '-1'"),
+    ("experiment/out_inside_the_model", lambda w: [
+        "experiment", "fig7_pgrid", "--benchmark", "npz:" + w["npz"], "--model", w["model"],
+        "--out", os.path.join(w["model"], "results")], 2,
+     r"--out '.*model/results' lies inside .*model, which this command reads"),
+    ("experiment/work_is_the_discussion", lambda w: [
+        "experiment", "fig7_pgrid", "--benchmark", "npz:" + w["npz"], "--model", w["model"],
+        "--work", w["npz"], "--discussion", w["npz"]], 2,
+     r"--work '.*digits.npz' is one of the inputs"),
     # ------------------------------------------------------------------ train / distributed
     ("train/one_class", lambda w: train(w, "--classes", "3"), 2,
      r"selects 1 class\(es\) \[3\]; a classifier needs at least 2"),
