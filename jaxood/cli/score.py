@@ -11,9 +11,10 @@ INPUT: a folder of images (PNG/JPEG/BMP, recursive, sorted), an OpenOOD-style im
 or ``FILE.npz:KEY[i]``), ``score`` (higher = more in-distribution), ``is_ood`` (at the saved
 threshold), ``pred`` (the model's output index), ``class`` (the original class id: differs
 from ``pred`` for a model trained on a subset with ``--classes``), ``max_softmax``. The output
-may not be one of the inputs, nor lie in the detector's or the model's folder. Batches are decoded in background
-threads and streamed to the CSV, so memory stays bounded for any number of images. An
-unreadable image is skipped with a warning and listed at the end (``--strict``: stop).
+may not be one of the inputs, nor lie in the detector's or the model's folder. Batches are
+decoded in background threads and streamed to the CSV, so memory stays bounded for any number
+of images. An unreadable image is skipped with a warning and listed at the end (``--strict``:
+stop). A temporary CSV left by a killed earlier run (``.tmp-<pid>-*``) is removed.
 """
 
 from __future__ import annotations

@@ -41,3 +41,13 @@ def test_a_decompression_bomb_is_listed_as_unreadable(fuzz_world, tmp_path, monk
     assert "Traceback" not in err
     assert [r["input"].rsplit("/", 1)[-1] for r in csv.DictReader(open(out))] == [
         "ok0.png", "ok1.png", "ok2.png"]
+
+
+def test_score_removes_a_killed_runs_temporary_csv(fuzz_world, tmp_path, capsys):
+    """Issue 21: a killed `score` left a hidden temporary file that nothing cleaned."""
+    dead = tmp_path / ".tmp-999999999-abcd.csv"  # pid 999999999 is not running
+    dead.write_text("input,score\n")
+    rc = cli.main(["score", fuzz_world["det"], fuzz_world["npz"] + ":x_test", "-o",
+                   str(tmp_path / "s.csv"), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
