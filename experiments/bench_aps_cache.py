@@ -29,8 +29,8 @@ import jax
 import numpy as np
 
 from jaxood import detectors, metrics, models, parallel
-from jaxood.features import scorer as aps
 from jaxood.data import benchmarks
+from jaxood.features import scorer as aps
 
 ROOT = str(harness.ROOT)
 

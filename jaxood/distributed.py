@@ -2,7 +2,8 @@
 
 * :func:`initialize`: ``jax.distributed.initialize`` (SLURM/MPI/TPU/Kubernetes are
   auto-detected; plain machines pass the coordinator address, process count and index), with
-  gloo collectives on CPU.
+  gloo collectives on CPU, within a stated start-up timeout: a peer that never starts gives
+  one line and exit status 1 (JAX's own timeout aborts the process with a C++ trace).
 * :class:`Processes`: this process's index and the count, and a named :meth:`barrier`.
 * :func:`exit_promptly_when_a_peer_dies`: a dead peer makes the survivors fail in the next
   collective ("Connection reset by peer"), after which JAX's shutdown barrier waits ~60 s and
@@ -17,6 +18,7 @@ import dataclasses
 import os
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -27,23 +29,55 @@ _PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Gloo", "
               "Broken pipe", "UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
+#: Seconds every process has to join the cluster (``--startup-timeout``).
+STARTUP_TIMEOUT = 300.0
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> None:
     """Joins the cluster; ``None`` arguments let JAX auto-detect them (SLURM, MPI, ...).
-    Idempotent: a process already in a cluster stays in it."""
+    Idempotent: a process already in a cluster stays in it. When the cluster is not complete
+    within ``startup_timeout`` seconds, prints one line naming the timeout and what to check,
+    and exits with status 1."""
     if jax.distributed.is_initialized():
         return
+    if not startup_timeout > 0:  # False for NaN too
+        raise ValueError(f"`startup_timeout` must be > 0 seconds, got {startup_timeout}")
+    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"--process-id {process_id} must be in [0, --num-processes "
+                         f"{num_processes})")
     # CPU processes need a cross-process collectives backend; GPU/TPU ignore this setting.
     # (The backend must not be queried before initialize().)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes,
-        process_id=process_id,
-    )
+    joined = threading.Event()
+    threading.Thread(target=_startup_watchdog, daemon=True, args=(
+        joined, startup_timeout, coordinator_address, num_processes, process_id)).start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            # JAX's own timeout aborts in C++; the watchdog above fires first.
+            initialization_timeout=int(startup_timeout) + 60,
+        )
+    finally:
+        joined.set()
+
+
+def _startup_watchdog(joined, timeout, address, count, index) -> None:
+    if joined.wait(timeout):
+        return
+    print(f"jaxood: error: process {index if index is not None else '?'} could not join the "
+          f"cluster of {count if count is not None else '?'} processes at "
+          f"{address or 'the auto-detected coordinator'} within the start-up timeout of "
+          f"{timeout:g} s (--startup-timeout): start every process with the same "
+          "--coordinator-address and --num-processes (process 0 first reachable), or raise "
+          "--startup-timeout", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 @dataclasses.dataclass(frozen=True)

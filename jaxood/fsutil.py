@@ -6,6 +6,10 @@
 * :func:`atomic_dir`: build a directory under a temp name, then rename it into place; mode
   follows the umask (``mkdtemp`` would leave 0700, unreadable to other users and hosts on
   shared storage).
+* :func:`locked` / :func:`merge_json`: the one path for files several processes update (a
+  result store, a results table): an exclusive lock (``fcntl.flock`` on ``<file>.lock``),
+  re-read the file's current content, merge into it, write atomically, unlock. Two runs into
+  one folder therefore keep both runs' results, never only the last writer's.
 * :func:`plain`: JSON-friendly copy of nested results (tuples -> lists, NumPy -> Python,
   non-finite floats -> ``None``).
 """
@@ -13,11 +17,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -41,10 +47,16 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+def temp_prefix() -> str:
+    """``.tmp-<pid>-``: temp files name their writer, so :func:`clean_stale_temps` can tell
+    the leftovers of a killed process from the files of a running one."""
+    return f".tmp-{os.getpid()}-"
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temp file in the same directory + ``os.replace``."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -63,6 +75,91 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_json(path: str, obj: Any) -> None:
     """``plain(obj)`` as indented JSON, atomically."""
     atomic_write_text(path, json.dumps(plain(obj), indent=1, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def locked(path: str) -> Iterator[None]:
+    """Holds an exclusive advisory lock on ``path`` (a ``<path>.lock`` file beside it) for the
+    ``with`` block. The kernel releases it when the process dies, so a killed run never
+    leaves the file locked; the small ``.lock`` file stays (it is not a temporary)."""
+    fd = os.open(os.fspath(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_json(path: str) -> Any:
+    """The JSON content of ``path``; ``ValueError`` naming it when it is corrupt."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt ({e}); move it away (or restore it) and retry"
+                         ) from None
+
+
+def merge_json(path: str, merge: Callable[[Any], Any]) -> Any:
+    """Under :func:`locked`: ``new = merge(current)`` where ``current`` is the file's content
+    read now (``None`` when it does not exist), written atomically; returns ``new``.
+
+    ``merge`` must add to ``current`` (never drop what another process wrote) and may raise
+    to refuse (e.g. results of another model), leaving the file as it was."""
+    with locked(path):
+        current = read_json(path) if os.path.isfile(path) else None
+        new = merge(current)
+        atomic_write_json(path, new)
+    return new
+
+
+def append_line(path: str, line: str) -> None:
+    """Appends one line to ``path`` under :func:`locked` (a log several processes write)."""
+    with locked(path), open(path, "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+
+
+def check_not_read(out: str, files=(), folders=(), flag: str = "-o") -> None:
+    """Refuses an output path that is one of the ``files`` a command reads, or lies inside one
+    of the ``folders`` it reads (a detector, a model): writing it would destroy an input.
+    Paths are compared after resolving symlinks."""
+    target = os.path.realpath(os.fspath(out))
+    for f in files:
+        if target == os.path.realpath(os.fspath(f)):
+            raise ValueError(f"{flag} {out!r} is one of the inputs ({f}); writing it would "
+                             "replace that input: choose another output file")
+    for d in folders:
+        d = os.path.realpath(os.fspath(d))
+        if target == d or target.startswith(d + os.sep):
+            raise ValueError(f"{flag} {out!r} lies inside {d}, which this command reads; "
+                             "choose an output outside it")
+
+
+def clean_stale_temps(directory: str, prefix: str = ".tmp-", max_age_s: float = 86400.0) -> None:
+    """Removes temp files ``prefix*`` in ``directory`` left by a killed process: those older
+    than ``max_age_s``, or whose writer (``.tmp-<pid>-``) is no longer running."""
+    for name in os.listdir(directory):
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(directory, name)
+        pid = name[len(prefix):].split("-", 1)[0]
+        dead = pid.isdigit() and not _alive(int(pid))
+        try:
+            if os.path.isfile(path) and (dead or time.time() - os.path.getmtime(path) > max_age_s):
+                os.unlink(path)
+        except OSError:  # another process removed or owns it: not ours to fight over
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_can_create(path: str, flag: str = "output") -> None:
@@ -117,7 +214,7 @@ def atomic_dir(
     parent = os.path.dirname(directory)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        tmp = tempfile.mkdtemp(prefix=temp_prefix(), dir=parent)
     except OSError as e:
         raise PermissionError(
             f"cannot write {directory}: its folder {parent} cannot be created or written "

@@ -240,7 +240,12 @@ class Detector:
       dim_grid: optional ``dim_grid(D) -> {name: values}``: for a model whose feature
         dimension D the published grid does not fit (ViM's ``dim`` must be < D), the values
         that replace a hyperparameter's sweep (the first one also replaces its default);
-        ``{}`` when the published grid fits. The benchmark runner applies it and records it.
+        ``{}`` when the published grid fits. The benchmark runner and ``jaxood.fit`` apply
+        it to hyperparameters the user did not give, and record it.
+      dim_check: optional ``dim_check(hparams, D)`` raising ``ValueError`` (naming the
+        hyperparameter, D and a value that works) when resolved ``hparams`` cannot work at
+        feature dimension D, e.g. a percent of D that rounds to 0 elements; called before
+        any network pass.
     """
 
     name: str
@@ -257,6 +262,7 @@ class Detector:
     step: Callable[..., tuple[Array, Any]] | None = None
     version: str = "1"
     dim_grid: Callable[[int], Mapping[str, tuple]] | None = None
+    dim_check: Callable[[Mapping[str, Any], int], None] | None = None
 
     def __post_init__(self):
         unknown = set(self.needs) - NEEDS

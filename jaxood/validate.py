@@ -342,6 +342,6 @@ def topk_count(d: int, percent: float, name: str) -> int:
     if k < 1:
         raise ValueError(
             f"`{name}`={percent}% of feature dimension {d} rounds down to 0 elements; "
-            f"use at least {100.0 / d:.4g}%"
+            f"use at least {100.0 / d:.4g}% (or leave it unset: jaxood adapts it to D)"
         )
     return k

@@ -30,8 +30,9 @@ def _rows(result) -> list[str]:
     return [*info["near"], "nearood", *info["far"], "farood"]
 
 
-def markdown(result) -> str:
-    """The summary table (near/far means per detector) followed by per-dataset tables."""
+def markdown(result, per_dataset: bool = True) -> str:
+    """The summary table (near/far means per detector) followed (``per_dataset``) by the
+    per-dataset tables, or else by where to find them."""
     info, table = result.info, result.table
     runs = len(info["runs"])
     lines = [
@@ -53,6 +54,8 @@ def markdown(result) -> str:
             f"{_cell(far.get('FPR@95'), runs)} | {_cell(far.get('AUROC'), runs)} | "
             f"{_cell(acc, runs)} |"
         )
+    if not per_dataset:
+        return "\n".join(lines + ["", f"Per-dataset tables: {result.out_dir}/results.md"])
     lines += ["", "## Per dataset", ""]
     for det, rows in table.items():
         chosen = result.aps.get(det, [{}])[0].get("chosen", {})

@@ -42,7 +42,8 @@ from jaxood.features.scorer import Scorer, to_inputs
 from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, fit_inputs
 from jaxood.features.timing import StageTimes
 from jaxood.fitted import FittedDetector
-from jaxood.fsutil import plain
+from jaxood.fitted.detector import model_feature_dim
+from jaxood.fsutil import locked, plain
 from jaxood.types import Detector, HParamPoint
 from jaxood.version import __version__
 
@@ -110,6 +111,7 @@ class BenchConfig:
     rerun: bool = False
     save_detectors: bool = True
     distributed: bool = False
+    print_per_dataset: bool = True
 
 
 # --------------------------------------------------------------------------- one detector
@@ -259,10 +261,30 @@ class Plan:
     results: ResultStore
 
 
+def check_given_fit_dim(hparams: Mapping[str, Mapping], d: int | None, model_dir: str) -> None:
+    """``--hparams`` values that cannot work at the model's feature dimension (a percent of D
+    rounding to 0 elements) fail before any network pass, naming the model."""
+    for name, hp in hparams.items():
+        det = det_registry.get(name)
+        try:
+            det_registry.adapt_to_dim(det, det.resolve(hp), hp, d)
+        except ValueError as e:
+            raise ValueError(f"--hparams for {name!r} on {model_dir}: {e}") from None
+
+
+def check_folder_name(name: str, what: str) -> None:
+    """``name`` becomes one folder under ``--out``: no separators, no ``..``, not hidden."""
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") \
+            or any(c in name for c in ("/", "\\", "\0")):
+        raise ValueError(f"{what} {name!r} must be a plain folder name (no '/', no '..', not "
+                         "starting with '.'): results are written to <out>/<benchmark>/<name>-…")
+
+
 def results_folder(cfg: BenchConfig, bench, manifests, fingerprints) -> str:
     """``<out>/<benchmark>/<name>-<8 hex of the weights>``: two different checkpoints with the
     same name never share a folder."""
     name = cfg.model_name or manifests[0].get("name") or manifests[0]["arch"]
+    check_folder_name(name, "name (--name)" if cfg.model_name else "the model's manifest name")
     digest = hashlib.sha256("|".join(f["weights"] for f in fingerprints).encode()).hexdigest()
     return os.path.join(cfg.out_dir, bench.name, f"{name}-{digest[:8]}")
 
@@ -307,7 +329,9 @@ def prepare(cfg: BenchConfig) -> Plan:
                 f"{bench.name!r} has {bench.num_classes}; use a model trained on its ID classes"
             )
         manifests.append(m)
-        fingerprints.append(model_identity(models.load(d)))
+        loaded = models.load(d)
+        fingerprints.append(model_identity(loaded))
+        check_given_fit_dim(cfg.hparams, model_feature_dim(loaded), d)
     out = results_folder(cfg, bench, manifests, fingerprints)
     fsutil.check_writable(out)
     fsutil.check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
@@ -540,10 +564,14 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
         passes += ctx.store.network_passes
         timings.append({"model": model_dir, "extract_and_acc_s": ctx.extract_s,
                         "detectors_s": det_times, "stages": ctx.store.timer.to_dict()})
-    result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
-                     time.perf_counter() - t_start)
     t_report = time.perf_counter()
-    report.write_all(result, plots=cfg.plots)
+    # Under the store's lock: the tables are written from the store as it is now, so a run
+    # into the same folder that finished meanwhile is in them, never overwritten by a stale one.
+    with locked(plan.results.path):
+        plan.results.reload()
+        result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
+                         time.perf_counter() - t_start)
+        report.write_all(result, plots=cfg.plots)
     plan.results.log({"detectors": sorted(set(computed)), "skipped": sorted(set(skipped)),
                       "failed": failed, "models": plan.model_dirs,
                       "jaxood_version": result.info["jaxood_version"],
@@ -551,7 +579,7 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
                       "write_report_s": round(time.perf_counter() - t_report, 4),
                       "total_s": round(time.perf_counter() - t_start, 4)})
     if cfg.progress:
-        print(report.markdown(result))
+        print(report.markdown(result, per_dataset=cfg.print_per_dataset))
     return result
 
 

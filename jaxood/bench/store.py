@@ -2,8 +2,10 @@
 
 ``store.json`` holds, per detector and run, the metrics row, the APS outcome and the settings
 it was computed with; a run adds or replaces only the (detector, run) entries it computed and
-keeps every other one. It is rewritten atomically after every finished detector, so a run
-killed at any point keeps what it finished and a re-run resumes the rest. ``runs.jsonl``
+keeps every other one. Every write goes through :func:`jaxood.fsutil.merge_json`: under an
+exclusive lock the file is re-read and this run's entry merged into what is there now, then
+written atomically. So a run killed at any point keeps what it finished, a re-run resumes the
+rest, and two runs into the same folder at once keep both runs' detectors. ``runs.jsonl``
 appends one line per invocation (time, detectors, failures, jaxood version, models, per-stage
 seconds of each run and the report writing).
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxood.fsutil import atomic_write_json, plain
+from jaxood.fsutil import append_line, merge_json, plain, read_json
 
 FORMAT = "jaxood-results/1"
 STORE, HISTORY = "store.json", "runs.jsonl"
@@ -44,28 +46,33 @@ class ResultStore:
     def __init__(self, out_dir: str, benchmark: str, models: Sequence[Mapping[str, Any]]):
         self.dir = out_dir
         self.path = os.path.join(out_dir, STORE)
+        self.benchmark = benchmark
         self.data = {"format": FORMAT, "benchmark": benchmark, "models": plain(list(models)),
                      "detectors": {}}
-        if os.path.isfile(self.path):
-            self._merge_existing(benchmark, models)
+        self.reload()
 
-    def _merge_existing(self, benchmark, models) -> None:
-        try:
-            with open(self.path) as f:
-                old = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    def reload(self) -> None:
+        """Re-reads ``store.json`` (what every run into this folder has stored so far)."""
+        if os.path.isfile(self.path):
+            self.data["detectors"] = self._checked(read_json(self.path))["detectors"]
+
+    def _checked(self, old: Any) -> dict:
+        """``old`` store content, verified to be a store of this benchmark and these models."""
+        if not isinstance(old, dict) or old.get("format") != FORMAT or not isinstance(
+                old.get("detectors"), dict):
             raise ValueError(
-                f"{self.path} is corrupt ({e}); move it away to start a new results folder"
-            ) from None
+                f"{self.path} is not a {FORMAT} result store (edited or written by something "
+                "else); move it away to start a new results folder"
+            )
         old_fp = [m.get("fingerprint") for m in old.get("models", [])]
-        new_fp = [m.get("fingerprint") for m in models]
-        if old.get("benchmark") != benchmark or old_fp != new_fp:
+        new_fp = [m.get("fingerprint") for m in self.data["models"]]
+        if old.get("benchmark") != self.benchmark or old_fp != new_fp:
             raise ValueError(
                 f"{self.dir} holds results of benchmark {old.get('benchmark')!r} for models "
                 f"{[m.get('dir') for m in old.get('models', [])]} (weights {[str(f)[:8] for f in old_fp]}); "
                 f"refusing to merge results of other models into it: use another --name or --out"
             )
-        self.data["detectors"] = old.get("detectors", {})
+        return old
 
     def entry(self, det: str, run: int) -> dict | None:
         return self.data["detectors"].get(det, {}).get(str(run))
@@ -76,12 +83,17 @@ class ResultStore:
         return e is not None and e.get("settings") == plain(dict(settings))
 
     def put(self, det: str, run: int, *, row, aps, settings, seconds: float) -> None:
-        """Adds/replaces one result and rewrites ``store.json`` atomically."""
-        self.data["detectors"].setdefault(det, {})[str(run)] = plain({
-            "row": row, "aps": aps, "settings": dict(settings), "seconds": seconds,
-            "finished": _now(),
-        })
-        atomic_write_json(self.path, self.data)
+        """Adds/replaces one result, merged (locked) into ``store.json`` as it is now: what
+        other runs stored meanwhile is kept, and this store's view is refreshed with it."""
+        entry = plain({"row": row, "aps": aps, "settings": dict(settings), "seconds": seconds,
+                       "finished": _now()})
+
+        def merge(old):
+            new = self.data if old is None else self._checked(old)
+            new["detectors"].setdefault(det, {})[str(run)] = entry
+            return new
+
+        self.data = merge_json(self.path, merge)
 
     def per_run(self) -> dict[str, list[dict]]:
         """``{det: [row of each run that has one]}`` (run order)."""
@@ -105,8 +117,7 @@ class ResultStore:
 
     def log(self, record: Mapping[str, Any]) -> None:
         """Appends one invocation record to ``runs.jsonl``."""
-        with open(os.path.join(self.dir, HISTORY), "a") as f:
-            f.write(json.dumps(plain({"time": _now(), **record})) + "\n")
+        append_line(os.path.join(self.dir, HISTORY), json.dumps(plain({"time": _now(), **record})))
 
 
 def aggregate(per_run: Mapping[str, list]) -> dict:

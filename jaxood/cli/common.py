@@ -75,6 +75,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def open_unit(text: str) -> float:
+    """argparse type: a probability strictly inside (0, 1) (``--confidence``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (e.g. 0.9), got {text!r}")
+    return value
+
+
 def add_import_argument(parser: argparse.ArgumentParser) -> None:
     """``--import FILE_OR_MODULE`` (repeatable): user code registering detectors."""
     parser.add_argument(
@@ -119,8 +130,11 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
       "(calls jax.distributed.initialize(); SLURM/MPI/TPU clusters are auto-detected)")
     a("--coordinator-address",
       help="with --distributed: host:port of process 0 (plain machines without SLURM/MPI)")
-    a("--num-processes", type=int, help="with --distributed: total number of processes")
-    a("--process-id", type=int, help="with --distributed: this process's index")
+    a("--num-processes", type=positive_int, help="with --distributed: total number of processes")
+    a("--process-id", type=nonnegative_int, help="with --distributed: this process's index")
+    a("--startup-timeout", type=positive_float, default=300.0, metavar="SECONDS",
+      help="with --distributed: seconds every process has to join (default 300); past it a "
+      "process exits with one line saying so")
 
 
 def init_distributed(args: argparse.Namespace) -> None:
@@ -128,4 +142,5 @@ def init_distributed(args: argparse.Namespace) -> None:
     if getattr(args, "distributed", False):
         from jaxood import distributed
 
-        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                               args.startup_timeout)

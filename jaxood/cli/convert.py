@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from jaxood.cli.common import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jaxood.convert.openood import OPENOOD_NETS
@@ -42,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="output directory (default: checkpoints/<arch>_<weights>)"
     )
     parser.add_argument(
-        "--num-classes", type=int, default=None, help="expected number of classes (checked)"
+        "--num-classes", type=positive_int, default=None, help="expected number of classes (checked)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 

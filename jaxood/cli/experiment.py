@@ -21,7 +21,8 @@ import json
 import shlex
 import sys
 
-from jaxood.cli.common import add_import_argument
+from jaxood import fsutil
+from jaxood.cli.common import add_import_argument, nonnegative_int, positive_int
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -45,10 +46,10 @@ def add_arguments(parser) -> None:
     a("--out", default="runs/experiments", help="results (JSON, MD, PNG, REPORT.md)")
     a("--work", default=None, help="runner result store (default <out>/work)")
     a("--cache", default=None, help="feature cache (default <work>/cache)")
-    a("--batch-size", type=int, default=256)
-    a("--subset", type=int, default=2000,
+    a("--batch-size", type=positive_int, default=256)
+    a("--subset", type=positive_int, default=2000,
       help="images per split for the perturbation experiments (fixed random subset)")
-    a("--seed", type=int, default=0, help="seed of subsets and random draws")
+    a("--seed", type=nonnegative_int, default=0, help="seed of subsets and random draws")
     a("--no-aps", action="store_true",
       help="published per-benchmark defaults instead of APS (recorded in the results)")
     a("--published-like", default=None, metavar="BENCHMARK",
@@ -77,6 +78,7 @@ def context(args):
         raise ValueError("--benchmark is required")
     if not args.model:
         raise ValueError("--model is required (one saved-model directory per run)")
+    check_outputs(args)
     options = {}
     for text in args.option:
         key, value = _key_value(text)
@@ -92,6 +94,17 @@ def context(args):
         published_like=args.published_like, options=options,
         command=_command_line(),
     )
+
+
+def check_outputs(args) -> None:
+    """--out/--work/--cache may not lie in a model folder the experiments read, nor be the
+    --discussion file."""
+    models = list(args.model) + [_key_value(t)[1] for t in args.method_model]
+    reads = [args.discussion] if args.discussion else []
+    for flag in ("out", "work", "cache"):
+        path = getattr(args, flag)
+        if path:
+            fsutil.check_not_read(path, reads, models, f"--{flag}")
 
 
 def _command_line() -> str:

@@ -15,7 +15,7 @@ import json
 import os
 
 from jaxood import fsutil
-from jaxood.cli.common import add_import_argument, fraction, positive_int
+from jaxood.cli.common import add_import_argument, fraction, open_unit, positive_int
 
 
 def add_arguments(parser) -> None:
@@ -26,17 +26,21 @@ def add_arguments(parser) -> None:
       "x_val/y_val, or a folder / image list / .npz used for all of them")
     a("--train", help="ID-train data (folder, image list, FILE.npz[:KEY]) for fits on train")
     a("--val", help="ID-val data (fits on val; default calibration set)")
-    a("--calibration", help="held-out ID data for the threshold (default: --val)")
+    a("--calibration", help="held-out ID data for the threshold (default: --val; when the "
+      "detector also fits on --val, a seeded 20%% of it is held out for the threshold)")
     a("--benchmark", help="take the ID splits from this benchmark (as `jaxood bench` does)")
     a("--data-root", help="with --benchmark: its data root")
     a("--data-dir", help="root of relative paths in image lists (default: the list's folder)")
     a("--hparams", help="hyperparameters: JSON text or a JSON file")
-    a("--aps", help="a `jaxood bench` results folder (or its aps.json): use the tuned values")
+    a("--aps", help="a `jaxood bench` results folder (or its aps.json) of this model: use the "
+      "tuned values (the defaults are the papers' and can be far from tuned on a new dataset)")
     a("--tpr", type=fraction, default=0.95,
       help="threshold keeps this fraction of ID (default 0.95)")
-    a("--confidence", type=float, default=None,
+    a("--confidence", type=open_unit, default=None,
       help="finite-sample guarantee for --tpr with this probability (e.g. 0.9)")
-    a("--batch-size", type=positive_int, default=256)
+    a("--batch-size", type=positive_int, default=256,
+      help="largest number of images per compiled call (default 256); smaller calls are padded "
+      "only to the next power of two, so they cost what they compute")
     a("-o", "--out", required=True, help="output directory of the fitted detector")
     a("--overwrite", action="store_true", help="replace an existing output directory")
     a("--quiet", action="store_true")
@@ -111,8 +115,6 @@ def main(args) -> int:
     from jaxood.fitted import bind_model, fit, io
 
     det = detectors.get(args.detector)
-    if args.confidence is not None and not 0.0 < args.confidence < 1.0:
-        raise ValueError(f"--confidence must be in (0, 1), e.g. 0.9; got {args.confidence}")
     if args.hparams and args.aps:
         raise ValueError("give --hparams or --aps, not both")
     hparams = read_json_arg(args.hparams, "--hparams") if args.hparams else args.aps
@@ -130,6 +132,17 @@ def main(args) -> int:
     path = fitted.save(args.out, overwrite=args.overwrite)
     info = fitted.threshold_info
     print(f"{det.name} fitted on {args.model}: hyperparameters {fitted.hparams}")
+    for name, a in fitted.adapted.items():
+        print(f"note: {name} = {a['published']} does not fit this model's feature dimension "
+              f"D = {a['feature_dim']}; used {a['used']} (recorded in the detector)")
+    if hparams is None and any(hp.sweep for hp in det.hparams.values()):
+        print(f"note: default hyperparameters (the papers'); tuned ones are often much better "
+              f"on a new dataset: run `jaxood bench ... --detectors {det.name}` and pass its "
+              "results folder with --aps")
+    cal = fitted.calibration_info
+    if "held_out_from" in cal:
+        print(f"calibration: {cal['n']} images held out of {cal['held_out_from']} (the fit used "
+              f"the other {cal['fit_rows']}); pass --calibration to use your own")
     print(f"threshold {fitted.threshold_value:.6g} (keeps {1 - info['calibration_flag_rate']:.2%} "
           f"of {info['n_calibration']} ID calibration inputs) -> {path}")
     return 0

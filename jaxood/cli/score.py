@@ -9,9 +9,12 @@ Examples::
 INPUT: a folder of images (PNG/JPEG/BMP, recursive, sorted), an OpenOOD-style image list, or
 ``FILE.npz[:KEY]`` (uint8 raw images or normalised floats). Output columns: ``input`` (path,
 or ``FILE.npz:KEY[i]``), ``score`` (higher = more in-distribution), ``is_ood`` (at the saved
-threshold), ``pred`` (predicted class), ``max_softmax``. Batches are decoded in background
-threads and streamed to the CSV, so memory stays bounded for any number of images. An
-unreadable image is skipped with a warning and listed at the end (``--strict``: stop).
+threshold), ``pred`` (the model's output index), ``class`` (the original class id: differs
+from ``pred`` for a model trained on a subset with ``--classes``), ``max_softmax``. The output
+may not be one of the inputs, nor lie in the detector's or the model's folder. Batches are
+decoded in background threads and streamed to the CSV, so memory stays bounded for any number
+of images. An unreadable image is skipped with a warning and listed at the end (``--strict``:
+stop). A temporary CSV left by a killed earlier run (``.tmp-<pid>-*``) is removed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from jaxood import fsutil
 from jaxood.cli.common import add_import_argument, load_saved_detector, positive_int
 
 
@@ -39,7 +43,7 @@ def add_arguments(parser) -> None:
     add_import_argument(parser)
 
 
-def _write_rows(fitted, sources, writer, progress: bool, strict: bool):
+def _write_rows(fitted, sources, writer, progress: bool, strict: bool, classes=None):
     from tqdm.auto import tqdm
 
     total = sum(len(s) for s in sources)
@@ -52,8 +56,10 @@ def _write_rows(fitted, sources, writer, progress: bool, strict: bool):
                 if not ok[i]:
                     continue
                 name = src.names[start + i]
-                writer.writerow([name, f"{res['score'][i]:.9g}", int(res["is_ood"][i]),
-                                 int(res["pred"][i]), f"{res['max_softmax'][i]:.6g}"])
+                pred = int(res["pred"][i])
+                writer.writerow([name, f"{res['score'][i]:.9g}", int(res["is_ood"][i]), pred,
+                                 pred if classes is None else classes[pred],
+                                 f"{res['max_softmax'][i]:.6g}"])
             scored += int(ok.sum())
             flagged += int((res["is_ood"] & ok).sum())
             bar.update(len(ok))
@@ -74,23 +80,42 @@ def check_output_file(path: str) -> str:
     return out_dir
 
 
+def check_reads(out: str, args, fitted, sources) -> None:
+    """Raises when ``-o`` is an input file (an .npz, an image, an image list or an image it
+    lists) or lies in the detector's or the model's folder."""
+    from jaxood.data.inputs import FileSource  # deferred with the data stack (see main)
+
+    files = [p.split(".npz:")[0] + (".npz" if ".npz:" in p else "") for p in args.inputs]
+    for src in sources:
+        if isinstance(src, FileSource):
+            files += src.names
+    folders = [args.detector] + ([fitted.model.directory] if fitted.model.directory else [])
+    fsutil.check_not_read(out, files, folders)
+
+
 def main(args) -> int:
     from jaxood.data.inputs import open_input
+    from jaxood.models import class_ids
 
     out_dir = check_output_file(args.out)
+    fsutil.check_not_read(args.out, [], [args.detector])  # before loading anything
     fitted = load_saved_detector(args.detector, args.model, args.batch_size)
     sources = [
         open_input(p, fitted.model.preprocess, fitted.input_shape, data_dir=args.data_dir,
                    name=str(p))
         for p in args.inputs
     ]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=out_dir)
+    check_reads(args.out, args, fitted, sources)
+    fsutil.clean_stale_temps(out_dir)  # a killed earlier run's partial CSV
+    classes = class_ids(fitted.model.manifest)
+    fd, tmp = tempfile.mkstemp(prefix=fsutil.temp_prefix(), suffix=".csv", dir=out_dir)
     t0 = time.perf_counter()
     try:
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["input", "score", "is_ood", "pred", "max_softmax"])
-            scored, flagged, errors = _write_rows(fitted, sources, w, not args.quiet, args.strict)
+            w.writerow(["input", "score", "is_ood", "pred", "class", "max_softmax"])
+            scored, flagged, errors = _write_rows(fitted, sources, w, not args.quiet, args.strict,
+                                                  classes)
         os.chmod(tmp, 0o644)
         if scored:
             os.replace(tmp, args.out)

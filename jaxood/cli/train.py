@@ -138,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--ish-percentile", type=_percentile, help=f"default {d.ish_percentile}")
     a("--init-from", help="saved-model directory to start from (fine-tuning)")
-    a("--seed", type=int)
+    a("--seed", type=nonnegative_int)
     a("--checkpoint-every", type=nonnegative_int, help="steps between checkpoints (0: every epoch)")
     a("--keep-checkpoints", type=positive_int)
     a("--log-every", type=positive_int)

@@ -207,6 +207,10 @@ def load_image(path: str, spec: PreprocessSpec) -> np.ndarray:
             return preprocess(img, spec)
     except OSError as e:
         raise ValueError(f"could not decode image {path!r} ({e})") from e
+    except Image.DecompressionBombError as e:  # not an OSError: would abort a whole run
+        raise ValueError(f"could not decode image {path!r}: it is too large to decode safely "
+                         f"({e}); resize it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust "
+                         "it") from None
 
 
 class DecodedImages:

@@ -221,6 +221,54 @@ class SourceAdapter:
         return self._src.fingerprint()
 
 
+class SubsetSource:
+    """Rows ``indices`` (ascending) of another source, in that order: the same protocol
+    (``names``, ``labels``, ``batch``, ``load``, ``errors``). Contiguous runs of indices are
+    read with one call each."""
+
+    def __init__(self, src, indices: Sequence[int], *, name: str = ""):
+        self._src = open_input(src, None, None) if not hasattr(src, "load") else src
+        self.indices = np.asarray(indices, np.int64)
+        self.name = name or getattr(src, "name", "")
+        self.names = [self._src.names[i] for i in self.indices]
+        self.labels = np.asarray(self._src.labels)[self.indices]
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return self._src.errors
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _runs(self, start: int, stop: int):
+        idx = self.indices[start:stop]
+        cuts = np.flatnonzero(np.diff(idx) != 1) + 1
+        return [(int(r[0]), int(r[-1]) + 1) for r in np.split(idx, cuts) if len(r)]
+
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        return np.concatenate([self._src.batch(a, b) for a, b in self._runs(start, stop)])
+
+    def load(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self._src.load(a, b) for a, b in self._runs(start, stop)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self._src.fingerprint().encode())
+        h.update(self.indices.tobytes())
+        return h.hexdigest()
+
+
+def holdout_split(n: int, fraction: float = 0.2, minimum: int = 20, seed: int = 0):
+    """``(fit_rows, held_out_rows)`` (ascending) of ``n`` rows: a seeded random ``fraction``
+    (at least ``minimum``) held out, e.g. to calibrate thresholds on data a fit did not see;
+    ``None`` when ``n`` is too small to leave ``minimum`` rows on each side."""
+    m = max(minimum, int(round(fraction * n)))
+    if n - m < minimum:
+        return None
+    held = np.sort(np.random.default_rng(seed).permutation(n)[:m])
+    return np.setdiff1d(np.arange(n), held), held
+
+
 class RawArraySource(SourceAdapter):
     """uint8 images in memory (``[N, H, W]`` or ``[N, H, W, C]``), preprocessed per batch
     exactly as decoded files are (:class:`jaxood.data.benchmarks.ArraySource`)."""

@@ -147,8 +147,11 @@ def check_classes(
     """``classes`` (``--classes``): distinct ids >= 0 (and < ``num_classes`` when given),
     at least one."""
     classes = tuple(int(c) for c in classes)
-    if not classes:
-        raise ValueError("classes (--classes) is empty; give the ID class ids, e.g. 0,1,2")
+    if len(classes) < 2:
+        raise ValueError(
+            f"classes (--classes) selects {len(classes)} class(es) {list(classes)}; a classifier "
+            "needs at least 2 (with one, every prediction is that class and accuracy is a "
+            "trivial 100 %): give the ID class ids, e.g. 0,1,2")
     dup = sorted({c for c in classes if classes.count(c) > 1})
     if dup:
         raise ValueError(f"classes (--classes) lists {dup} more than once: {classes}")

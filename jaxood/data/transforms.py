@@ -22,6 +22,7 @@ Output layout is NHWC-friendly ``[H, W, C]`` (jaxood models take NHWC).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -105,6 +106,21 @@ def to_array(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return out
 
 
+#: PIL modes of 16-bit grayscale images (PNG/TIFF); ``convert("L")`` would clip them to 255.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image scaled to 8 bits, ``round(v / 257)`` (65535 -> 255), with a
+    warning: models take 8-bit images, and PIL's own conversion clips every value above 255
+    to white."""
+    v = np.asarray(img, dtype=np.uint32)
+    warnings.warn(
+        "16-bit images are scaled to 8 bits (round(v / 257)) as the model takes 8-bit "
+        "images; convert them yourself to control this", UserWarning, stacklevel=3)
+    return Image.fromarray(((v + 128) // 257).astype(np.uint8), "L")
+
+
 def preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """torchvision eval transform of one PIL image.
 
@@ -121,6 +137,8 @@ def preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     if spec.channels not in (1, 3):
         raise ValueError(f"spec.channels must be 1 or 3, got {spec.channels}")
     mode = "RGB" if spec.channels == 3 else "L"
+    if img.mode in SIXTEEN_BIT_MODES:
+        img = to_eight_bit(img)
     if img.mode != mode:
         img = img.convert(mode)
     if spec.resize_size is not None:

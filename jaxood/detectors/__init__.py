@@ -31,7 +31,7 @@ import importlib.util
 import itertools
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -63,6 +63,7 @@ __all__ = [
     "fit",
     "score",
     "sweep_grid",
+    "adapt_to_dim",
 ]
 
 # Modules whose import registers the built-in detectors.
@@ -395,6 +396,30 @@ def dim_adapted(detector: Detector, feature_dim: int | None) -> dict[str, tuple]
     if detector.dim_grid is None or feature_dim is None:
         return {}
     return {k: tuple(v) for k, v in detector.dim_grid(int(feature_dim)).items()}
+
+
+def adapt_to_dim(
+    detector: Detector, hparams: Mapping[str, Any], given: Iterable[str], feature_dim: int | None
+) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Resolved ``hparams`` made to fit feature dimension ``feature_dim`` before any network
+    pass: defaults (names not in ``given``) that do not fit are replaced by the detector's
+    D-relative values (:func:`dim_adapted`); then ``detector.dim_check`` rejects what still
+    cannot work (a value the user gave), naming it and what to use.
+
+    Returns:
+      ``(hparams, adapted)`` with ``adapted = {name: {"published": default, "used": value,
+      "feature_dim": D}}`` for every replaced default (to be recorded with the result).
+    """
+    given = set(given)
+    adapted = {
+        k: {"published": detector.hparams[k].default, "used": v[0], "feature_dim": feature_dim}
+        for k, v in dim_adapted(detector, feature_dim).items()
+        if k not in given and detector.hparams[k].default != v[0]
+    }
+    out = detector.resolve({**hparams, **{k: a["used"] for k, a in adapted.items()}})
+    if detector.dim_check is not None and feature_dim is not None:
+        detector.dim_check(out, int(feature_dim))
+    return out, adapted
 
 
 def model_hparams(detector: Detector, spec: PreprocessSpec | None) -> dict[str, tuple]:

@@ -25,6 +25,43 @@ def k_from_percentile(d: int, percentile: float) -> int:
     return k
 
 
+def keeps_some(d: int, percentile: float) -> bool:
+    """True when :func:`k_from_percentile` keeps at least one of ``d`` activations."""
+    return int(d - np.round(d * float(percentile) / 100.0)) >= 1
+
+
+def percentile_dim_grid(name: str, default: float, sweep: tuple):
+    """A ``Detector.dim_grid`` for a top-k percentile ``name``: the published ``sweep``
+    values that keep at least one of D activations (the default first when it does), or
+    the largest percentile keeping one when none does; ``{}`` when all fit."""
+
+    def dim_grid(d: int) -> dict[str, tuple]:
+        fits = tuple(v for v in sweep if keeps_some(d, v))
+        if fits == tuple(sweep) and keeps_some(d, default):
+            return {}
+        if not fits:
+            fits = (round(100.0 * (d - 1) / d, 6),) if d > 1 else ()
+        first = (default,) if default in fits else ()
+        return {name: first + tuple(v for v in fits if v != default)} if fits else {}
+
+    return dim_grid
+
+
+def percentile_dim_check(name: str):
+    """A ``Detector.dim_check``: the percentile ``name`` must keep one of D activations."""
+
+    def dim_check(hparams, d: int) -> None:
+        p = float(hparams[name])
+        if not keeps_some(d, p):
+            raise ValueError(
+                f"`{name}`={p:g} keeps 0 of the model's D = {d} feature activations "
+                f"(k = D - round(D*p/100)); use {name} <= {100.0 * (d - 1) / max(d, 1):.4g}, "
+                f"or leave it unset to get a value adapted to D"
+            )
+
+    return dim_check
+
+
 def topk_sum(a: jax.Array, k) -> jax.Array:
     """Sum of the ``k`` largest entries of each row.
 

@@ -157,7 +157,7 @@ def perturbed_features(
       model, variables: the classifier (pure functions, BN in inference mode).
       x: ``[B, H, W, C]`` normalised inputs.
       o: fraction of the ``H*W*C`` elements perturbed; static.
-      eps: perturbation size along ``sign(grad)``.
+      eps: perturbation size along ``sign(grad)`` (finite, >= 0).
       region: which ``m = int(H*W*C*o)`` elements (see ``REGIONS``): ``"trivial"`` the lowest
         ``|grad|`` (the method), ``"significant"`` the highest, ``"random"`` a per-sample
         random choice (seeded by the sample's own values, so independent of batching),
@@ -166,6 +166,9 @@ def perturbed_features(
     Returns:
       ``(features, feature_perturbed)``: the clean ``Features`` and ``[B, D]`` ``f~``.
     """
+    for name, value in (("o", o), ("eps", eps), ("region", region)):
+        if validate.is_concrete(value):  # every path (functional API too) checks them
+            HPARAMS[name].validate(value, name)
     x = validate.images(x, "x", input_shape=model.input_shape)
 
     def logits_fn(x):
@@ -226,6 +229,35 @@ def extract(
 
 
 # ----------------------------------------------------------------------- 2. statistic
+
+
+def min_percent(d: int) -> float:
+    """``100 / d`` (nudged up past float rounding): the percent of ``d`` whose truncated count
+    ``int(d*p/100)`` is exactly one element."""
+    p = 100.0 / d
+    while int(d * p / 100) < 1:
+        p = float(np.nextafter(p, np.inf))
+    return p
+
+
+def dim_grid(d: int) -> dict[str, tuple]:
+    """Narrow models: ``k1``/``k2`` whose published percent of D rounds down to 0 elements
+    become :func:`min_percent` (one element); percentile pairs whose ``p_max`` keeps no
+    activation are dropped (the default pair first when it fits). ``{}`` when all fit."""
+    out = {k: (min_percent(d),) for k in ("k1", "k2") if int(d * HPARAMS[k].default / 100) < 1}
+    pairs = tuple(p for p in PERCENTILE_GRID if _ops.keeps_some(d, p[1]))
+    if pairs != PERCENTILE_GRID:
+        default = HPARAMS["percentile"].default
+        out["percentile"] = (default,) * (default in pairs) + tuple(p for p in pairs
+                                                                     if p != default)
+    return out
+
+
+def dim_check(hparams, d: int) -> None:
+    """Before any network pass: ``k1``/``k2`` must select >= 1 of D elements and ``p_max``
+    keep >= 1 activation (errors name the value to use; unset ones adapt to D)."""
+    topk_counts(d, hparams["k1"], hparams["k2"])
+    _check_percentiles(*hparams["percentile"], d)
 
 
 def topk_counts(d: int, k1: float, k2: float) -> tuple[int, int]:
@@ -624,6 +656,8 @@ for _variant in ("a", "l"):
             hparams=HPARAMS,
             stats_type=AdaScaleStats,
             needs=frozenset({"logits", "feature"}),
+            dim_grid=dim_grid,
+            dim_check=dim_check,
             reference=(
                 "Regmi 2025, AdaSCALE (arXiv 2503.08023); official code "
                 "openood/postprocessors/adascale_postprocessor.py with the consistent k1/k2 "

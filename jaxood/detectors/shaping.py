@@ -556,6 +556,14 @@ _FEATURE = frozenset({"feature"})
 _LOGITS_FEATURE = frozenset({"logits", "feature"})
 
 
+def _dim_fit(default: int) -> dict:
+    """dim_grid/dim_check of a top-k percentile: narrow models (small D) get the published
+    values that keep at least one activation, and impossible ones are refused before any
+    network pass."""
+    return {"dim_grid": _ops.percentile_dim_grid("percentile", default, SCALE_SWEEP),
+            "dim_check": _ops.percentile_dim_check("percentile")}
+
+
 def _topk_percentile(default: int) -> HParam:
     """The percentile that fixes ASH/SCALE/LTS's top-k size: static (k is a Python int)."""
     return HParam(
@@ -600,6 +608,7 @@ for _name, _fn, _desc, _aliases in (
             score=_ash_score(_fn),
             hparams={"percentile": _topk_percentile(90)},
             needs=_FEATURE,
+            **_dim_fit(90),
             reference=(
                 f"Djurisic et al. 2023; {_desc}. {_OPENOOD}ash_net.py, ash.yml; "
                 "k = D - round_half_even(D*p/100); score logsumexp(head(shaped f))"
@@ -614,6 +623,7 @@ register(
         score=_score_scale,
         hparams={"percentile": _topk_percentile(85)},
         needs=_FEATURE,
+        **_dim_fit(85),
         reference=(
             "Xu et al. 2024 (SCALE); "
             + _OPENOOD
@@ -658,6 +668,7 @@ register(
         score=_score_lts,
         hparams={"percentile": _topk_percentile(95)},
         needs=_LOGITS_FEATURE,
+        **_dim_fit(95),
         reference=(
             "Djurisic et al. 2024 (LTS); andrijazz/lts lts.py (lts@95 in its configs): "
             "r = sum a / sum top-k a with a = ReLU(f), score logsumexp(r^2 * logits). "

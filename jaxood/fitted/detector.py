@@ -5,8 +5,9 @@ Lifecycle: ``jaxood.fit`` (fit + calibrate + default threshold) -> ``fitted(x)``
 ``fitted.save(dir)`` / ``jaxood.load_detector(dir, model)`` -> ``fitted.export(path)``.
 
 Scoring runs one compiled program (network + the detector's extract + score:
-:func:`jaxood.scoring.image_program`) at a fixed padded batch size, so ragged tails and
-varying batch sizes never recompile. Scores: ``[N]`` float32, higher = more in-distribution;
+:func:`jaxood.scoring.image_program`) per bucket size: a call of ``n`` rows is padded to the
+next power of two (at most ``batch_size``), so a small call costs what it computes and at most
+``log2(batch_size) + 1`` programs are ever compiled, whatever the call sizes. Scores: ``[N]`` float32, higher = more in-distribution;
 ``predict`` flags ``score < threshold``.
 """
 
@@ -52,6 +53,9 @@ class FittedDetector:
         resolution-agnostic architectures; off by default, never silent).
       model_dir: the saved-model directory it was fitted with, when known (a hint for
         ``jaxood score``; the weights are always checked by fingerprint).
+      adapted: hyperparameters whose published default did not fit the model's feature
+        dimension D and were replaced (``{name: {"published", "used", "feature_dim"}}``,
+        :func:`jaxood.detectors.adapt_to_dim`); saved with the detector.
     """
 
     detector: Detector
@@ -66,6 +70,7 @@ class FittedDetector:
     state: Any = None
     allow_any_size: bool = False
     model_dir: str | None = None
+    adapted: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self._point = self.detector.point(self.hparams)  # resolved and validated once
@@ -149,9 +154,10 @@ class FittedDetector:
 
     def score_batch(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """One batch of at most ``batch_size`` normalised images -> ``{"score", "pred",
-        "max_softmax"}`` through the compiled program (padded to ``batch_size``)."""
+        "max_softmax"}`` through the compiled program (padded to :func:`bucket_size`)."""
         n = len(x)
-        xp, mask = parallel.pad_batch(np.asarray(x, np.float32), self.batch_size)
+        size = bucket_size(n, self.batch_size, self._mesh)
+        xp, mask = parallel.pad_batch(np.asarray(x, np.float32), size)
         if valid is not None:
             mask[:n] &= valid
         variables, stats = self._device_arrays()
@@ -200,11 +206,7 @@ class FittedDetector:
     @property
     def feature_dim(self) -> int:
         """D of the model's penultimate feature."""
-        d = self.model.manifest.get("feature_dim") or self.model.model.feature_dim
-        if d is None:
-            x = jax.ShapeDtypeStruct((1, *self.input_shape), np.float32)
-            d = jax.eval_shape(self.model.model.features, self.model.variables, x).feature.shape[-1]
-        return int(d)
+        return model_feature_dim(self.model)
 
     def reset_stream(self) -> None:
         """Stream detectors: forget the samples seen so far (start a new stream)."""
@@ -246,10 +248,13 @@ class FittedDetector:
 
         Args:
           tpr: fraction of ID inputs to keep, from the stored ID calibration scores.
-          fpr: instead, the fraction of the held-out OOD set ``ood`` to let through.
+          fpr: instead, the fraction of the held-out OOD set ``ood`` to let through. Without
+            ``confidence`` a point estimate for OOD inputs like ``ood`` (fresh ones pass at
+            about this rate, above it about half the time), never a bound.
           ood: OOD scores ``[M]`` (or normalised images) for ``fpr``.
-          confidence: with ``tpr``: a finite-sample guarantee — with this probability over
-            the calibration draw, the true ID flag rate is at most ``1 - tpr``.
+          confidence: a finite-sample guarantee — with this probability over the draw of
+            the calibration set (``tpr``) or of ``ood`` (``fpr``), the true ID flag rate is
+            at most ``1 - tpr`` (the true pass rate of that OOD distribution at most ``fpr``).
         """
         if fpr is not None:
             if ood is None:
@@ -261,7 +266,8 @@ class FittedDetector:
                     f"shape {ood.shape}"
                 )
             ood_scores = ood if ood.ndim == 1 else self(ood)
-            t, info = thresholds.at_fpr(ood_scores, fpr, calibration=self.calibration)
+            t, info = thresholds.at_fpr(ood_scores, fpr, calibration=self.calibration,
+                                        confidence=confidence)
         elif self.calibration is None:
             raise ValueError("no ID calibration scores: call fitted.calibrate(id_val_data) first")
         else:
@@ -287,6 +293,24 @@ class FittedDetector:
         """A ``jax.export`` artifact that scores with only ``jax`` installed (see
         :mod:`jaxood.fitted.export`)."""
         return export.export(self, path, **kwargs)
+
+
+def bucket_size(n: int, batch_size: int, mesh) -> int:
+    """Padded size of a call of ``n <= batch_size`` rows: the next power of two, at most
+    ``batch_size``, rounded up to a multiple of the mesh's devices."""
+    size = 1 << max(0, int(n) - 1).bit_length()
+    return device_batch_size(min(size, int(batch_size)), mesh)
+
+
+def model_feature_dim(loaded: LoadedModel) -> int | None:
+    """D of a model's penultimate feature: from its manifest, else by shape evaluation (no
+    compute); ``None`` when neither the manifest nor an input shape tells it."""
+    d = loaded.manifest.get("feature_dim") or loaded.model.feature_dim
+    shape = loaded.manifest.get("input_shape") or loaded.model.input_shape
+    if d is None and shape is not None:
+        x = jax.ShapeDtypeStruct((1, *shape), np.float32)
+        d = jax.eval_shape(loaded.model.features, loaded.variables, x).feature.shape[-1]
+    return None if d is None else int(d)
 
 
 def check_model_input(x, input_shape, allow_any_size: bool = False) -> np.ndarray:

@@ -13,7 +13,12 @@ Artifact (a directory)::
     det.jaxexport/symbolic.bin    the same with a symbolic batch dimension (when the
                                   detector's program allows it)
     det.jaxexport/args.npz        the array arguments ``a0 .. a{n-1}`` (before the images)
-    det.jaxexport/score.py        a standalone loader/scorer that imports only jax and numpy
+    det.jaxexport/score.py        the standalone loader/scorer (:mod:`jaxood.fitted.standalone`):
+                                  takes uint8 images (or a folder / .npy) and applies the
+                                  recorded preprocessing; needs ``jax`` and ``flatbuffers``
+    det.jaxexport/requirements.txt  exactly what ``score.py`` needs (pillow: image files)
+    det.jaxexport/checksums.json  sha256 of every other file (and of each metadata field):
+                                  ``score.py`` refuses an edited or corrupted artifact
 
 Outputs of both programs: ``(score [B] float32, is_ood [B] bool, pred [B] int32,
 max_softmax [B] float32)``; scores are higher = more in-distribution.
@@ -34,8 +39,9 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from jaxood import fsutil, scoring, validate
+from jaxood import fsutil, models, scoring, validate
 from jaxood.features.model import model_identity as model_fingerprint
+from jaxood.fitted import standalone
 from jaxood.version import __version__
 
 if TYPE_CHECKING:  # annotations only: detector.py imports this module to export
@@ -44,8 +50,8 @@ if TYPE_CHECKING:  # annotations only: detector.py imports this module to export
 #: Files of an artifact.
 #: Platforms ``jax.export`` lowers for.
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
-METADATA, FIXED, SYMBOLIC, ARGS, SCRIPT = (
-    "metadata.json", "fixed.bin", "symbolic.bin", "args.npz", "score.py"
+METADATA, FIXED, SYMBOLIC, ARGS, SCRIPT, REQUIREMENTS = (
+    "metadata.json", "fixed.bin", "symbolic.bin", "args.npz", "score.py", "requirements.txt"
 )
 
 
@@ -129,8 +135,10 @@ def export(
                 f.write(sym_blob)
         np.savez(os.path.join(tmp, ARGS), **{f"a{i}": a for i, a in enumerate(leaves)})
         fsutil.atomic_write_json(os.path.join(tmp, METADATA), meta)
-        with open(os.path.join(tmp, SCRIPT), "w") as f:
-            f.write(SCRIPT_TEXT)
+        fsutil.atomic_write_text(os.path.join(tmp, SCRIPT), script_text())
+        fsutil.atomic_write_text(os.path.join(tmp, REQUIREMENTS), requirements_text())
+        write_checksums(tmp)
+        standalone.verify(tmp)  # what score.py will check, before the artifact is in place
     return os.path.abspath(path)
 
 
@@ -153,81 +161,40 @@ def _metadata(fitted, batch_size, platforms, num_args, has_symbolic, symbolic_er
         "platforms": list(platforms),
         "num_args": num_args,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "classes": models.class_ids(fitted.model.manifest),
+        "requirements": requirements_text().split(),
         "outputs": ["score (higher = more in-distribution)", "is_ood (score < threshold)",
                     "pred (argmax class)", "max_softmax"],
-        "usage": "python score.py images.npy  (normalised float32 [N, H, W, C]); or "
-                 "`from score import load; fn = load(dir); score, is_ood, pred, msp = fn(x)`",
+        "usage": "python score.py images/ (or uint8 images.npy; float32 normalised with "
+                 "--normalised); or `from score import load; fn = load(dir); "
+                 "score, is_ood, pred, msp = fn(uint8_images)`",
     }
 
 
-# The standalone loader written into every artifact: jax and numpy only.
-SCRIPT_TEXT = '''"""Score images with this exported jaxood detector; needs only jax and numpy.
-
-    python score.py images.npy          # normalised float32 [N, H, W, C] -> scores.csv
-
-or from Python::
-
-    import sys; sys.path.insert(0, "det.jaxexport"); from score import load
-    fn = load("det.jaxexport")          # applies the recorded XLA flags (before jax starts)
-    score, is_ood, pred, max_softmax = fn(x)   # higher score = more in-distribution
-"""
-
-import json
-import os
-import sys
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+def script_text() -> str:
+    """``score.py``: the source of :mod:`jaxood.fitted.standalone` with this jax version."""
+    with open(standalone.__file__) as f:
+        return f.read().replace("JAX_VERSION", jax.__version__)
 
 
-def load(directory=HERE):
-    with open(os.path.join(directory, "metadata.json")) as f:
+def requirements_text() -> str:
+    """What ``score.py`` needs, pinned to the jax that lowered the program (a newer jax reads
+    older artifacts, not always the other way round); pillow only for image files."""
+    return f"jax=={jax.__version__}\nflatbuffers\npillow\n"
+
+
+def write_checksums(directory: str) -> None:
+    """``checksums.json``: sha256 of every file of the artifact and of each metadata field."""
+    files = sorted(f for f in os.listdir(directory) if f != standalone.CHECKSUMS)
+    with open(os.path.join(directory, METADATA)) as f:
         meta = json.load(f)
-    if "jax" not in sys.modules:  # flags only take effect before jax initialises
-        os.environ["XLA_FLAGS"] = meta["xla_flags"]
-    import jax
-    import numpy as np
-
-    def read(name):
-        with open(os.path.join(directory, name), "rb") as f:
-            return jax.export.deserialize(bytearray(f.read()))
-
-    args = np.load(os.path.join(directory, "args.npz"))
-    leaves = [args[f"a{i}"] for i in range(meta["num_args"])]
-    fixed = read("fixed.bin")
-    symbolic = read("symbolic.bin") if meta["symbolic_batch"] else None
-    b = meta["batch_size"]
-
-    def fn(x, use_symbolic=False):
-        x = np.asarray(x, np.float32)
-        if use_symbolic and symbolic is not None:
-            return tuple(np.asarray(o) for o in symbolic.call(*leaves, x))
-        outs = []
-        for start in range(0, len(x), b):
-            chunk = x[start : start + b]
-            padded = np.zeros((b, *x.shape[1:]), np.float32)
-            padded[: len(chunk)] = chunk
-            outs.append([np.asarray(o)[: len(chunk)] for o in fixed.call(*leaves, padded)])
-        return tuple(np.concatenate(parts) for parts in zip(*outs))
-
-    fn.metadata = meta
-    return fn
-
-
-if __name__ == "__main__":
-    import numpy as np
-
-    fn = load()
-    score, is_ood, pred, msp = fn(np.load(sys.argv[1]))
-    out = sys.argv[2] if len(sys.argv) > 2 else "scores.csv"
-    with open(out, "w") as f:
-        f.write("index,score,is_ood,pred,max_softmax\\n")
-        for i in range(len(score)):
-            f.write(f"{i},{score[i]:.9g},{int(is_ood[i])},{pred[i]},{msp[i]:.6g}\\n")
-    print(f"{len(score)} scored, {int(is_ood.sum())} flagged as OOD -> {out}")
-'''
+    fsutil.atomic_write_json(os.path.join(directory, standalone.CHECKSUMS), {
+        "files": {f: standalone.sha256_file(os.path.join(directory, f)) for f in files},
+        "metadata_fields": standalone.field_digests(meta),
+    })
 
 
 def read_metadata(path: str) -> dict:
-    """``metadata.json`` of an artifact."""
-    with open(os.path.join(path, METADATA)) as f:
-        return json.load(f)
+    """``metadata.json`` of an artifact, after checking every file against its checksum and
+    the metadata against its schema (``ValueError`` naming the file / edited fields)."""
+    return standalone.verify(path)

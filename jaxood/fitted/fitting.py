@@ -20,7 +20,7 @@ from jaxood.data import inputs as inputs_lib
 from jaxood.features import extract as ex
 from jaxood.features.model import bind_model, input_shape, variables_fingerprint
 from jaxood.features.store import fit_inputs
-from jaxood.fitted.detector import BATCH_SIZE, FittedDetector
+from jaxood.fitted.detector import BATCH_SIZE, FittedDetector, model_feature_dim
 from jaxood.models import LoadedModel
 from jaxood.types import Detector, HParamPoint, Inputs
 
@@ -58,14 +58,22 @@ def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) 
 
 
 def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
-    if len(runs) == 1 or model is None:
+    """The run of ``aps.json`` tuned on ``model``'s weights (checked even for one run: the
+    values tuned on another model are not this model's)."""
+    if not isinstance(runs, list) or not runs or not all(
+            isinstance(r, Mapping) and isinstance(r.get("chosen"), Mapping) for r in runs):
+        raise ValueError(f"{path} is not an aps.json written by `jaxood bench` (each detector "
+                         "maps to a list of runs with 'chosen' hyperparameters)")
+    if model is None:
         return runs[0]
     weights = variables_fingerprint(model.variables)
-    match = [r for r in runs if r.get("model_fingerprint", {}).get("weights") == weights]
+    match = [r for r in runs if (r.get("model_fingerprint") or {}).get("weights") == weights]
     if not match:
+        tuned = sorted({str(r.get("model")) for r in runs})
         raise ValueError(
-            f"{path} holds {len(runs)} runs and none was tuned on this model's weights; "
-            "pass the chosen hyperparameters as a dict"
+            f"{path} was tuned on other model(s) {tuned}, not on this model's weights "
+            f"(sha256 {weights[:12]}…); run `jaxood bench` with this model, or pass the "
+            "hyperparameters as a dict (--hparams) if you mean to reuse them"
         )
     return match[0]
 
@@ -106,7 +114,14 @@ def fit(
         a list of paths, uint8 images, normalised float images or ``(images, labels)``
         (see :func:`jaxood.data.inputs.open_input`).
       hparams: ``None`` (defaults), a dict, or an ``aps.json`` / bench results folder.
-      calibration: held-out ID data for the threshold; default ``id_data["val"]``.
+        Defaults that do not fit the model's feature dimension D (a percent of D rounding
+        to 0 elements on a narrow model) are adapted to D and recorded in
+        ``fitted.adapted``; given values that cannot work are refused before any network
+        pass.
+      calibration: held-out ID data for the threshold. Default: ``id_data["val"]``; when the
+        detector also fits on it (AdaSCALE, ReAct, ...), a seeded random 20 % (at least 20
+        images) of it is held out for calibration and the fit uses the rest, so the
+        ``confidence=`` guarantee holds (recorded in ``fitted.calibration_info``).
       tpr: the default threshold keeps this fraction of ID calibration inputs.
       batch_size: rows per compiled call.
 
@@ -122,8 +137,10 @@ def fit(
     validate.check_open_fraction(tpr, "tpr")
     validate.check_positive_int(batch_size, "batch_size")
     loaded = bind_model(model)
-    point = det.point({**registry.model_hparams(det, loaded.preprocess),
-                       **read_hparams(det, hparams, loaded)})
+    given = {**registry.model_hparams(det, loaded.preprocess),
+             **read_hparams(det, hparams, loaded)}
+    hp, adapted = registry.adapt_to_dim(det, det.resolve(given), given, model_feature_dim(loaded))
+    point = det.point(hp)
     _check_id_data(det, id_data, calibration)
 
     def source(data, name):
@@ -131,21 +148,42 @@ def fit(
             data, loaded.preprocess, input_shape(loaded), data_dir=data_dir, name=name
         )
 
-    data = {
-        s: _split_inputs(det, loaded, source(id_data[s], f"id_data[{s!r}]"), point, batch_size,
-                         progress)
-        for s in det.fit_splits
-    }
+    sources = {s: source(id_data[s], f"id_data[{s!r}]") for s in det.fit_splits}
+    held_out = _held_out_calibration(sources) if calibration is None else None
+    data = {s: _split_inputs(det, loaded, src, point, batch_size, progress)
+            for s, src in sources.items()}
     stats = registry.fit_at(det, loaded.model, loaded.variables, data, point)
     fitted = FittedDetector(det, loaded, point, stats, batch_size=batch_size,
-                            model_dir=loaded.directory)
-    if calibration is None:
+                            model_dir=loaded.directory, adapted=adapted)
+    if held_out is not None:
+        src, info = held_out
+        fitted.calibrate(src, name=src.name)
+        fitted.calibration_info.update(info)
+    elif calibration is None:
         fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits,
                          name="id_data['val']")
     else:
         fitted.calibrate(calibration, data_dir=data_dir)
     fitted.threshold(tpr)
     return fitted
+
+
+def _held_out_calibration(sources: dict):
+    """When the fit reads ID-val, split it: ``sources["val"]`` becomes the fit part and the
+    held-out part is returned as ``(source, info)`` for calibration; ``None`` when the fit
+    does not read ID-val or it is too small to split (then calibration reuses it, which
+    ``threshold(confidence=...)`` warns about)."""
+    if "val" not in sources:
+        return None
+    full = sources["val"]
+    split = inputs_lib.holdout_split(len(full))
+    if split is None:
+        return None
+    fit_rows, held = split
+    sources["val"] = inputs_lib.SubsetSource(full, fit_rows, name="id_data['val'] (fit part)")
+    src = inputs_lib.SubsetSource(full, held, name="id_data['val'] (held-out part)")
+    return src, {"held_out_from": "id_data['val']", "fit_rows": len(fit_rows),
+                 "split": "holdout_split(n, fraction=0.2, minimum=20, seed=0)"}
 
 
 def _check_id_data(det: Detector, id_data, calibration) -> None:

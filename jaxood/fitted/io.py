@@ -4,13 +4,15 @@ Layout::
 
     det/detector.json   format, jaxood + detector versions, hyperparameters, the model's
                         fingerprint, input shape + preprocessing, threshold, calibration info,
-                        static fields of the statistics, a SHA-256 of every array, XLA flags
+                        static fields of the statistics, a SHA-256 of every array, XLA flags,
+                        and a SHA-256 of each of its own fields ("fields_sha256")
     det/arrays/         orbax tree {"stats": {field: array}, "calibration": [n],
                         "state": {field: array}}  (zero-size arrays live in the manifest)
 
 Loading (:mod:`jaxood.fitted.loading`) checks everything it can before returning: a missing or corrupt file, a detector
 that is not registered (a plugin not imported), another detector version, and above all a
-model other than the one the detector was fitted on — each a clear error naming what differs.
+model other than the one the detector was fitted on, an edited ``detector.json`` (its fields
+against their checksums, then its schema) — each a clear error naming what differs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from jaxood import fsutil
 from jaxood.features.model import model_identity
+from jaxood.fitted.standalone import field_digests
 from jaxood.models import LoadedModel, local_checkpointer
 from jaxood.version import __version__
 
@@ -106,6 +109,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         },
         "threshold": {"value": fitted.threshold_value, **(fitted.threshold_info or {})},
         "calibration": fitted.calibration_info,
+        "adapted": fitted.adapted,
         "batch_size": fitted.batch_size,
         "model_dir": fitted.model_dir,
         "layout": layout,
@@ -113,6 +117,8 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         "arrays_sha256": _arrays_digest(tree),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+    manifest = fsutil.plain(manifest)
+    manifest["fields_sha256"] = field_digests(manifest)
     with fsutil.atomic_dir(directory, overwrite=overwrite, marker=MANIFEST) as tmp:
         if tree:
             local_checkpointer().save(os.path.join(tmp, ARRAYS), tree)
@@ -126,17 +132,56 @@ def read_manifest(directory: str) -> dict:
         directory, MANIFEST, kind="saved detector",
         make="write one with `jaxood fit` or FittedDetector.save",
     )
+    path = os.path.join(os.fspath(directory), MANIFEST)
     if manifest.get("format") != FORMAT:
-        path = os.path.join(os.fspath(directory), MANIFEST)
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; "
                          "re-save the detector with this jaxood version")
+    check_manifest(manifest, path)
     return manifest
+
+
+#: Fields of detector.json the loader reads, with their JSON types.
+SCHEMA = {
+    "detector": str, "detector_version": (str, int), "hparams": dict, "model": dict,
+    "threshold": dict, "calibration": dict, "batch_size": int, "layout": dict,
+    "arrays_sha256": str, "stats_type": (str, type(None)),
+}
+
+
+def check_manifest(manifest: dict, path: str) -> None:
+    """Every field against its saved checksum (naming the edited ones), then the schema."""
+    sums = manifest.get("fields_sha256")
+    if isinstance(sums, dict):
+        now = field_digests({k: v for k, v in manifest.items() if k != "fields_sha256"})
+        edited = sorted(k for k in set(sums) | set(now) if sums.get(k) != now.get(k))
+        if edited:
+            raise ValueError(
+                f"{path} was edited after it was saved (fields {edited}); re-fit or re-save the "
+                "detector (set a threshold with `jaxood fit --tpr` or fitted.threshold(), not "
+                "by editing the file)")
+    for key, types in SCHEMA.items():
+        value = manifest.get(key)
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: field {key!r} is missing or has the wrong type "
+                             f"({type(value).__name__}); re-fit the detector")
+    t = manifest["threshold"].get("value")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                          or not np.isfinite(t)):
+        raise ValueError(f"{path}: threshold {t!r} must be a finite number or null")
+    if manifest["batch_size"] < 1:
+        raise ValueError(f"{path}: batch_size must be >= 1, got {manifest['batch_size']}")
 
 
 def check_same_model(saved: dict, model: LoadedModel, where: str) -> None:
     """Raises naming every fingerprint field that differs between ``saved`` and ``model``."""
     current = model_identity(model)
-    diff = {k: (saved.get(k), current.get(k)) for k in saved if saved.get(k) != current.get(k)}
+    # A (Model, variables) pair built in memory knows no architecture name/kwargs (and maybe
+    # no D): what it cannot tell is not a difference; the weights always decide.
+    unknown = {k for k, v in current.items() if v is None}
+    if "arch" not in model.manifest:
+        unknown |= {"arch", "arch_kwargs"}
+    diff = {k: (saved.get(k), current.get(k)) for k in saved
+            if saved.get(k) != current.get(k) and (k not in unknown or k == "weights")}
     diff.pop("name", None)  # a renamed copy of the same weights is the same model
     if diff:
         lines = "; ".join(

@@ -55,6 +55,7 @@ def load(directory: str, model: Any, *, batch_size: int | None = None) -> Fitted
         threshold_info=threshold or None,
         batch_size=manifest["batch_size"] if batch_size is None else batch_size,
         model_dir=loaded.directory or manifest.get("model_dir"),
+        adapted=manifest.get("adapted", {}),
     )
     if layout.get("state"):
         template = det.init_state(stats, fitted.feature_dim, **fitted.score_hparams)

@@ -359,3 +359,11 @@ def check_variables(module, variables, input_shape, *, where: str = "variables")
                 + ", ".join(f"{k} expected {exp[k]} got {got[k]}" for k in shapes[:5])
             )
         raise ValueError("\n".join(lines))
+
+
+def class_ids(manifest: Mapping[str, Any]) -> list[int] | None:
+    """Original class id of each model output when it was trained on a subset
+    (``jaxood train --classes``): output ``i`` means class ``class_ids[i]``; ``None`` when
+    outputs are the class ids themselves."""
+    classes = ((manifest.get("train") or {}).get("config") or {}).get("classes")
+    return None if classes is None else [int(c) for c in classes]

@@ -155,3 +155,39 @@ def test_stream_detectors_include_covariate_shifted_id_in_full_spectrum(setup, t
     n_id = 37 + 37  # toy ID-test + its covariate-shifted copy
     assert len(res.scores["msp"]["id"]) == n_id
     assert len(res.scores["oodd"]["id"]) == n_id
+
+
+def test_two_runs_into_one_folder_keep_both_runs_detectors(setup, tmp_path, monkeypatch):  # noqa: F811
+    """Issue 21: run B starts and finishes while run A (opened earlier) is still computing;
+    before, A's write replaced the store with its own view and B's detector was lost."""
+    root, model_dir = setup
+    real_put = ResultStore.put
+    state = {"b": None}
+
+    def put_after_b(self, det, run, **kw):
+        if det == "msp" and state["b"] is None:  # A's first write: let B run to the end first
+            state["b"] = runner.run(_cfg(root, model_dir, tmp_path, ["ebo"]))
+        return real_put(self, det, run, **kw)
+
+    monkeypatch.setattr(ResultStore, "put", put_after_b)
+    a = runner.run(_cfg(root, model_dir, tmp_path, ["msp"]))
+    assert set(state["b"].table) == {"ebo"}
+    assert set(a.table) == {"msp", "ebo"}
+    store = json.load(open(os.path.join(a.out_dir, "store.json")))
+    assert set(store["detectors"]) == {"msp", "ebo"}
+    md = open(os.path.join(a.out_dir, "results.md")).read()
+    assert "| msp |" in md and "| ebo |" in md
+    history = [json.loads(x) for x in open(os.path.join(a.out_dir, "runs.jsonl"))]
+    assert sorted(h["detectors"] for h in history) == [["ebo"], ["msp"]]
+
+
+def test_adascale_defaults_run_on_a_narrow_model(setup, tmp_path):  # noqa: F811
+    """Issue 21 item 1: at D = 16, k1 = 1 % and k2 = 5 % of D round down to 0 elements; the
+    library's main detector used to FAIL at its defaults. Now they adapt (recorded)."""
+    root, model_dir = setup
+    res = runner.run(_cfg(root, model_dir, tmp_path, ["adascale_a"]))
+    assert res.info["failed"] == {} and "adascale_a" in res.table
+    entry = res.aps["adascale_a"][0]
+    assert entry["adapted_grid"]["used"]["k1"] == [6.25] or entry["adapted_grid"]["used"][
+        "k1"] == (6.25,)
+    assert entry["chosen"]["k1"] == 6.25 and entry["chosen"]["k2"] == 6.25

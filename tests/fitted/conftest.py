@@ -22,3 +22,8 @@ def tiny_world():
     ).astype(np.float32)
     id_data = {"train": (x_train, np.arange(64) % 10), "val": (x_val, np.arange(32) % 10)}
     return model, weights, id_data, x_test
+
+
+# The saved digits model (with preprocessing) and its fitted KNN, for the export/deploy tests.
+from tests.cli.conftest import digits_world  # noqa: E402,F401 - fixture re-exported here
+from tests.fuzz.conftest import fuzz_world  # noqa: E402,F401 - fixture re-exported here

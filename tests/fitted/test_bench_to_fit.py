@@ -25,8 +25,10 @@ def test_fit_from_aps_json_matches_the_runner(setup, name, tmp_path):  # noqa: F
     loaded = models.load(model_dir)
     opened = benchmarks.open_benchmark("toy-imglist", str(root / "data"), loaded.preprocess,
                                        need_train=True)
+    # All of ID-val for the fit, as the runner: with its calibration set given, jaxood.fit
+    # holds nothing out of it.
     fitted = jaxood.fit(name, model_dir, {"train": opened.id_train, "val": opened.id_val},
-                        hparams=res.out_dir)
+                        hparams=res.out_dir, calibration=opened.id_val)
     assert fitted.hparams == fitted.detector.resolve(res.aps[name][0]["chosen"])
     saved = jaxood.load_detector(f"{res.out_dir}/fitted/{name}/run0", model_dir)
     for a, b in zip(jax.tree.leaves(fitted.stats), jax.tree.leaves(saved.stats), strict=True):

@@ -24,8 +24,8 @@ from score import load
 import numpy as np
 fn = load(sys.argv[1])
 x = np.load(sys.argv[2])
-fixed = fn(x)
-sym = fn(x, use_symbolic=True) if fn.metadata["symbolic_batch"] else fixed
+fixed = fn(x, normalised=True)
+sym = fn(x, normalised=True, use_symbolic=True) if fn.metadata["symbolic_batch"] else fixed
 np.savez(sys.argv[3], *fixed, *sym)
 assert "jaxood" not in [m for m in sys.modules if sys.modules[m] is not None]
 """
@@ -79,4 +79,4 @@ def test_multi_platform_export_lowers_here_and_runs_on_cpu(tiny_world, tmp_path)
     assert fn.metadata["platforms"] == ["cpu", "cuda", "tpu"]
     # A multi-platform module dispatches on the platform inside the program, which changes
     # XLA's fusion: equal to float rounding (the cpu-only export above is bit-identical).
-    np.testing.assert_allclose(fn(x_test)[0], fitted(x_test), rtol=1e-6)
+    np.testing.assert_allclose(fn(x_test, normalised=True)[0], fitted(x_test), rtol=1e-6)

@@ -57,11 +57,18 @@ def test_batch_sizes_never_recompile(tiny_world):
     with detectors.temporary_register(det):
         fitted = jaxood.fit("test_counting", (model, weights), id_data, batch_size=16)
         n0 = len(traces)
-        for n in (1, 5, 16, 17, 24):
+        sizes = (1, 5, 16, 17, 24, 3, 7, 2)
+        for n in sizes:
+            assert fitted(x_test[:n]).shape == (n,)
+        after_first = len(traces)
+        for n in sizes:  # every bucket compiled already
             assert fitted(x_test[:n]).shape == (n,)
         fitted.hparams = det.resolve({"temperature": 2.0})  # traced: same executable
         fitted(x_test)
-    assert len(traces) == n0 == 1, traces
+    # Issue 21 item 6: padded to the next power of two (<= batch_size), one program per
+    # bucket, never recompiled: a 1-row call computes 1 row, not 16.
+    assert n0 == 1 and len(traces) == after_first, traces
+    assert sorted(s[0] for s in traces) == [1, 2, 4, 8, 16], traces
     assert "test_counting" not in detectors.names()  # temporary_register cleaned up
 
 

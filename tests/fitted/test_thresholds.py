@@ -81,3 +81,30 @@ def test_fpr_threshold_lets_through_at_most_fpr_of_ood():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         thresholds.at_tpr(**kwargs)
+
+
+@pytest.mark.parametrize("m,fpr,confidence", [(300, 0.05, 0.9), (120, 0.1, 0.95)])
+def test_fpr_confidence_bound_holds_over_ood_draws(m, fpr, confidence):
+    """Issue 21 item 4: with probability >= confidence over the OOD draw, the true OOD pass
+    rate (of N(0, 1) OOD scores: 1 - Phi(t)) is <= fpr; the point estimate is not a bound."""
+    rng = np.random.default_rng(3)
+    draws = 3000
+    ok = ok_point = 0
+    for _ in range(draws):
+        o = rng.normal(size=m)
+        t, info = thresholds.at_fpr(o, fpr, confidence=confidence)
+        ok += sps.norm.sf(t) <= fpr
+        ok_point += sps.norm.sf(thresholds.at_fpr(o, fpr)[0]) <= fpr
+    coverage = ok / draws
+    margin = 4 * np.sqrt(confidence * (1 - confidence) / draws)
+    assert coverage >= confidence - margin
+    j = thresholds.order_statistic(m, fpr, confidence)
+    assert abs(coverage - sps.binom.sf(j, m, fpr)) < margin  # not trivially conservative
+    assert ok_point / draws < 0.75  # the in-sample quantile fails often: a point estimate
+    assert info["guarantee"].startswith(f"true OOD pass rate <= {fpr}")
+
+
+def test_fpr_confidence_needs_enough_ood_scores():
+    with pytest.raises(ValueError, match=r"10 OOD scores cannot give a 90%-confidence bound "
+                                         r"on a 5.00% OOD pass rate; at least 45"):
+        thresholds.at_fpr(np.arange(10.0), 0.05, confidence=0.9)

@@ -136,7 +136,7 @@ CASES = [
     ("fit/tpr_nan", lambda w: fit(w, "--detector", "msp", "--id", w["npz"], "--tpr", "nan"), 2,
      r"argument --tpr: must be a fraction"),
     ("fit/confidence", lambda w: fit(w, "--detector", "msp", "--id", w["npz"], "--confidence",
-                                     "1.5"), 2, r"--confidence must be in \(0, 1\)"),
+                                     "1.5"), 2, r"argument --confidence: must be in \(0, 1\)"),
     ("fit/hparams_list", lambda w: fit(w, "--detector", "msp", "--id", w["npz"], "--hparams",
                                        "[1]"), 2, r"--hparams must be a JSON object"),
     ("fit/hparams_bad_name", lambda w: fit(w, "--detector", "knn", "--id", w["npz"],
