@@ -266,23 +266,15 @@ def resolve_model_dir(directory: str | os.PathLike, *, verbose: bool = True) -> 
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
-    """Reads and checks ``manifest.json`` of a saved model directory."""
-    directory = os.fspath(directory)
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"model directory {directory!r} does not exist")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{directory!r} has no {MANIFEST}; it is not a jaxood saved model (train one with "
-            "`jaxood train` or convert torchvision weights with `jaxood convert`)"
-        )
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is corrupt (invalid JSON: {e})") from None
+    """Reads and checks ``manifest.json`` of a saved model directory (via the one manifest
+    reader, :func:`jaxood.fsutil.read_manifest`)."""
+    manifest = fsutil.read_manifest(
+        directory, MANIFEST, kind="jaxood saved-model directory",
+        make="train one with `jaxood train` or convert torchvision weights with `jaxood convert`",
+    )
     for key in ("arch", "num_classes"):
         if key not in manifest:
+            path = os.path.join(os.fspath(directory), MANIFEST)
             raise ValueError(f"{path} lacks the required key {key!r}")
     return manifest
 

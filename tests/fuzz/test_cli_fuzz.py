@@ -156,7 +156,7 @@ CASES = [
      r"ID-train labels must be class ids in \[0, 5\)"),
     ("fit/model_not_a_model", lambda w: fit(w, "--detector", "msp", "--id", w["npz"])[:1] + [
         "--model", str(w["root"]), "--detector", "msp", "--id", w["npz"], "-o",
-        str(w["root"] / "x")], 2, r"has no manifest.json; it is not a jaxood saved model"),
+        str(w["root"] / "x")], 2, r"has no manifest.json: not a jaxood saved-model directory"),
     ("fit/aps_missing", lambda w: fit(w, "--detector", "knn", "--id", w["npz"], "--aps",
                                       "/nonexistent/results"), 2,
      r"hyperparameter file '/nonexistent/results' does not exist"),
