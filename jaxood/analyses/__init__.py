@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jaxood.analyses.common import Context
+from jaxood.analyses.covariate import fsood_unavailable
 from jaxood.analyses.output import (
     Table,
     aggregate,
@@ -32,7 +33,8 @@ from jaxood.analyses.output import (
     write_record,
 )
 
-__all__ = ["Context", "Experiment", "Outcome", "EXPERIMENTS", "get", "names", "run_experiment"]
+__all__ = ["Context", "Experiment", "Outcome", "EXPERIMENTS", "get", "names", "run_experiment",
+           "unavailable"]
 
 
 class Outcome(NamedTuple):
@@ -125,6 +127,16 @@ def get(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid names: {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
+
+
+def unavailable(name: str, ctx: Context) -> str | None:
+    """Why experiment ``name`` cannot run with this context's data and models (``None`` when
+    it can): what ``jaxood experiment all`` reports when it skips one."""
+    if name == "table4_training" and not ctx.method_models:
+        return "needs a model per training method (--method-model LABEL=DIR)"
+    if name == "table3_fsood":
+        return fsood_unavailable(ctx.benchmark, ctx.data_root)
+    return None
 
 
 def run_experiment(name: str, ctx: Context) -> dict[str, Any]:

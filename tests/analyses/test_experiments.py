@@ -11,6 +11,7 @@ import pytest
 from jaxood import analyses
 from jaxood import detectors as det_registry
 from jaxood.analyses import common
+from jaxood.analyses import verdicts as V
 from jaxood.analyses.output import find
 from jaxood.bench import extract as ex
 from jaxood.bench import runner
@@ -53,7 +54,8 @@ def test_every_experiment_writes_its_record(world, records):
         for plot in rec["plots"]:
             assert (out / plot).stat().st_size > 1000, plot
         for v in rec["verdicts"]:
-            assert v["holds"] in (True, False, None) and v["claim"] and v["here"]
+            assert v["outcome"] in V.OUTCOMES and v["claim"] and v["here"], (name, v)
+            assert v["interval"] or v["outcome"] == V.NA, (name, v)
         assert rec["wall_s"] > 0
     assert records["fig7_pgrid"]["plots"] and records["fig6a_k1k2"]["plots"]
 
@@ -188,9 +190,10 @@ def test_report_collects_every_verdict(world, records):
     path = write_report(str(world["root"] / "out"), discussion=str(disc))
     text = open(path).read()
     assert text.startswith("# The AdaSCALE paper's analyses") and "Hand-written" in text
+    assert text.index("## Discussion (hand-written)") < text.index("Hand-written conclusions")
     n = sum(len(r["verdicts"]) for r in records.values())
-    assert text.count("| holds |") + text.count("| **does not hold** |") + \
-        text.count("| n/a |") == n
+    assert sum(text.count(f"| {m} |") for m in ("holds", "**does not hold**", "inconclusive",
+                                                "n/a")) == n
     assert os.path.basename(path) == "REPORT.md"
 
 
