@@ -47,7 +47,8 @@ def higher_better(metric: str) -> bool:
     for suffix, up in HIGHER_BETTER.items():
         if metric.endswith(suffix):
             return up
-    raise ValueError(f"unknown direction of metric {metric!r}; name it *_AUROC or *_FPR@95")
+    raise ValueError(f"unknown direction of metric {metric!r}; name it with a suffix of "
+                     f"{list(HIGHER_BETTER)}")
 
 
 def interval(values, level: float = LEVEL) -> tuple[float, float, float]:

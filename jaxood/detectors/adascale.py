@@ -212,31 +212,42 @@ def perturbed_features(
       ``(features, feature_perturbed)``: the clean ``Features`` and ``[B, D]`` ``f~``.
     """
     x = validate.images(x, "x", input_shape=model.input_shape)
+    feats, grad = input_gradient(model, variables, x, attribution_dtype)
+    mask = selected_elements(grad, x, o=o, region=region)
+    feature_perturbed = model.features(variables, perturbed_input(x, grad, mask, eps)).feature
+    return feats, feature_perturbed
+
+
+def perturbed_input(x: jax.Array, grad: jax.Array, mask: jax.Array, eps: float) -> jax.Array:
+    """``x~ = x + eps * sign(G)`` on the ``mask [B, H*W*C]`` elements (no clipping,
+    ``sign(0) = 0``), in ``x``'s dtype; the sign is taken at ``grad``'s precision."""
+    with jax.enable_x64(grad.dtype == jnp.float64):
+        delta = jnp.where(mask, eps * jnp.sign(grad.reshape(mask.shape)), 0.0)
+        return x + delta.reshape(x.shape).astype(x.dtype)
+
+
+def selected_elements(grad: jax.Array, x: jax.Array, *, o: float = 0.05,
+                      region: str = "trivial") -> jax.Array:
+    """``[B, H*W*C]`` bool: the ``m = int(H*W*C*o)`` input elements perturbed per sample
+    (``region``, see :func:`perturbed_features`), ranked at ``grad``'s precision (a float64
+    ``grad`` from :func:`input_gradient` is ranked inside an x64 scope)."""
     if region not in REGIONS:
         raise ValueError(f"`region` must be one of {list(REGIONS)}, got {region!r}")
     batch = x.shape[0]
     m = num_perturbed(int(np.prod(x.shape[1:])), o)
+    if region == "all":
+        return jnp.ones((batch, int(np.prod(x.shape[1:]))), bool)
+    if m == 0:
+        return jnp.zeros((batch, int(np.prod(x.shape[1:]))), bool)
     # The random region's priorities come from x alone: drawn outside the x64 scope.
     priority = _region_priority(region, None, x) if region == "random" else None
-    feats, grad = input_gradient(model, variables, x, attribution_dtype)
-    if region == "all" or m > 0:
-        with jax.enable_x64(attribution_dtype == "float64"):  # rank and sign at G's precision
-            flat_grad = grad.reshape(batch, -1)
-            if region == "all":
-                mask = jnp.ones_like(flat_grad, dtype=bool)
-            else:
-                # top_k of -|G| = the m smallest |G| (ties: lower index first).
-                prio = priority if priority is not None else _region_priority(region, flat_grad,
-                                                                              x)
-                _, idx = jax.lax.top_k(prio, m)
-                mask = jnp.zeros_like(flat_grad, dtype=bool).at[
-                    jnp.arange(batch)[:, None], idx].set(True)
-            delta = jnp.where(mask, eps * jnp.sign(flat_grad), 0.0).reshape(x.shape)
-            x_tilde = x + delta.astype(x.dtype)
-    else:
-        x_tilde = x
-    feature_perturbed = model.features(variables, x_tilde).feature
-    return feats, feature_perturbed
+    with jax.enable_x64(grad.dtype == jnp.float64):
+        flat_grad = grad.reshape(batch, -1)
+        if priority is None:
+            priority = _region_priority(region, flat_grad, x)
+        # top_k of -|G| = the m smallest |G| (ties: lower index first).
+        _, idx = jax.lax.top_k(priority, m)
+        return jnp.zeros(flat_grad.shape, bool).at[jnp.arange(batch)[:, None], idx].set(True)
 
 
 def _region_priority(region: str, flat_grad: jax.Array | None, x: jax.Array) -> jax.Array:

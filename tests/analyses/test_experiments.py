@@ -224,3 +224,18 @@ def test_earlier_runs_are_kept_and_a_corrupt_record_is_reported(tmp_path):
     (tmp_path / "fig3_shift.json").write_text('{"command": "a", "wall_')
     with pytest.warns(UserWarning, match="fig3_shift.json: unreadable earlier record"):
         assert earlier_runs(str(tmp_path), "fig3_shift") == []
+
+
+def test_stability_zero_jitter_changes_nothing(world, records):
+    rec = records["stability"]
+    rows = rec["tables"]["stability"]["raw_rows"]
+    assert {r["comparison"] for r in rows} == {"input jitter, float32",
+                                               "float64 vs float32 attribution",
+                                               "input jitter, float64"}
+    ctx = make_context(world, models=world["models"][:1], out_dir=str(world["root"] / "st0"),
+                       options={**OPTIONS, "jitter": 0.0})
+    zero = analyses.run_experiment("stability", ctx)
+    for row in zero["tables"]["stability"]["raw_rows"]:
+        if row["comparison"].startswith("input jitter"):
+            assert row["selected changed %"] == 0 and row["max |Δscore|"] == 0, row
+            assert row["decision flips"] == 0
