@@ -5,7 +5,7 @@ AdaSCALE perturbs the ``o = 5 %`` input elements with the smallest ``|gradient|`
 kinks a float32 gradient is ill-conditioned, so a tiny change of the input, or another correct
 implementation of the same network, can pick other elements and move the score. On a fixed
 random subset of every split (``ctx.subset`` images, seed ``ctx.seed``) and on every model,
-four extraction passes per batch:
+four extraction passes per batch (not cached: the network run is what it measures):
 
 * ``float32``: the method as published; ``float32 + jitter``: the same inputs plus Gaussian
   noise of std ``jitter`` (option, default 1e-6, in normalised input units);
