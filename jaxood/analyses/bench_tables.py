@@ -99,6 +99,24 @@ def adascale_vs_scale(rows, group: str, claim: str, paper: str, decide: str | No
                     names=("AdaSCALE-A", "SCALE"))
 
 
+def headline_verdicts(rows: list[dict], dets: Sequence[str]) -> list[dict]:
+    """The headline claims on per-run rows (``detector``, ``run``, near/far FPR@95 and AUROC),
+    decided by FPR@95 (the paper's headline metric)."""
+    verdicts = []
+    for group in ("near", "far"):
+        fpr = f"{group}_FPR@95"
+        runs = detector_runs(rows, dets, group)
+        claimed = [d for d in dets if d.startswith("adascale")]
+        if claimed and len(claimed) < len(dets):
+            verdicts.append(V.best(f"AdaSCALE-A/L has the best {group}-OOD FPR@95",
+                                   "best average FPR@95 / AUROC on CIFAR-10/100 (Table 5)",
+                                   runs, claimed, decide=fpr))
+        if {"adascale_a", "scale"} <= set(dets):
+            verdicts.append(adascale_vs_scale(rows, group, f"AdaSCALE-A beats SCALE "
+                                              f"({group}-OOD FPR@95)", "yes", fpr))
+    return verdicts
+
+
 def headline(ctx: Context):
     """Tables 1/5 analog: every headline detector over all models (mean ± std)."""
     from jaxood.analyses import Outcome
@@ -110,18 +128,7 @@ def headline(ctx: Context):
     per_set = Table("per_dataset", "Per OOD set (%)", ["detector", "dataset"],
                     ["FPR@95", "AUROC"], dataset_rows(result, dets))
     agg = aggregate(table)
-    verdicts = []
-    for group in ("near", "far"):
-        fpr = f"{group}_FPR@95"
-        runs = detector_runs(table.rows, dets, group)
-        claimed = [d for d in dets if d.startswith("adascale")]
-        if claimed and len(claimed) < len(dets):
-            verdicts.append(V.best(f"AdaSCALE-A/L has the best {group}-OOD FPR@95",
-                                   "best average FPR@95 / AUROC on CIFAR-10/100 (Table 5)",
-                                   runs, claimed, decide=fpr))
-        if {"adascale_a", "scale"} <= set(dets):
-            verdicts.append(adascale_vs_scale(table.rows, group, f"AdaSCALE-A beats SCALE "
-                                              f"({group}-OOD FPR@95)", "yes", fpr))
+    verdicts = headline_verdicts(table.rows, dets)
     return Outcome([table, per_set], {"detectors": dets, "hparams_source": record,
                                       "chosen": chosen(result, dets),
                                       "results_folder": result.out_dir},
@@ -135,6 +142,23 @@ def method_model_dirs(value) -> list[str]:
 
 def accuracy_floor(ctx: Context) -> float:
     return float(ctx.option("accuracy_floor", V.ACCURACY_FLOOR))
+
+
+def method_verdicts(rows: list[dict], labels: Sequence[str], dets: Sequence[str],
+                    floor: float) -> list[dict]:
+    """Per training method: AdaSCALE-A vs SCALE (FPR@95 and AUROC must agree), n/a below the
+    accuracy ``floor`` (percent)."""
+    verdicts = []
+    paper = "yes with ISH on ResNet-50/101 (Table 4)"
+    for label in labels:
+        if not {"adascale_a", "scale"} <= set(dets):
+            break
+        acc = float(np.mean(per_run(rows, "ACC", method=label, detector="scale")))
+        for group in ("near", "far"):
+            claim = f"{label}: AdaSCALE-A beats SCALE ({group}-OOD FPR@95 and AUROC)"
+            verdicts.append(V.below_floor(claim, paper, acc, floor) or adascale_vs_scale(
+                rows, group, claim, paper, None, method=label))
+    return verdicts
 
 
 def training_methods(ctx: Context):
@@ -155,16 +179,8 @@ def training_methods(ctx: Context):
     table = Table("training_methods", "Training method x detector (%)", ["method", "detector"],
                   COLUMNS, rows)
     agg = aggregate(table)
-    verdicts, floor = [], accuracy_floor(ctx)
-    paper = "yes with ISH on ResNet-50/101 (Table 4)"
-    for label in ctx.method_models:
-        if not {"adascale_a", "scale"} <= set(dets):
-            break
-        acc = float(np.mean(per_run(rows, "ACC", method=label, detector="scale")))
-        for group in ("near", "far"):
-            claim = f"{label}: AdaSCALE-A beats SCALE ({group}-OOD FPR@95 and AUROC)"
-            verdicts.append(V.below_floor(claim, paper, acc, floor) or adascale_vs_scale(
-                rows, group, claim, paper, None, method=label))
+    floor = accuracy_floor(ctx)
+    verdicts = method_verdicts(rows, list(ctx.method_models), dets, floor)
     return Outcome([table], {"detectors": dets, "models": dict(ctx.method_models),
                              "accuracy_floor": floor, "hparams_source": sources,
                              "chosen": picks},
