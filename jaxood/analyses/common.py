@@ -38,8 +38,8 @@ class Context:
     Attributes:
       benchmark: benchmark name (``jaxood.data.benchmarks.names()``).
       models: saved-model directories (or ``jaxood train`` workdirs), one per run/seed.
-        Cached-feature analyses aggregate over all of them (mean ± population std);
-        perturbation-changing ones use the first.
+        Every analysis runs on all of them: tables give mean ± population std, the JSON the
+        per-run rows, the verdicts use the paired per-run differences.
       data_root: the benchmark's data root.
       out_dir: where each experiment writes ``<name>.json``, ``<name>.md`` and PNGs.
       work_dir: the runner's result store (default ``<out_dir>/work``).
@@ -269,7 +269,8 @@ _grid_program = jax.jit(adascale.grid_scores, static_argnames=("variant",))
 class AdaScorer:
     """AdaSCALE scores at many settings from one run's cached ``(f, f~)`` per split: the
     percentile- and eCDF-independent parts (sorted cumulative activations, head outputs) are
-    computed once per split; each setting only recomputes Q' and the percentile mapping."""
+    computed once per split; each setting only recomputes Q' and the percentile mapping.
+    ``flip`` (beyond the paper): score with ``-Q'``, for stats from ``fit_stats(flip=True)``."""
 
     def __init__(self, run: RunData, arrays: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  share: AdaScorer | None = None, flip: bool = False):

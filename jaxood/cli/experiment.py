@@ -40,9 +40,11 @@ def add_arguments(parser) -> None:
     a("--list", action="store_true", help="describe the experiments and exit")
     a("--benchmark", help="benchmark name (see `jaxood bench --help`)")
     a("--model", nargs="+", default=[], metavar="DIR",
-      help="saved-model dir(s) / train workdirs; several = runs (mean ± std)")
-    a("--method-model", action="append", default=[], metavar="LABEL=DIR",
-      help="a model per training method for table4_training (repeatable)")
+      help="saved-model dir(s) / train workdirs, one per seed: every analysis runs on all "
+      "(mean ± std, per-run values in the JSON, verdicts on paired per-run differences)")
+    a("--method-model", action="append", default=[], metavar="LABEL=DIR[,DIR...]",
+      help="the model(s) of one training method for table4_training, one dir per seed "
+      "(repeatable; 'all' skips table4_training without it)")
     a("--data-root", default=None, help="data root / folder of .npz files")
     a("--out", default="runs/experiments", help="results (JSON, MD, PNG, REPORT.md)")
     a("--work", default=None, help="runner result store (default <out>/work)")
