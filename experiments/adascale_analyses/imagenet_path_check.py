@@ -34,7 +34,9 @@ RESULTS = os.path.join(ROOT, "experiments", "results", "adascale_analyses",
 OPTIONS = {"k1": [1.0], "k2": [5.0, 10.0], "lmbda": [0.0, 10.0], "draws": 2, "n_val": [2],
            "values": [85, 95], "regions": [["trivial", 0.05], ["random", 0.05]],
            "eps": [0.0, 0.5], "dims": [128, 2048], "trials": 20, "rounds": 2, "batch": [1],
-           "kinds": ["scaling"]}
+           "kinds": ["scaling"],
+           # KNN, MDS and OODD need more training images per class than a synthetic tree has.
+           "detectors": ["msp", "ebo", "react", "scale", "adascale_a", "adascale_l"]}
 
 
 def jaxood(*args: str) -> list[str]:
