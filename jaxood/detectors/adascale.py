@@ -176,13 +176,35 @@ def input_gradient(model: Model, variables, x: jax.Array, dtype: str = "float32"
         return feats, vjp_fn(_own_class(logits))[0]
     feats = model.features(variables, x)
     onehot = _own_class(feats.logits)  # outside the x64 scope: argmax there fails to trace
-    with jax.enable_x64(True):
+
+    def grad64(variables, x, onehot):
         wide = jax.tree_util.tree_map(
             lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v,
             variables)
         _, vjp_fn, _ = jax.vjp(lambda x: logits_fn(wide, x), x.astype(jnp.float64),
                                has_aux=True)
-        return feats, vjp_fn(onehot.astype(jnp.float64))[0]
+        return vjp_fn(onehot.astype(jnp.float64))[0]
+
+    _check_float64_lowers(grad64, model, variables, x, onehot)
+    with jax.enable_x64(True):
+        return feats, grad64(variables, x, onehot)
+
+
+def _check_float64_lowers(fn, model: Model, *args) -> None:
+    """Fails early, with what to do, when ``fn`` traced in an x64 scope cannot be compiled
+    outside it: the program that contains it is lowered after the scope has closed, and some
+    gradients (max pooling's, in JAX 0.10) then mix float64 and float32 constants."""
+    with jax.enable_x64(True):
+        shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+        traced = jax.jit(fn).trace(*shapes)
+    try:
+        traced.lower()
+    except TypeError as e:
+        raise ValueError(
+            f"attribution_dtype='float64' cannot be compiled for model {model.name!r} with "
+            f"JAX {jax.__version__}: its input gradient does not lower under a scoped x64 "
+            f"({e}); a max-pooling layer is the known cause. Use attribution_dtype='float32' "
+            "for this model") from e
 
 
 def _own_class(logits: jax.Array) -> jax.Array:
