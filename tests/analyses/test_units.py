@@ -266,3 +266,21 @@ def test_beats_both_ends_counts_adaptive_cells():
         (80, 90, 84.0),  # loses to 85
     ]]
     assert beats_both_ends(cells) == (2, 3)
+
+
+def test_float64_attribution_fails_early_where_it_cannot_lower():
+    import flax.linen as nn
+
+    from jaxood.types import Features, Model
+
+    def features(v, x):
+        f = nn.max_pool(x * v["w"], (2, 2), (2, 2)).reshape(len(x), -1)
+        return Features(logits=f[:, :3], feature=f)
+
+    model = Model(features=features, head=lambda v, f: f[:, :3], name="maxpool")
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 1)), jnp.float32)
+    ok = jax.jit(lambda x: adascale.perturbed_features(model, {"w": jnp.ones(())}, x)[1])(x)
+    assert ok.shape == (2, 4)  # float32 works
+    with pytest.raises(ValueError, match="attribution_dtype='float64' cannot be compiled"):
+        jax.jit(lambda x: adascale.perturbed_features(
+            model, {"w": jnp.ones(())}, x, attribution_dtype="float64")[1])(x)
