@@ -147,7 +147,14 @@ RULE_TEXT = (
 
 def _counts(records: Sequence[dict]) -> str:
     counts = {o: 0 for o in _MARKS}
+    old = 0
     for rec in records:
         for v in rec["verdicts"]:
-            counts[_current(v)["outcome"]] += 1
-    return "Outcomes: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + "."
+            counts[_current(v)["outcome"]] += "outcome" in v
+            old += "outcome" not in v
+    text = "Outcomes: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + "."
+    if old:
+        text += (f" {old} verdict(s) come from records written before the noise-aware rules "
+                 "(one strict comparison, no interval; marked in the tables): re-run those "
+                 "experiments to judge them.")
+    return text
