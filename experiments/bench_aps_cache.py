@@ -46,8 +46,8 @@ def main() -> None:
     import numpy as np
 
     from jaxood import detectors, metrics, models, parallel
-    from jaxood.bench import aps
     from jaxood.data import benchmarks
+    from jaxood.features import scorer as aps
 
     loaded = models.load(args.model)
     det = detectors.get(args.detector)

@@ -234,7 +234,7 @@ class Preloaded:
 
 
 def network_rounds(lst, spec, args) -> dict:
-    """ResNet-50 (random weights) through ``jaxood.bench.extract.extract``, as ``jaxood bench``
+    """ResNet-50 (random weights) through ``jaxood.features.extract.extract``, as ``jaxood bench``
     runs it: MSP's forward pass and AdaSCALE's extraction (forward + input gradient +
     forward of the perturbed input), from preloaded arrays vs decoding the image list
     (read-ahead threads, and decoding in the calling thread for reference)."""
@@ -244,10 +244,11 @@ def network_rounds(lst, spec, args) -> dict:
     import jax
 
     from jaxood import models
-    from jaxood.bench.cache import CacheEntry
-    from jaxood.bench.extract import extract, features_fn
     from jaxood.data.imglist import ImageList, ImageListSource
     from jaxood.detectors import adascale
+    from jaxood.features.cache import CacheEntry
+    from jaxood.features.extract import extract
+    from jaxood.scoring import features_fn
 
     module = models.create("resnet50", 1000)
     variables = models.init_variables(module, jax.random.PRNGKey(0), (224, 224, 3))
@@ -260,7 +261,7 @@ def network_rounds(lst, spec, args) -> dict:
         feats, perturbed = adascale.perturbed_features(model, v, x, o=0.05, eps=0.5)
         return {"feature": feats.feature, "feature_perturbed": perturbed}
 
-    fns = {"forward": features_fn(model, ["logits", "feature"]), "adascale": adascale_fn}
+    fns = {"forward": features_fn(model, ("logits", "feature")), "adascale": adascale_fn}
     sources = {
         "preloaded": lambda: preloaded,
         "decode_readahead": lambda: ImageListSource(sub, spec),

@@ -14,7 +14,7 @@
    preprocessing, as for the IMAGENET1K_V1 weights).
 3. Times one decode-only pass over every list (``ImageListSource``, as extraction reads).
 4. Runs ``jaxood bench`` (runner API; the equivalent CLI command is recorded) with MSP, SCALE
-   and AdaSCALE-A, APS on, and records the runner's per-stage timings (``jaxood.bench.timing``:
+   and AdaSCALE-A, APS on, and records the runner's per-stage timings (``jaxood.features.timing``:
    decode waits, first batch incl. compile, network passes, cache writes, APS, evaluation,
    fitted-detector and result writing).
 

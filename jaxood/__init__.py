@@ -16,8 +16,7 @@ if not _os.environ.get("JAXOOD_KEEP_XLA_FLAGS"):
 
 from jaxood import detectors, metrics  # noqa: E402
 from jaxood.types import Detector, Features, HParam, Inputs, Model, PreprocessSpec  # noqa: E402
-
-__version__ = "0.2.0"
+from jaxood.version import __version__  # noqa: E402, F401  (re-exported: jaxood.__version__)
 
 __all__ = [
     "Detector",
@@ -37,7 +36,8 @@ _LAZY = {"fit", "load_detector", "FittedDetector"}
 
 
 def __getattr__(name):
-    # The deployment API imports the runner's extraction code: load it on first use only.
+    # Deferred: the deployment API pulls orbax and the feature pipeline; `import jaxood`
+    # (and every `import jaxood.<module>`, which runs this file first) stays light.
     if name in _LAZY:
         from jaxood import fitted
 

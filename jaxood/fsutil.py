@@ -132,3 +132,45 @@ def atomic_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_manifest(directory: str | os.PathLike, filename: str, *, kind: str, make: str) -> dict:
+    """The JSON object ``<directory>/<filename>`` that describes a saved artifact (a saved
+    model's ``manifest.json``, a saved detector's ``detector.json``).
+
+    Args:
+      directory: the artifact's directory.
+      filename: the manifest's file name.
+      kind: what the directory should be, for messages (``"saved jaxood detector"``).
+      make: how to make one, for messages (``"write one with `jaxood fit`"``).
+
+    Raises:
+      FileNotFoundError: no such directory, or no manifest in it.
+      ValueError: the manifest is not valid JSON or not a JSON object.
+    """
+    directory = os.fspath(directory)
+    path = os.path.join(directory, filename)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{kind} {directory!r} does not exist")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory!r} has no {filename}: not a {kind} ({make})")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is corrupt (invalid JSON: {e}); {make} again") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is corrupt (not a JSON object); {make} again")
+    return manifest
+
+
+def check_writable(path: str) -> None:
+    """Creates ``path`` and writes/removes a probe file; clear error when not writable."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"output directory {path!r} is not writable ({e.strerror or e})") from None

@@ -8,13 +8,18 @@ are passed as traced arrays, so sweeping them (APS) re-uses one executable.
 A detector that uses a traced hyperparameter in Python control flow or as a shape raises a
 clear error naming it here: there is no silent fallback to all-static compilation.
 
-Two programs:
+Programs:
 
 * :func:`array_program` scores arrays already extracted (the runner's feature cache):
   ``(variables, stats, inputs, traced) -> [B]``.
 * :func:`image_program` runs the network, the detector's ``extract`` and its ``score`` in one
   XLA program: ``(variables, stats, x, traced) -> {"score": [B], "pred": [B],
   "max_softmax": [B]}``. It is what a fitted detector calls and exports.
+* :func:`stream_program`: a stream detector's step on a batch.
+* the extraction passes (:mod:`jaxood.features.extract`): :func:`sharded` jits a per-batch
+  function built by :func:`features_fn`, :func:`extract_fn` or :func:`image_score_fn` (one
+  function object per model / detector / static setting, so one compilation each; traced
+  hyperparameters travel in the replicated arguments).
 """
 
 from __future__ import annotations
@@ -25,9 +30,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxood import detectors
+from jaxood import detectors, parallel
 from jaxood.types import Detector, Inputs, Model
 
 _TRACER_ERRORS = (
@@ -39,33 +43,15 @@ _TRACER_ERRORS = (
 _CACHE_SIZE = 256
 
 
-def split(det: Detector, hparams: Mapping[str, Any], roles=("score",)):
-    """``(traced, static)`` for the hyperparameters of ``roles``.
+def split(det: Detector, hparams: Mapping[str, Any]):
+    """``(traced, static)`` of the score hyperparameters, for :func:`array_program`.
 
-    ``traced``: ``{name: array}`` (dtype: :func:`_traced_dtype`) of the non-static
-    numeric ones; ``static``: a sorted, hashable ``((name, value), ...)`` of the rest.
-    Extract hyperparameters are always static (they select cached arrays).
+    ``hparams``: an :class:`~jaxood.types.HParamPoint` of ``det`` (used as it is) or a dict
+    (resolved and validated here). ``traced``: ``{name: array}`` of the non-static ones;
+    ``static``: a sorted, hashable ``((name, value), ...)`` of the rest.
     """
-    full = det.resolve(hparams)
-    traced, static = {}, {}
-    for name in (n for role in roles for n in det.names(role)):
-        hp, value = det.hparams[name], full[name]
-        if hp.static or hp.role == "extract":
-            static[name] = value
-        else:
-            traced[name] = np.asarray(value, _traced_dtype(hp.default, value))
-    return traced, tuple(sorted(static.items()))
-
-
-def _traced_dtype(default, value):
-    """float32 when the default is a float (so a sweep mixing 1 and 0.5 compiles once) or the
-    value is not an integer (never truncated); int32 otherwise."""
-    def floats(v):
-        return [x for x in np.ravel(np.asarray(v, object)) if isinstance(x, float)]
-
-    if floats(default) or any(x != int(x) for x in floats(value)):
-        return np.float32
-    return np.int32
+    point = det.point(hparams)
+    return point.traced, point.score_static
 
 
 def _explain(det: Detector, err: Exception, traced_names) -> ValueError:
@@ -165,5 +151,69 @@ def _class_outputs(logits):
 
 
 def image_static(det: Detector, hparams: Mapping[str, Any]):
-    """``(traced, static)`` for :func:`image_program` (extract + score hyperparameters)."""
-    return split(det, hparams, roles=("extract", "score"))
+    """``(traced, static)`` for :func:`image_program`: the traced score hyperparameters, and
+    the static score plus every extract hyperparameter (extract ones always static: they fix
+    what the network pass computes)."""
+    point = det.point(hparams)
+    return point.traced, point.image_static
+
+
+# --------------------------------------------------------------------------- extraction passes
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def sharded(fn, mesh: jax.sharding.Mesh):
+    """``jax.jit(fn)`` of a per-batch function ``(args, x [B, ...]) -> {name: [B, ...]}`` with
+    ``args`` replicated and ``x`` and the outputs batch-sharded over ``mesh``. Cached on the
+    function object: ``fn`` comes from one of the cached builders below (a closure built per
+    call would be a new program per call)."""
+    return jax.jit(
+        fn,
+        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=parallel.batch_sharding(mesh),
+    )
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def features_fn(model: Model, fields: tuple[str, ...]):
+    """``(variables, x) -> {field: array}`` of the requested ``Features`` fields."""
+
+    def fn(variables, x):
+        feats = model.features(variables, x)
+        out = {}
+        for f in fields:
+            value = getattr(feats, f)
+            if value is None:
+                raise ValueError(f"model {model.name!r} does not provide `{f}`")
+            out[f] = value
+        return out
+
+    return fn
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def extract_fn(det: Detector, model: Model, extract_hparams: tuple):
+    """``(variables, x) -> dict`` of ``det.extract`` at the sorted ``((name, value), ...)``
+    extract hyperparameters (static: they fix what is computed)."""
+    kw = dict(extract_hparams)
+
+    def fn(variables, x):
+        return dict(det.extract(model, variables, x, **kw))
+
+    return fn
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def image_score_fn(det: Detector, model: Model, static: tuple):
+    """``((variables, stats, traced), x) -> {"score": [B]}``: :func:`image_program`'s score
+    as a per-batch function for the extraction passes (network scores of ODIN-style
+    detectors, cached per split and point). ``static`` as for :func:`image_program`; the
+    traced hyperparameters are in the arguments, so a sweep compiles once per static
+    setting."""
+    body = _guard(det, image_body(det, model, static))
+
+    def fn(args, x):
+        variables, stats, traced = args
+        return {"score": body(variables, stats, x, traced)["score"]}
+
+    return fn

@@ -6,6 +6,8 @@
   when the detector needs the network, the input images).
 * ``HParam`` / ``Detector``: a record of plain functions (fit, score, optional extract) with
   one hyperparameter table (default, APS grid, consuming stage, static or traced).
+* ``HParamPoint``: one detector's hyperparameters at one point, resolved and validated once
+  and split into the groups each stage uses (``Detector.point``).
 * ``PreprocessSpec``: the exact eval preprocessing a checkpoint expects.
 
 Score convention everywhere: one float per sample, **higher = more in-distribution**.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -330,8 +332,79 @@ class Detector:
 
     def split_hparams(self, hparams: Mapping[str, Any]) -> tuple[dict, dict, dict]:
         """Full hyperparameters -> the (extract, fit, score) keyword dicts."""
-        full = self.resolve(hparams)
-        return tuple({k: full[k] for k in self.names(role)} for role in ROLES)
+        point = self.point(hparams)
+        return dict(point.extract), dict(point.fit), dict(point.score)
+
+    def point(self, hparams: Mapping[str, Any] | None = None) -> HParamPoint:
+        """``hparams`` resolved and validated once into an :class:`HParamPoint`; a point of
+        this detector is returned as it is (passed down, never validated again).
+
+        Raises:
+          ValueError: an unknown name or an invalid value (see :meth:`resolve`).
+        """
+        if isinstance(hparams, HParamPoint) and hparams.detector is self:
+            return hparams
+        return HParamPoint(self, self.resolve(hparams))
+
+
+class HParamPoint(Mapping):
+    """One detector's hyperparameters at one point (a grid point of APS, a fitted detector's
+    setting), resolved and validated once, split into the groups the stages use.
+
+    A read-only mapping ``{name: value}`` of every hyperparameter (table order, plain values:
+    tuples, Python numbers), so it is written to JSON and compared like the dict it replaces.
+    Build it with :meth:`Detector.point`.
+
+    Attributes:
+      detector: the detector it belongs to.
+      extract, fit, score: ``{name: value}`` of each role (the keyword arguments of the stage).
+      traced: ``{name: array}`` of the non-static score hyperparameters: arguments of the
+        compiled programs (float32 when the default is a float or the value is not an
+        integer, so a sweep mixing 1 and 0.5 compiles once; int32 otherwise).
+      score_static: sorted ``((name, value), ...)`` of the static score hyperparameters: part
+        of a compiled program's cache key (programs on cached arrays).
+      image_static: ``score_static`` plus every extract hyperparameter (always static: it
+        selects cached arrays): the key of programs that run the network.
+      fit_key: sorted ``((name, value), ...)`` of the extract and fit hyperparameters: what
+        fitted statistics depend on (hashable).
+    """
+
+    def __init__(self, detector: Detector, resolved: Mapping[str, Any]):
+        self.detector = detector
+        self._values = dict(resolved)
+        groups = {role: {k: self._values[k] for k in detector.names(role)} for role in ROLES}
+        self.extract, self.fit, self.score = groups["extract"], groups["fit"], groups["score"]
+        static = {k: v for k, v in self.score.items() if detector.hparams[k].static}
+        self.traced = {
+            k: np.asarray(v, _traced_dtype(detector.hparams[k].default, v))
+            for k, v in self.score.items() if k not in static
+        }
+        self.score_static = tuple(sorted(static.items()))
+        self.image_static = tuple(sorted({**static, **self.extract}.items()))
+        self.fit_key = tuple(sorted({**self.extract, **self.fit}.items()))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"HParamPoint({self.detector.name!r}, {self._values})"
+
+
+def _traced_dtype(default: Any, value: Any):
+    """float32 when the default is a float (so a sweep mixing 1 and 0.5 compiles once) or the
+    value is not an integer (never truncated); int32 otherwise."""
+    def floats(v):
+        return [x for x in np.ravel(np.asarray(v, object)) if isinstance(x, float)]
+
+    if floats(default) or any(x != int(x) for x in floats(value)):
+        return np.float32
+    return np.int32
 
 
 def _check_signature(det: str, stage: str, fn: Callable, names: tuple[str, ...], npos: int):

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.types import Features
+
 #: Floating-point dtypes accepted for images and features; half precision is cast to float32
 #: before the network (see :func:`images`).
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -84,8 +86,6 @@ def check_array(
 
 def check_features(features: Any, *, need: Sequence[str] = ("logits",)) -> None:
     """Checks a ``Features`` tuple: ranks, batch agreement, finiteness, required fields."""
-    from jaxood.types import Features
-
     if not isinstance(features, Features):
         raise ValueError(f"expected a jaxood.Features, got {type(features).__name__}")
     batch = None

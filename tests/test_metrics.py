@@ -121,3 +121,54 @@ def test_accuracy_errors():
         metrics.accuracy([0, 1], [-1, -1])
     with pytest.raises(ValueError, match="differ in length"):
         metrics.accuracy([0, 1, 2], [0, 1])
+
+
+# ------------------------------------------------- the curves themselves against scikit-learn
+
+CURVE_CASES = {
+    "random": lambda r: (r.integers(0, 2, 2000), r.normal(0, 1, 2000)),
+    "tie_heavy": lambda r: (r.integers(0, 2, 2000), np.round(r.normal(0, 1, 2000), 1)),
+    "few_values": lambda r: (r.integers(0, 2, 500), r.integers(0, 4, 500).astype(float)),
+    "float32": lambda r: (r.integers(0, 2, 700), r.normal(0, 1, 700).astype(np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CURVE_CASES))
+@pytest.mark.parametrize("drop", [True, False])
+def test_roc_curve_is_sklearns(case, drop):
+    y, s = CURVE_CASES[case](np.random.default_rng(2))
+    fpr, tpr = metrics.roc_curve(y.astype(float), s.astype(np.float64), drop_intermediate=drop)
+    ref_fpr, ref_tpr, _ = skm.roc_curve(y, s, drop_intermediate=drop)
+    np.testing.assert_array_equal(fpr, ref_fpr)
+    np.testing.assert_array_equal(tpr, ref_tpr)
+
+
+@pytest.mark.parametrize("case", sorted(CURVE_CASES))
+def test_precision_recall_curve_is_sklearns(case):
+    y, s = CURVE_CASES[case](np.random.default_rng(3))
+    precision, recall = metrics.precision_recall_curve(y.astype(float), s.astype(np.float64))
+    ref_p, ref_r, _ = skm.precision_recall_curve(y, s)
+    np.testing.assert_allclose(precision, ref_p, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(recall, ref_r, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("case", sorted(CURVE_CASES))
+def test_auc_and_auroc_are_sklearns(case):
+    y, s = CURVE_CASES[case](np.random.default_rng(4))
+    ref_fpr, ref_tpr, _ = skm.roc_curve(y, s)
+    assert metrics.trapezoid_auc(ref_fpr, ref_tpr) == pytest.approx(
+        skm.auc(ref_fpr, ref_tpr), abs=1e-12)
+    ref_p, ref_r, _ = skm.precision_recall_curve(y, s)
+    assert metrics.trapezoid_auc(ref_r, ref_p) == pytest.approx(skm.auc(ref_r, ref_p), abs=1e-12)
+    # auroc: OOD (y = 1) positive with score -conf, i.e. conf = -s.
+    conf = -s.astype(np.float64)
+    got = metrics.auroc(conf[y == 0], conf[y == 1])
+    assert got == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+
+
+def test_trapezoid_auc_rejects_non_monotonic_x_as_sklearn_does():
+    x, y = np.array([0.0, 0.5, 0.2, 1.0]), np.array([0.0, 1.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match="monotonic"):
+        metrics.trapezoid_auc(x, y)
+    with pytest.raises(ValueError, match="neither increasing nor decreasing"):
+        skm.auc(x, y)

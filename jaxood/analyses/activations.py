@@ -22,7 +22,7 @@ import numpy as np
 from jaxood import metrics
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import Context, RunData, chunked_q, fit_stats
-from jaxood.analyses.output import Table, aggregate, band, grouped_bars, per_run, save
+from jaxood.analyses.output import Outcome, Table, aggregate, band, grouped_bars, per_run, save
 
 
 def rank_profile(feature: np.ndarray, values: np.ndarray, chunk: int = 4096):
@@ -141,8 +141,6 @@ def _ood_sets(table: Table) -> list[str]:
 
 def shift_by_rank(ctx: Context):
     """Fig. 3."""
-    from jaxood.analyses import Outcome
-
     table, curves, d = _rank_table(ctx, "shift", "Activation shift |a - a^eps| by clean rank")
     plot = _rank_plot(ctx, curves, "shift", "|a - a^eps|", "fig3_shift.png")
     sets = _ood_sets(table)
@@ -169,8 +167,6 @@ def shift_by_rank(ctx: Context):
 
 def perturbed_by_rank(ctx: Context):
     """Fig. 5."""
-    from jaxood.analyses import Outcome
-
     table, curves, d = _rank_table(ctx, "perturbed", "Perturbed activation a^eps by clean rank")
     plot = _rank_plot(ctx, curves, "perturbed", "a^eps", "fig5_perturbed.png")
     verdicts = _set_verdicts(table.rows, _ood_sets(table), "ratio top5%", 1.0, False,
@@ -250,8 +246,6 @@ def _q_plot(ctx: Context, agg: Table, terms: Table) -> str:
 
 def q_ratio(ctx: Context):
     """Fig. 4, with Q' decomposed into its terms."""
-    from jaxood.analyses import Outcome
-
     rows, term_rows = [], []
     for i, model in enumerate(ctx.models):
         run = ctx.run_data(model)

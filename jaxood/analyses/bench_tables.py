@@ -14,9 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxood import models
+from jaxood.analyses import published
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import Context
-from jaxood.analyses.output import Table, aggregate, per_run, per_run_metrics
+from jaxood.analyses.covariate import with_covariate_shift
+from jaxood.analyses.output import Outcome, Table, aggregate, per_run, per_run_metrics
+from jaxood.bench import runner
 
 HEADLINE = ("msp", "ebo", "react", "scale", "adascale_a", "adascale_l", "knn", "mds", "oodd")
 METHOD_DETECTORS = ("msp", "ebo", "scale", "adascale_a", "adascale_l")
@@ -26,10 +30,6 @@ COLUMNS = ["near_FPR@95", "near_AUROC", "far_FPR@95", "far_AUROC", "ACC"]
 def bench(ctx: Context, model_dirs: Sequence[str], detectors: Sequence[str], *,
           benchmark: str | None = None, fsood: bool = False, name: str | None = None):
     """``(BenchResult, published-defaults record)`` of one runner call."""
-    from jaxood import models
-    from jaxood.analyses import published
-    from jaxood.bench import runner
-
     benchmark = benchmark or ctx.benchmark
     manifest = models.read_manifest(models.resolve_model_dir(model_dirs[0], verbose=False))
     base_name = benchmark.split("+")[0]
@@ -119,8 +119,6 @@ def headline_verdicts(rows: list[dict], dets: Sequence[str]) -> list[dict]:
 
 def headline(ctx: Context):
     """Tables 1/5 analog: every headline detector over all models (mean ± std)."""
-    from jaxood.analyses import Outcome
-
     dets = list(ctx.option("detectors", HEADLINE))
     result, record = bench(ctx, ctx.models, dets)
     table = Table("headline", f"{len(ctx.models)} run(s): near/far-OOD means (%)",
@@ -165,8 +163,6 @@ def training_methods(ctx: Context):
     """Table 4 analog: the same architecture trained with several methods (one model per
     method, or several seeds as ``LABEL=DIR,DIR,...``); models below the accuracy floor
     (option ``accuracy_floor``, percent) are reported as n/a."""
-    from jaxood.analyses import Outcome
-
     if not ctx.method_models:
         raise ValueError("table4_training needs --method-model LABEL=DIR (one per training "
                          "method, e.g. ce=... logitnorm=... elogitnorm=... ce_ish=...)")
@@ -191,9 +187,6 @@ def full_spectrum(ctx: Context):
     """Table 3 analog: ID = ID test + covariate-shifted ID sets (derived for array benchmarks
     without any, :mod:`jaxood.analyses.covariate`), beside the conventional setting, on every
     model (option ``max_runs`` to use fewer)."""
-    from jaxood.analyses import Outcome
-    from jaxood.analyses.covariate import with_covariate_shift
-
     dets = list(ctx.option("fs_detectors", HEADLINE))
     runs = list(ctx.models)[:int(ctx.option("max_runs", len(ctx.models)))]
     name = with_covariate_shift(ctx.benchmark, int(ctx.option("csid_size", 2000)), ctx.seed)

@@ -1,5 +1,5 @@
 """Shared plumbing of the analyses: the settings of a run of experiments, one model opened on
-a benchmark through the runner's cached :class:`~jaxood.bench.runner.DataStore`, fixed
+a benchmark through the cached :class:`~jaxood.features.store.DataStore`, fixed
 random subsets, AdaSCALE statistics and fast re-scoring from cached features, and metrics.
 
 Everything that needs the network goes through the DataStore, so a feature computed once
@@ -21,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, parallel
-from jaxood.bench import runner
-from jaxood.bench.cache import FeatureCache
+from jaxood import metrics, models, parallel
+from jaxood.analyses import published
 from jaxood.data import benchmarks
 from jaxood.detectors import adascale
+from jaxood.features.cache import FeatureCache
+from jaxood.features.store import DataStore
 
 #: The AdaSCALE detector whose ``extract`` (perturbed features) the analyses read.
 ADASCALE = "adascale_a"
@@ -164,12 +165,10 @@ def subset_opened(opened: benchmarks.OpenedBenchmark, size: int, seed: int):
 
 
 class RunData:
-    """One model opened on the benchmark: per-split cached arrays through the runner's
+    """One model opened on the benchmark: per-split cached arrays through the pipeline's
     DataStore (same cache keys as ``jaxood bench``)."""
 
     def __init__(self, ctx: Context, model_dir: str, subset: int | None = None):
-        from jaxood import models
-
         bench = benchmarks.get(ctx.benchmark)
         self.model_dir = models.resolve_model_dir(model_dir, verbose=False)
         self.loaded = models.load(self.model_dir, expected_num_classes=bench.num_classes)
@@ -179,7 +178,7 @@ class RunData:
         if subset is not None:
             opened = subset_opened(opened, subset, ctx.seed)
         self.opened, self.subset = opened, subset
-        self.store = runner.DataStore(
+        self.store = DataStore(
             opened, self.loaded, FeatureCache(ctx.cache), batch_size=ctx.batch_size,
             mesh=parallel.data_mesh(), progress=ctx.progress,
         )
@@ -332,8 +331,6 @@ def base_percentile(ctx: Context, scorer: AdaScorer, stats, variant: str = "a"):
     """``((p_min, p_max), source)``: APS over the published grid (``ctx.aps``), else the
     published per-benchmark default (or the detector default when nothing is published)."""
     if not ctx.aps:
-        from jaxood.analyses import published
-
         hp, record = published.overrides(ctx.benchmark, scorer.run.loaded.manifest,
                                          [f"adascale_{variant}"], like=ctx.published_like)
         pair = hp.get(f"adascale_{variant}", {}).get("percentile",

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import Context
-from jaxood.analyses.output import Table, band, save
+from jaxood.analyses.output import Outcome, Table, band, save
 from jaxood.detectors import adascale, shaping
 from jaxood.types import Model
 
@@ -111,8 +111,6 @@ def ratio_trend(rows: list[dict], batch: int) -> dict:
 
 def latency(ctx: Context):
     """Table 11."""
-    from jaxood.analyses import Outcome
-
     dims = [int(d) for d in ctx.option("dims", DIMS)]
     batches = [int(b) for b in ctx.option("batch", (1, 256))]
     trials, rounds = int(ctx.option("trials", 10000)), int(ctx.option("rounds", 20))

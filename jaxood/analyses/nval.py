@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import MAIN_METRICS, Context, fit_stats, keep
-from jaxood.analyses.output import Table, aggregate, find, per_run_metrics
+from jaxood.analyses.output import Outcome, Table, aggregate, find, per_run_metrics
 from jaxood.analyses.sensitivity import prepare
 
 N_VAL = (10, 100, 1000)
@@ -22,8 +22,6 @@ PAPER = {"10": (59.69, 78.52, 18.25, 96.03), "100": (59.05, 78.92, 17.79, 96.13)
 
 def n_val(ctx: Context):
     """Table 7."""
-    from jaxood.analyses import Outcome
-
     sizes, draws = ctx.option("n_val", N_VAL), int(ctx.option("draws", DRAWS))
     rows, pairs, skipped = [], [], set()
     for i, model in enumerate(ctx.models):

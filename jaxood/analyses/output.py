@@ -13,7 +13,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -214,3 +214,23 @@ def grouped_bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]
         ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, yerr=err, label=name)
     ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=7)
     ax.legend(fontsize=7)
+
+
+class Outcome(NamedTuple):
+    """What an experiment returns.
+
+    Attributes:
+      tables: rows per run/draw (aggregated by :func:`run_experiment`).
+      settings: what was used (grids, percentiles and where they came from, subset sizes).
+      summary: key numbers for the report and the claim checks.
+      plots: PNG file names written into ``ctx.out_dir``.
+      data: extra JSON-only data (e.g. curves).
+      verdicts: the paper's claims checked on this data (:func:`jaxood.analyses.report.verdict`).
+    """
+
+    tables: list[Table]
+    settings: dict
+    summary: dict
+    plots: list[str] = []
+    data: dict = {}
+    verdicts: list[dict] = []

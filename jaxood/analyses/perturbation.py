@@ -26,7 +26,7 @@ from jaxood.analyses.common import (
     keep,
     q_values,
 )
-from jaxood.analyses.output import Table, aggregate, find, mean_of_groups
+from jaxood.analyses.output import Outcome, Table, aggregate, find, mean_of_groups
 
 REGIONS = [(r, o) for r in ("random", "trivial", "significant") for o in (0.01, 0.05, 0.10, 0.50)]
 REGIONS += [("all", 1.0)]
@@ -77,8 +77,6 @@ def _mean_auroc(row) -> float:
 
 def region(ctx: Context):
     """Table 9."""
-    from jaxood.analyses import Outcome
-
     grid = [tuple(v) for v in ctx.option("regions", REGIONS)]
     settings = [{"region": r, "o": float(o)} for r, o in grid]
     rows, pairs, sizes = _variants(
@@ -115,8 +113,6 @@ def region(ctx: Context):
 
 def epsilon(ctx: Context):
     """Table 10."""
-    from jaxood.analyses import Outcome
-
     values = [float(v) for v in ctx.option("eps", EPS)]
     rows, pairs, sizes = _variants(ctx, [{"eps": v} for v in values],
                                    lambda hp: {"eps": hp["eps"]})

@@ -18,6 +18,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
+from jaxood import metrics
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import (
     AdaScorer,
@@ -27,7 +28,7 @@ from jaxood.analyses.common import (
     fit_stats,
     valid_pairs,
 )
-from jaxood.analyses.output import Table, aggregate, find, heatmap, save
+from jaxood.analyses.output import Outcome, Table, aggregate, find, heatmap, save
 from jaxood.detectors import adascale
 
 NAMES = {"a": "AdaSCALE-A", "l": "AdaSCALE-L",
@@ -36,7 +37,6 @@ METRICS = ["val_AUROC", "val_FPR@95", "near_AUROC", "near_FPR@95", "far_AUROC", 
 
 
 def _rows(scorer: AdaScorer, stats, pairs, variant: str) -> list[dict]:
-    from jaxood import metrics
 
     out = []
     evaluated = scorer.evaluate(stats, pairs, variant)
@@ -153,8 +153,6 @@ def _variant_verdicts(rows: list[dict], variant: str) -> tuple[dict, list[dict]]
 
 def p_grid(ctx: Context):
     """Fig. 7 (and the flipped variant beyond the paper)."""
-    from jaxood.analyses import Outcome
-
     values = tuple(ctx.option("values", adascale.PERCENTILE_VALUES))
     all_pairs = [(a, b) for i, a in enumerate(values) for b in values[i:]]
     rows, info = [], []

@@ -16,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jaxood.detectors.nap import PUBLISHED_W
+from jaxood.detectors.oodd import OODD_DEFAULTS
+
 #: Tables 12 (A) and 13 (L): (benchmark, network) -> {variant: (p_min, p_max, k2 in %)}.
 ADASCALE_TABLES = {
     ("cifar10", "wrn28_10"): {"a": (60, 95, 80.0), "l": (60, 85, 80.0)},
@@ -70,13 +73,9 @@ def _published(name: str, dataset: str, net: str):
     if name in ("adascale_a", "adascale_l"):
         return _adascale(name[-1], dataset, net)
     if name == "oodd":
-        from jaxood.detectors.oodd import OODD_DEFAULTS
-
         if dataset in OODD_DEFAULTS:
             return dict(OODD_DEFAULTS[dataset]), f"OODD release bash.sh: {dataset}"
     if name.startswith("nap_"):
-        from jaxood.detectors.nap import PUBLISHED_W
-
         w = PUBLISHED_W.get(name, {}).get(dataset)
         if w is not None:
             return {"w": w}, f"NAP paper, optimal w: {dataset}"

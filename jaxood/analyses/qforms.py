@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import MAIN_METRICS, Context, fit_stats, keep
-from jaxood.analyses.output import Table, aggregate, find, mean_of_groups
+from jaxood.analyses.output import Outcome, Table, aggregate, find, mean_of_groups
 from jaxood.analyses.sensitivity import prepare
 from jaxood.detectors import adascale
 
@@ -22,8 +22,6 @@ LABELS = {"lambda_q+c_o": "lambda Q + C_o (method)", "q": "Q", "c_o": "C_o = sum
 
 def q_forms(ctx: Context):
     """Table 6."""
-    from jaxood.analyses import Outcome
-
     forms = ctx.option("q_forms", adascale.Q_FORMS)
     rows, pairs = [], []
     for i, model in enumerate(ctx.models):

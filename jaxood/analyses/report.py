@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
+from jaxood.analyses.registry import EXPERIMENTS
 from jaxood.fsutil import atomic_write_text
 
 _MARKS = {"holds": "holds", "does not hold": "**does not hold**",
@@ -86,8 +87,6 @@ def experiment_markdown(record: dict, table_mds: Sequence[str]) -> str:
 
 def load_records(out_dir: str) -> list[dict]:
     """The records in ``out_dir`` in registry order."""
-    from jaxood.analyses import EXPERIMENTS
-
     records = []
     for name in EXPERIMENTS:
         path = os.path.join(out_dir, f"{name}.json")
@@ -103,8 +102,6 @@ def write_report(out_dir: str, *, discussion: str | None = None,
     such), the count of outcomes, then per experiment its claims with their intervals, and
     the experiments skipped in this invocation (``{name: reason}``) or never recorded.
     Returns the path."""
-    from jaxood.analyses import EXPERIMENTS
-
     records = load_records(out_dir)
     lines = ["# The AdaSCALE paper's analyses on this data", ""]
     if discussion:

@@ -23,6 +23,7 @@ from jaxood.analyses.common import (
     keep,
 )
 from jaxood.analyses.output import (
+    Outcome,
     Table,
     aggregate,
     band,
@@ -54,8 +55,6 @@ def _run_value(rows, k1: float, k2: float) -> np.ndarray:
 
 def k1_k2(ctx: Context):
     """Fig. 6a."""
-    from jaxood.analyses import Outcome
-
     k1s, k2s = ctx.option("k1", K1_GRID), ctx.option("k2", K2_GRID)
     rows, pairs, d = [], [], None
     for i, model in enumerate(ctx.models):
@@ -119,8 +118,6 @@ def k1_k2(ctx: Context):
 
 def lmbda(ctx: Context):
     """Fig. 6b."""
-    from jaxood.analyses import Outcome
-
     values = ctx.option("lmbda", LAMBDA_GRID)
     rows, pairs = [], []
     for i, model in enumerate(ctx.models):

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import AdaScorer, Context, RunData, base_percentile, fit_stats
-from jaxood.analyses.output import Table, aggregate, per_run_metrics
+from jaxood.analyses.output import Outcome, Table, aggregate, per_run_metrics
 from jaxood.detectors import adascale
 
 JITTER = 1e-6
@@ -153,8 +153,6 @@ def _run_rows(ctx: Context, i: int, model: str, jitter: float) -> tuple[list[dic
 
 def score_stability(ctx: Context):
     """Score stability under input jitter and float32 vs float64 attribution."""
-    from jaxood.analyses import Outcome
-
     jitter = float(ctx.option("jitter", JITTER))
     rows, info = [], []
     for i, model in enumerate(ctx.models):

@@ -1,9 +1,12 @@
-"""The benchmark runner: cached feature extraction, APS, OpenOOD tables, reports and plots.
+"""The benchmark runner: APS, OpenOOD tables, reports and plots, fitted detectors per run.
+
+The feature pipeline it runs on (extraction, the feature cache, the per-run split store,
+the compile-once scorer) is :mod:`jaxood.features`, shared with ``jaxood.fit`` and the
+analyses.
 
 * :mod:`jaxood.bench.runner` — ``run(BenchConfig(...))``, the Python API of ``jaxood bench``;
-* :mod:`jaxood.bench.extract` / :mod:`jaxood.bench.cache` — sharded, padded + masked,
-  resumable extraction into an on-disk cache;
-* :mod:`jaxood.bench.aps` — OpenOOD's automatic parameter search and the compile-once scorer;
+* :mod:`jaxood.bench.aps` — OpenOOD's automatic parameter search;
+* :mod:`jaxood.bench.store` — the merged result store of a results folder;
 * :mod:`jaxood.bench.report` / :mod:`jaxood.bench.plots` — MD/CSV/JSON and PNG outputs;
 * :mod:`jaxood.bench.demo` — the demo model behind ``jaxood demo``.
 """

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+from jaxood.data.openset import demo_dataset
+from jaxood.train import TrainConfig, train
+
 #: WRN-10-2 on 8x8x1: 128-d features, ~0.3M parameters.
 DEMO_ARCH = {"depth": 10, "widen_factor": 2}
 
@@ -17,9 +20,6 @@ DEMO_ARCH = {"depth": 10, "widen_factor": 2}
 def train_demo_model(out: str, epochs: int = 10, seed: int = 0, progress: bool = True) -> str:
     """Trains the demo WRN on ID digits 0-4 (reusing a finished model in ``out``)."""
     import numpy as np
-
-    from jaxood.data.openset import demo_dataset
-    from jaxood.train import TrainConfig, train
 
     workdir = os.path.join(out, f"train_s{seed}_e{epochs}")
     best = os.path.join(workdir, "best")

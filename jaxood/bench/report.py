@@ -120,6 +120,7 @@ def write_all(result, *, plots: bool = True) -> dict[str, str]:
     atomic_write_text(paths["json"], json.dumps(json_obj(result), indent=1) + "\n")
     atomic_write_text(paths["aps"], json.dumps(plain(result.aps), indent=1) + "\n")
     if plots and result.table:
+        # Deferred: plots imports matplotlib, needed only when plots are written.
         from jaxood.bench import plots as plots_lib
 
         paths.update(plots_lib.write_plots(result, os.path.join(out, "plots")))

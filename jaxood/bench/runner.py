@@ -21,27 +21,30 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, parallel, scoring, validate
+from jaxood import fsutil, metrics, models, parallel, validate
 from jaxood.bench import aps as aps_lib
-from jaxood.bench import extract as ex
-from jaxood.bench.cache import FeatureCache, variables_fingerprint
+from jaxood.bench import report
 from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
-from jaxood.bench.timing import StageTimes
 from jaxood.data import benchmarks
 from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
+from jaxood.features import extract as ex
+from jaxood.features.cache import FeatureCache
+from jaxood.features.model import model_capabilities, model_identity
+from jaxood.features.scorer import Scorer, to_inputs
+from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, fit_inputs
+from jaxood.features.timing import StageTimes
+from jaxood.fitted import FittedDetector
 from jaxood.fsutil import plain
-from jaxood.types import Detector, plain_value
+from jaxood.types import Detector, HParamPoint
+from jaxood.version import __version__
 
 #: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
 STREAM_SEED = 100
@@ -71,10 +74,11 @@ class BenchConfig:
       model_name: results folder name (default: the manifest name / arch); the folder is
         ``<out_dir>/<benchmark>/<name>-<8 hex of the weights' SHA-256>``.
       strict: re-raise a detector's error instead of recording it and going on.
-      fit_images_mb: in-memory (array) ID splits up to this size (as float32) are given to
-        ``fit`` as an image array (``Inputs.x``); larger splits and image lists as the lazily
-        batched source itself (``len`` + ``batch(start, stop)``), which fits that use images
-        (OODD's crops) read batch by batch with bounded memory.
+      fit_images_mb: ID splits up to this size (as float32) are given to ``fit`` as an image
+        array (``Inputs.x``); larger splits as the lazily batched source itself (``len`` +
+        ``batch(start, stop)``), which fits that use images (OODD's crops) read batch by
+        batch with bounded memory (:func:`jaxood.features.store.fit_inputs`, the same rule
+        as ``jaxood.fit``).
       plot_detectors: detectors that get histogram/ROC plots (default all; the near/far
         bar chart always shows every detector).
       rerun: recompute detectors whose results are already stored with the same settings
@@ -101,231 +105,11 @@ class BenchConfig:
     strict_counts: bool = False
     model_name: str | None = None
     strict: bool = False
-    fit_images_mb: float = 64.0
+    fit_images_mb: float = FIT_IMAGES_MB
     plot_detectors: Sequence[str] | None = None
     rerun: bool = False
     save_detectors: bool = True
     distributed: bool = False
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def check_writable(path: str) -> None:
-    """Creates ``path`` and writes/removes a probe file; clear error when not writable."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
-    except OSError as e:
-        raise ValueError(f"output directory {path!r} is not writable ({e.strerror or e})") from None
-
-
-def model_capabilities(model, variables, sample_shape: tuple[int, ...]) -> set[str]:
-    """Which ``Features`` fields the model fills, found by shape evaluation (no compute)."""
-    x = jax.ShapeDtypeStruct((1, *sample_shape), np.float32)
-    try:
-        out = jax.eval_shape(model.features, variables, x)
-    except Exception as e:
-        raise ValueError(
-            f"model {model.name!r} cannot run on inputs of shape {tuple(sample_shape)} "
-            f"({type(e).__name__}: {e}); wrong benchmark/preprocessing for this checkpoint?"
-        ) from e
-    caps = {"logits", "feature", "input"}
-    if out.feature_map is not None:
-        caps.add("feature_map")
-    if out.attention is not None:
-        caps.add("attention")
-    return caps
-
-
-def select_detectors(names: Sequence[str] | None, caps: set[str]) -> list[Detector]:
-    """Resolves names (errors list valid ones) and checks the model supports their needs.
-
-    With ``names=None`` every registered detector whose ``needs`` the model meets is used.
-    """
-    if names is None:
-        return [d for d in det_registry.all_detectors().values() if set(d.needs) <= caps]
-    dets = [det_registry.get(n) for n in names]  # ValueError listing valid names
-    for d in dets:
-        missing = set(d.needs) - caps
-        if missing:
-            raise ValueError(
-                f"detector {d.name!r} needs {sorted(missing)}, which this model does not "
-                f"provide (it provides {sorted(caps - {'input'})})"
-            )
-    return dets
-
-
-def _cheap_images(src, limit_mb: float) -> bool:
-    """True for in-memory array datasets small enough to hand to ``fit`` as float32."""
-    return isinstance(src, benchmarks.ArraySource) and src.images.size * 4 <= limit_mb * 1e6
-
-
-def model_hparams(det: Detector, spec) -> dict[str, Any]:
-    """Hyperparameters that describe the model's input normalisation (ODIN's ``std``)."""
-    out = {}
-    if spec is not None:
-        for name in ("std", "mean"):
-            if name in det.defaults:
-                out[name] = tuple(getattr(spec, name))
-    return out
-
-
-
-
-def is_stream(det: Detector) -> bool:
-    """Streaming detectors score a whole permuted stream at once, not in chunks: ID ∪ each OOD
-    set separately, permuted with NumPy seed 100 (OODD release protocol)."""
-    return det.stream
-
-
-# --------------------------------------------------------------------------- data store
-
-
-def extract_id(det: Detector) -> str:
-    """Identity of a detector's ``extract`` for cache keys: its qualified name, the detector's
-    ``version`` and a hash of the function's source, so a fixed extract never reuses stale
-    cached arrays (bump ``version`` when code it calls changes)."""
-    return function_id(det, det.extract)
-
-
-def function_id(det: Detector, fn) -> str:
-    """``module.qualname@v<version>:<source hash>`` of one of a detector's functions."""
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):  # no source (builtins, REPL): the version alone identifies it
-        source = ""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    name = f"{fn.__module__}.{getattr(fn, '__qualname__', det.name)}"
-    return f"{name}@v{det.version}:{digest}"
-
-
-
-class DataStore:
-    """Lazily extracted, cached per-sample arrays of every dataset of one run.
-
-    Keys are ``"id_train"``, ``"id_val"``, ``"id_test"``, ``"ood_val"``, ``"near/<name>"``,
-    ``"far/<name>"``, ``"csid/<name>"``. ``timer`` gets the network passes' stages
-    (``features/*``, ``extract/<detector>/*``, ``netscore/<detector>/*``).
-    """
-
-    def __init__(
-        self, opened, loaded, cache: FeatureCache, *, batch_size, mesh, progress, map_splits=(),
-        processes: Processes | None = None, timer: StageTimes | None = None,
-    ):
-        self.sources = opened.all_sources()
-        self.model, self.variables = loaded.model, loaded.variables
-        self.model_fp = {
-            "arch": loaded.manifest.get("arch"),
-            "arch_kwargs": loaded.manifest.get("arch_kwargs", {}),
-            "weights": variables_fingerprint(loaded.variables),
-        }
-        self.cache, self.batch_size, self.mesh, self.progress = cache, batch_size, mesh, progress
-        self.map_splits = set(map_splits)  # splits whose feature maps some detector reads
-        self._mem: dict[tuple, dict] = {}
-        self._fingerprints: dict[str, str] = {}
-        self.network_passes = 0  # how many datasets needed a network pass (cache misses)
-        self.processes = processes or Processes()
-        self.timer = timer or StageTimes()
-
-    def _key(self, split: str, what: Mapping[str, Any]) -> dict:
-        src = self.sources[split]
-        if split not in self._fingerprints:  # hashing a large list/array once is enough
-            self._fingerprints[split] = src.fingerprint()
-        return {"model": self.model_fp, "data": self._fingerprints[split], "n": len(src), **what}
-
-    def _run(self, split, fn, groups, desc, stage):
-        if not all(e.complete for e, _ in groups):
-            self.network_passes += 1
-        return ex.extract(
-            fn,
-            self.variables,
-            self.sources[split],
-            groups,
-            batch_size=self.batch_size,
-            mesh=self.mesh,
-            progress=self.progress,
-            desc=desc,
-            processes=self.processes,
-            timer=self.timer,
-            stage=stage,
-        )
-
-    def base(self, split: str, fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """``{"logits", "feature", *fields}`` of ``split`` (cached on disk and in memory)."""
-        fields = ["logits", "feature", *fields]
-        if split in self.map_splits and "feature_map" not in fields:
-            fields.append("feature_map")
-        out = {}
-        todo = []
-        for f in fields:
-            if ("base", split, f) in self._mem:
-                out[f] = self._mem[("base", split, f)]
-            else:
-                todo.append(f)
-        if todo:
-            entries = [
-                (self.cache.entry(self._key(split, {"kind": "features", "field": f})), [f])
-                for f in todo
-            ]
-            results = self._run(
-                split, ex.features_fn(self.model, todo), entries, f"{split} features", "features"
-            )
-            for f, r in zip(todo, results):
-                self._mem[("base", split, f)] = out[f] = r[f]
-        return out
-
-    def extras(
-        self, det: Detector, split: str, extract_hp: Mapping[str, Any]
-    ) -> dict[str, np.ndarray]:
-        """The detector's ``extract`` outputs for ``split`` at ``extract_hp`` (cached)."""
-        if det.extract is None:
-            return {}
-        hp = {k: plain_value(v) for k, v in sorted(extract_hp.items())}
-        fn_id = extract_id(det)
-        mem_key = ("extra", split, fn_id, tuple(hp.items()))
-        if mem_key not in self._mem:
-            entry = self.cache.entry(
-                self._key(split, {"kind": "extract", "fn": fn_id, "hparams": hp})
-            )
-            fn = ex.extract_fn(det, self.model, tuple(hp.items()))
-            (self._mem[mem_key],) = self._run(
-                split, fn, [(entry, None)], f"{split} {det.name} extract", f"extract/{det.name}"
-            )
-        return self._mem[mem_key]
-
-    def network_scores(self, det: Detector, split: str, stats, hp) -> np.ndarray:
-        """``[N]`` scores of a detector that needs the network (ODIN: a gradient pass per
-        hyperparameter point), cached like features per (split, hyperparameters, stats)."""
-        traced, static = scoring.image_static(det, hp)
-        what = {
-            "kind": "netscore", "fn": function_id(det, det.score), "static": static,
-            "traced": {k: v.tolist() for k, v in sorted(traced.items())},
-            "stats": None if stats is None else variables_fingerprint(stats),
-        }
-        mem_key = ("netscore", split, json.dumps(plain(what), sort_keys=True))
-        if mem_key not in self._mem:
-            program = scoring.image_program(det, self.model, static)
-
-            def fn(variables_and_stats, x):
-                variables, st = variables_and_stats
-                return {"score": program(variables, st, x, traced)["score"]}
-
-            entry = self.cache.entry(self._key(split, what))
-            (out,) = ex.extract(
-                fn, (self.variables, stats), self.sources[split], [(entry, None)],
-                batch_size=self.batch_size, mesh=self.mesh, progress=self.progress,
-                desc=f"{split} {det.name} score", processes=self.processes,
-                timer=self.timer, stage=f"netscore/{det.name}",
-            )
-            self._mem[mem_key] = np.asarray(out["score"])
-        return self._mem[mem_key]
-
-    def labels(self, split: str) -> np.ndarray:
-        return np.asarray(self.sources[split].labels)
 
 
 # --------------------------------------------------------------------------- one detector
@@ -339,96 +123,94 @@ class DetectorRun:
         det: Detector,
         store: DataStore,
         overrides: Mapping[str, Any] | None = None,
-        fit_images_mb: float = 64.0,
+        fit_images_mb: float = FIT_IMAGES_MB,
     ):
         self.det, self.store = det, store
         self.fit_images_mb = fit_images_mb
         self.overrides = dict(overrides or {})
-        self.scorer = aps_lib.Scorer(det, store.model, store.mesh)
+        self.scorer = Scorer(det, store.model, store.mesh)
         self.fields = ex.detector_fields(det)[2:]
         self._stats: dict[tuple, Any] = {}
 
-    def arrays(self, split: str, hp: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        extract_kw, _, _ = self.det.split_hparams(hp)
+    def arrays(self, split: str, point: HParamPoint) -> dict[str, np.ndarray]:
+        """``{"logits", "feature", ...fields, ...extras}`` of ``split`` at ``point``.
+
+        Every method takes a point of :meth:`grid` (or a dict, resolved once on entry)."""
+        point = self.det.point(point)
         return {
             **self.store.base(split, self.fields),
-            **self.store.extras(self.det, split, extract_kw),
+            **self.store.extras(self.det, split, point.extract),
         }
 
-    def fit(self, hp: Mapping[str, Any]):
-        """Fitted statistics for ``hp``, memoised on the (extract, fit) hyperparameters."""
+    def fit(self, point: HParamPoint):
+        """Fitted statistics at ``point``, memoised on its (extract, fit) hyperparameters."""
         if self.det.fit is None:
             return None
-        extract_kw, fit_kw, _ = self.det.split_hparams(hp)
-        key = tuple((k, plain_value(v)) for k, v in sorted({**extract_kw, **fit_kw}.items()))
-        if key not in self._stats:
-            data = {}
-            split_of = {"train": "id_train", "val": "id_val"}
-            for s in self.det.fit_splits:
-                arrays = dict(self.arrays(split_of[s], hp))
-                arrays["labels"] = self.store.labels(split_of[s])
-                # Some fits use the images (OODD's crops): small in-memory splits as an
-                # array, anything larger as the lazily batched source (decoded batch by
-                # batch only if the fit reads it).
-                x = src = self.store.sources[split_of[s]]
-                if self.det.needs_network or _cheap_images(src, self.fit_images_mb):
-                    x = src.batch(0, len(src))
-                data[s] = aps_lib.to_inputs(arrays, x=x)
+        point = self.det.point(point)
+        if point.fit_key not in self._stats:
+            data = {
+                s: fit_inputs(self.det, self.arrays(FIT_SPLITS[s], point),
+                              self.store.sources[FIT_SPLITS[s]], images_mb=self.fit_images_mb)
+                for s in self.det.fit_splits
+            }
             # Keep one fitted state at a time: APS visits fit settings in order and a
             # state can be large (e.g. a KNN bank).
-            self._stats = {
-                key: det_registry.fit(self.det, self.store.model, self.store.variables, data, **hp)
-            }
-        return self._stats[key]
+            self._stats = {point.fit_key: det_registry.fit_at(
+                self.det, self.store.model, self.store.variables, data, point)}
+        return self._stats[point.fit_key]
 
-    def score(self, split: str, hp: Mapping[str, Any]) -> np.ndarray:
+    def score(self, split: str, point: HParamPoint) -> np.ndarray:
         """``[N]`` scores of a dataset (higher = more ID)."""
-        stats = self.fit(hp)
+        point = self.det.point(point)
+        stats = self.fit(point)
         if self.det.needs_network:
-            return self.store.network_scores(self.det, split, stats, hp)
-        return self.scorer.score(self.store.variables, stats, self.arrays(split, hp), hp)
+            return self.store.network_scores(self.det, split, stats, point)
+        return self.scorer.score(self.store.variables, stats, self.arrays(split, point), point)
 
     def score_stream(
-        self, id_split: str | Sequence[str], ood_split: str, hp
+        self, id_split: str | Sequence[str], ood_split: str, point: HParamPoint
     ) -> tuple[np.ndarray, np.ndarray]:
         """Stream protocol (OODD): permute ID ∪ OOD with seed 100, score the stream once.
         ``id_split`` may list several ID splits (full-spectrum: ID-test + covariate-shifted
         sets), concatenated in order before the permutation."""
-        stats = self.fit(hp)
+        point = self.det.point(point)
+        stats = self.fit(point)
         ids = [id_split] if isinstance(id_split, str) else list(id_split)
-        parts = [self.arrays(k, hp) for k in ids]
+        parts = [self.arrays(k, point) for k in ids]
         a = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-        b = self.arrays(ood_split, hp)
+        b = self.arrays(ood_split, point)
         n_id = len(a["logits"])
         perm = np.random.RandomState(STREAM_SEED).permutation(n_id + len(b["logits"]))
         joined = {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])])[perm] for k in a}
-        s = self.scorer.score_inputs(self.store.variables, stats, aps_lib.to_inputs(joined), hp)
+        s = self.scorer.score_inputs(self.store.variables, stats, to_inputs(joined), point)
         unperm = np.empty_like(s)
         unperm[perm] = s
         return unperm[:n_id], unperm[n_id:]
 
-    def pair_scores(self, id_split: str, ood_split: str, hp) -> tuple[np.ndarray, np.ndarray]:
-        if is_stream(self.det):
-            return self.score_stream(id_split, ood_split, hp)
-        return self.score(id_split, hp), self.score(ood_split, hp)
+    def pair_scores(self, id_split: str, ood_split: str, point) -> tuple[np.ndarray, np.ndarray]:
+        if self.det.stream:
+            return self.score_stream(id_split, ood_split, point)
+        return self.score(id_split, point), self.score(ood_split, point)
 
-    def grid(self, use_aps: bool) -> list[dict]:
-        """The hyperparameter points APS evaluates (one point: defaults + overrides when APS
-        is off or the detector has no sweep); sweeps that do not fit the model's feature
-        dimension are replaced by the detector's D-relative ones."""
+    def grid(self, use_aps: bool) -> list[HParamPoint]:
+        """The hyperparameter points APS evaluates, each resolved and validated here once
+        (one point: defaults + overrides when APS is off or the detector has no sweep);
+        sweeps that do not fit the model's feature dimension are replaced by the detector's
+        D-relative ones."""
         d = int(np.shape(self.store.base("id_val")["feature"])[-1])
         if not use_aps or not self.det.sweep:
             adapted = det_registry.dim_adapted(self.det, d)
-            return [{**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
-                     **self.overrides}]
-        return [{**p, **self.overrides} for p in det_registry.sweep_grid(self.det, d)]
+            return [self.det.point({**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
+                                    **self.overrides})]
+        return [self.det.point({**p, **self.overrides})
+                for p in det_registry.sweep_grid(self.det, d)]
 
     def search(self, use_aps: bool) -> aps_lib.APSResult:
         """APS over :meth:`grid` (first strictly greater AUROC wins)."""
         grid = self.grid(use_aps)
 
-        def evaluate(hp):
-            s_id, s_ood = self.pair_scores("id_val", "ood_val", hp)
+        def evaluate(point):
+            s_id, s_ood = self.pair_scores("id_val", "ood_val", point)
             return metrics.auroc(s_id, s_ood)
 
         if len(grid) == 1:
@@ -452,7 +234,7 @@ class BenchResult:
       scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
         computed in this invocation (for plots).
       info: benchmark, model, runs, devices, timings (per run: ``stages``, the
-        :class:`~jaxood.bench.timing.StageTimes` of decode waits, network passes, APS,
+        :class:`~jaxood.features.timing.StageTimes` of decode waits, network passes, APS,
         evaluation and writing), and this invocation's ``computed``, ``skipped`` (already in
         the store with the same settings) and ``failed`` detectors.
       out_dir: where the files went.
@@ -487,9 +269,6 @@ def results_folder(cfg: BenchConfig, bench, manifests, fingerprints) -> str:
 
 def prepare(cfg: BenchConfig) -> Plan:
     """All checks that must pass before compute (names, models, output folder)."""
-    from jaxood import models
-    from jaxood.fitted import model_fingerprint
-
     bench = benchmarks.get(cfg.benchmark)  # ValueError lists valid names
     validate.check_positive_int(cfg.batch_size, "batch_size")
     validate.check_nonnegative(cfg.fit_images_mb, "fit_images_mb")
@@ -528,10 +307,10 @@ def prepare(cfg: BenchConfig) -> Plan:
                 f"{bench.name!r} has {bench.num_classes}; use a model trained on its ID classes"
             )
         manifests.append(m)
-        fingerprints.append(model_fingerprint(models.load(d)))
+        fingerprints.append(model_identity(models.load(d)))
     out = results_folder(cfg, bench, manifests, fingerprints)
-    check_writable(out)
-    check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
+    fsutil.check_writable(out)
+    fsutil.check_writable(cfg.cache_dir or os.path.join(cfg.out_dir, "cache"))
     store = ResultStore(out, bench.name, [{"dir": d, "fingerprint": f}
                                           for d, f in zip(dirs, fingerprints)])
     return Plan(bench, dirs, fingerprints, out, store)
@@ -558,8 +337,6 @@ def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -
 
 
 def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
-    from jaxood import models
-
     t0 = time.perf_counter()
     loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
     if loaded.preprocess is None and bench.preprocess is None:
@@ -573,7 +350,7 @@ def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
 
     opened = open_(False)
     sample_shape = opened.id_val.batch(0, 1).shape[1:]
-    dets = select_detectors(cfg.detectors, model_capabilities(
+    dets = det_registry.select(cfg.detectors, model_capabilities(
         loaded.model, loaded.variables, sample_shape))
     if any("train" in d.fit_splits for d in dets):
         opened = open_(True)
@@ -597,8 +374,6 @@ def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
 def settings_of(cfg: BenchConfig, det: Detector, overrides) -> dict:
     """What a stored result depends on besides the model and data: a result computed with the
     same settings is reused (resume) unless ``cfg.rerun``."""
-    from jaxood import __version__
-
     return plain({
         "detector_version": det.version, "aps": cfg.aps, "fsood": cfg.fsood,
         "overrides": dict(overrides), "jaxood_version": __version__,
@@ -614,15 +389,16 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     timer = ctx.store.timer  # APS / evaluation time excludes the network passes they trigger
     with timer.stage(f"aps/{det.name}"):
         found = dr.search(cfg.aps)
-    hp = found.best
+    point = found.best
     with timer.stage(f"evaluate/{det.name}"):  # test-set scores (metrics: a nested stage)
-        row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, hp, ctx.acc)
+        row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, point, ctx.acc)
     if cfg.save_detectors:
         with timer.stage(f"save_fitted/{det.name}"):
-            save_fitted(dr, ctx, hp, os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
+            save_fitted(dr, ctx, point,
+                        os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
     aps_entry = {
-        "chosen": hp, "aps_auroc": found.best_auroc,
-        "grid": [{"hparams": p, "auroc": a} for p, a in found.table],
+        "chosen": dict(point), "aps_auroc": found.best_auroc,
+        "grid": [{"hparams": dict(p), "auroc": a} for p, a in found.table],
     }
     d = int(np.shape(ctx.store.base("id_val")["feature"])[-1])
     adapted = det_registry.dim_adapted(det, d)
@@ -643,19 +419,18 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     return run_scores
 
 
-def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float = 0.95):
+def save_fitted(dr: DetectorRun, ctx: RunContext, point: HParamPoint, directory: str,
+                tpr: float = 0.95):
     """Writes the tuned detector of this run as a deployable :class:`FittedDetector`,
     calibrated on the ID-val scores of the chosen point."""
-    from jaxood.fitted import FittedDetector
-
-    stats = dr.fit(hp)
+    stats = dr.fit(point)
     if dr.det.stream:  # the whole ID-val set as one fresh stream
         calib = dr.scorer.score_inputs(ctx.loaded.variables, stats,
-                                       aps_lib.to_inputs(dr.arrays("id_val", hp)), hp)
+                                       to_inputs(dr.arrays("id_val", point)), point)
     else:
-        calib = dr.score("id_val", hp)
+        calib = dr.score("id_val", point)
     fitted = FittedDetector(
-        dr.det, ctx.loaded, hp, stats, calibration=calib,
+        dr.det, ctx.loaded, point, stats, calibration=calib,
         calibration_info={"n": len(calib), "used_by_fit": "val" in dr.det.fit_splits,
                           "source": "benchmark id_val"},
         batch_size=ctx.store.batch_size, model_dir=ctx.loaded.directory,
@@ -665,7 +440,7 @@ def save_fitted(dr: DetectorRun, ctx: RunContext, hp, directory: str, tpr: float
 
 
 def _overrides(cfg: BenchConfig, ctx: RunContext, det: Detector) -> dict:
-    return {**model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+    return {**det_registry.model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
 
 
 def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
@@ -673,15 +448,14 @@ def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
     scores), so a multi-host run shares them out; APS of network detectors runs here too, on
     every process alike from the shared cached val scores, to agree on the test passes."""
     dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx, det), cfg.fit_images_mb)
-    fit_splits = {"train": "id_train", "val": "id_val"}
-    splits = ["id_val", "ood_val", *ctx.id_keys, *(fit_splits[s] for s in det.fit_splits)]
+    splits = ["id_val", "ood_val", *ctx.id_keys, *(FIT_SPLITS[s] for s in det.fit_splits)]
     splits += [f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g)]
     settings = {}
-    for hp in dr.grid(cfg.aps):  # one pass per distinct extract setting
-        settings.setdefault(json.dumps(plain(det.split_hparams(hp)[0]), sort_keys=True), hp)
-    for hp in settings.values():
+    for point in dr.grid(cfg.aps):  # one pass per distinct extract setting
+        settings.setdefault(tuple(point.extract.items()), point)
+    for point in settings.values():
         for split in dict.fromkeys(splits):
-            dr.arrays(split, hp)
+            dr.arrays(split, point)
     if det.needs_network:
         best = dr.search(cfg.aps).best
         tests = [*ctx.id_keys, *(f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g))]
@@ -739,8 +513,6 @@ def run(cfg: BenchConfig) -> BenchResult | None:
 
 def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
     """Fits, APS, metrics, fitted detectors and result files (process 0 of a multi-host run)."""
-    from jaxood.bench import report
-
     scores, timings, failed, computed, skipped = {}, [], {}, [], []
     passes = 0
     for r, model_dir in enumerate(plan.model_dirs):
@@ -784,8 +556,6 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
 
 
 def _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes, total_s):
-    from jaxood import __version__
-
     per_run = plan.results.per_run()
     bench = plan.bench
     info = {
@@ -810,24 +580,24 @@ def _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
                        plan.out_dir)
 
 
-def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, hp, acc):
-    """Per-OOD-set metrics (+ near/far means) for one detector at ``hp``."""
+def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, point, acc):
+    """Per-OOD-set metrics (+ near/far means) for one detector at ``point``."""
     row: dict[str, dict] = {}
     run_scores: dict[str, np.ndarray] = {}
     id_scores = None
-    if not is_stream(dr.det):
-        id_scores = np.concatenate([dr.score(k, hp) for k in id_keys])
+    if not dr.det.stream:
+        id_scores = np.concatenate([dr.score(k, point) for k in id_keys])
         run_scores["id"] = id_scores
     for group in ("near", "far"):
         names = list(getattr(opened, group))
         for name in names:
             key = f"{group}/{name}"
-            if is_stream(dr.det):
+            if dr.det.stream:
                 # The stream re-mixes ID with each OOD set, so ID scores differ per set.
-                s_id, s_ood = dr.score_stream(id_keys, key, hp)
+                s_id, s_ood = dr.score_stream(id_keys, key, point)
                 run_scores.setdefault("id", s_id)
             else:
-                s_id, s_ood = id_scores, dr.score(key, hp)
+                s_id, s_ood = id_scores, dr.score(key, point)
             with store.timer.stage(f"metrics/{dr.det.name}"):
                 m = metrics.compute_all_metrics(s_id, s_ood, acc)
             row[name] = dict(zip(METRIC_NAMES, m))

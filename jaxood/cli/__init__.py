@@ -1,6 +1,8 @@
 """The ``jaxood`` command line: a thin dispatcher; the logic lives in importable modules.
 
-Each subcommand module defines ``add_arguments(parser)`` and ``main(args) -> int``.
+Each subcommand module defines ``add_arguments(parser)`` and ``main(args) -> int``, and
+imports the library inside ``main`` (deferred: JAX, orbax, matplotlib, TFDS load only for the
+command that runs, so ``jaxood --help`` and usage errors stay fast).
 """
 
 from __future__ import annotations

@@ -89,9 +89,10 @@ def add_arguments(parser) -> None:
         help="detectors that get histogram/ROC plots (default: all)",
     )
     parser.add_argument(
-        "--fit-images-mb", type=nonnegative_float, default=64.0,
+        "--fit-images-mb", type=nonnegative_float, default=None,
         help="ID splits up to this size (MB as float32) are given to fits as an image array; "
-        "larger ones are streamed in batches (OODD's crops)",
+        "larger ones are streamed in batches (OODD's crops); default: the library's "
+        "(jaxood.features.store.FIT_IMAGES_MB)",
     )
     add_import_argument(parser)
     add_distributed_arguments(parser)
@@ -134,8 +135,9 @@ def main(args) -> int:
         rerun=args.rerun,
         save_detectors=not args.no_save_detectors,
         plot_detectors=args.plot_detectors,
-        fit_images_mb=args.fit_images_mb,
         distributed=args.distributed,
+        # None: BenchConfig's default, the one budget of jaxood.features.store.
+        **({} if args.fit_images_mb is None else {"fit_images_mb": args.fit_images_mb}),
     )
     result = runner.run(cfg)
     if result is None:  # a multi-host run's other process: its network passes are done

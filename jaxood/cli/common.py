@@ -98,7 +98,7 @@ def load_imports(args: argparse.Namespace) -> None:
 
 def load_saved_detector(directory: str, model: str | None, batch_size: int | None = None):
     """Loads a saved detector with ``model`` or, by default, the model directory it records."""
-    import jaxood
+    from jaxood import fitted
     from jaxood.fitted import io
 
     if model is None:
@@ -108,7 +108,7 @@ def load_saved_detector(directory: str, model: str | None, batch_size: int | Non
                 f"{directory} does not record a model directory that exists here ({model!r}); "
                 "pass --model DIR"
             )
-    return jaxood.load_detector(directory, model, batch_size=batch_size)
+    return fitted.load_detector(directory, model, batch_size=batch_size)
 
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+from jaxood import fsutil
 from jaxood.bench.demo import train_demo_model
 from jaxood.cli.bench import summarise
 
@@ -35,7 +36,7 @@ def main(args) -> int:
         args.no_plots = True
     t0 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
-    runner.check_writable(args.out)
+    fsutil.check_writable(args.out)
     model_dir = train_demo_model(args.out, args.epochs, args.seed, progress=not args.quiet)
     t_train = time.perf_counter() - t0
     cfg = runner.BenchConfig(

@@ -107,9 +107,8 @@ def _split_id(spec: str, det) -> dict:
 
 
 def main(args) -> int:
-    import jaxood
     from jaxood import detectors, models
-    from jaxood.fitted import bind_model
+    from jaxood.fitted import bind_model, fit, io
 
     det = detectors.get(args.detector)
     if args.confidence is not None and not 0.0 < args.confidence < 1.0:
@@ -117,13 +116,11 @@ def main(args) -> int:
     if args.hparams and args.aps:
         raise ValueError("give --hparams or --aps, not both")
     hparams = read_json_arg(args.hparams, "--hparams") if args.hparams else args.aps
-    from jaxood.fitted import io
-
     fsutil.check_replaceable(args.out, overwrite=args.overwrite, marker=io.MANIFEST)
     fsutil.check_can_create(args.out, "-o")
     model_dir = models.resolve_model_dir(args.model)
     loaded = bind_model(model_dir)
-    fitted = jaxood.fit(
+    fitted = fit(
         det, loaded, id_data(args, det, loaded), hparams, calibration=args.calibration,
         tpr=args.tpr, batch_size=args.batch_size, data_dir=args.data_dir,
         progress=not args.quiet,

@@ -15,7 +15,8 @@ Layout rules (PyTorch -> Flax Linen):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import importlib
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -61,9 +62,6 @@ class StateDict:
             if k in self._tensors:
                 self._taken.add(k)
 
-    def ignore_suffix(self, suffix: str) -> None:
-        self.ignore([k for k in self._tensors if k.endswith(suffix)])
-
     def finish(self) -> None:
         """Raises ValueError listing every key that was neither mapped nor ignored."""
         left = sorted(set(self._tensors) - self._taken)
@@ -107,3 +105,12 @@ def _to_numpy(v: Any) -> np.ndarray:
     if arr.dtype.kind == "f" or arr.dtype.name == "bfloat16":
         arr = arr.astype(np.float32)
     return arr
+
+
+def converter_for(module) -> Callable[[StateDict, Any], dict]:
+    """The ``convert_torchvision`` function of the module defining ``type(module)``."""
+    mod = importlib.import_module(type(module).__module__)
+    fn = getattr(mod, "convert_torchvision", None)
+    if fn is None:
+        raise ValueError(f"{mod.__name__} defines no convert_torchvision(sd, module)")
+    return fn

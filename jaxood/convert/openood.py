@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxood.convert.common import StateDict
+from jaxood import models
+from jaxood.convert.common import StateDict, converter_for
+from jaxood.convert.files import read_state_dict, sha256_file
+from jaxood.data import benchmarks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +95,6 @@ def resolve_benchmark(net: OpenOODNet, num_classes: int, benchmark: str | None, 
     Without ``benchmark``, the class count picks it among ``net.benchmarks``. Raises
     ValueError when the class count fits none of them, or not the given benchmark.
     """
-    from jaxood.data import benchmarks
-
     options = {b: benchmarks.get(b) for b in net.benchmarks}
     counts = ", ".join(f"{b}: {o.num_classes}" for b, o in options.items())
     if benchmark is not None:
@@ -133,9 +134,6 @@ def convert_variables(tensors: Mapping[str, Any], name: str, *, source: str = "s
       ValueError: a state dict of another network (names what it looks like), or
         missing/extra/mis-shaped keys.
     """
-    from jaxood import models
-    from jaxood.convert.torchvision import converter_for
-
     net = OPENOOD_NETS[name]
     found = identify(tensors)
     if found != name:
@@ -187,9 +185,6 @@ def convert(
       The absolute output directory; its manifest records the arch, the OpenOOD network,
       benchmark and run folder, source file + SHA-256 and the benchmark's preprocessing.
     """
-    from jaxood import models
-    from jaxood.convert.torchvision import read_state_dict, sha256_file
-
     if name not in OPENOOD_NETS:
         raise ValueError(f"unknown OpenOOD network {name!r}; valid: {', '.join(OPENOOD_NETS)}")
     net = OPENOOD_NETS[name]

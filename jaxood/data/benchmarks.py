@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxood.data import imglist as il
+from jaxood.data import openset
+from jaxood.data.transforms import preprocess
 from jaxood.types import PreprocessSpec
 
 # --------------------------------------------------------------------------- definitions
@@ -169,8 +172,6 @@ def _imagenet(bench: str, k: int, *, paper: bool = False) -> Benchmark:
 
 
 def _array_benchmark(name: str) -> Benchmark:
-    from jaxood.data import openset
-
     spec = openset.npz_spec(name[4:]) if name.startswith("npz:") else openset.SPECS[name]
     if name.startswith("npz:"):  # a name that is safe as a results folder
         name = "npz-" + os.path.splitext(os.path.basename(name[4:]))[0]
@@ -284,8 +285,6 @@ class ArraySource:
         if self._needs_pil:
             from PIL import Image
 
-            from jaxood.data.transforms import preprocess
-
             mode = "L" if x.shape[-1] == 1 else "RGB"
             return np.stack(
                 [
@@ -376,8 +375,6 @@ def open_benchmark(
     Raises:
       ValueError / FileNotFoundError: missing lists or images, before any compute.
     """
-    from jaxood.data import imglist as il
-
     if isinstance(bench, str):
         bench = get(bench)
     spec = spec or bench.preprocess
@@ -439,8 +436,6 @@ def _imglist_refs(bench: Benchmark, *, need_train: bool, csid: bool) -> list[tup
 
 def _check_lists_exist(bench: Benchmark, root: str, refs) -> None:
     """Every list must exist before any image is looked at: reports all missing at once."""
-    from jaxood.data import imglist as il
-
     missing = [
         r.imglist
         for _, r in refs
@@ -460,8 +455,6 @@ def _check_lists_exist(bench: Benchmark, root: str, refs) -> None:
 def _open_imglists(bench, root: str, spec, refs, sums, strict_counts) -> OpenedBenchmark:
     """Reads and verifies every list (files exist, ``sums``: path -> SHA-256, counts) into
     sources."""
-    from jaxood.data import imglist as il
-
     opened: dict[str, Any] = {"near": {}, "far": {}, "csid": {}}
     for role, ref in refs:
         lst = il.read_imglist(os.path.join(root, ref.imglist), os.path.join(root, ref.data_dir))

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from jaxood.data.transforms import preprocess
 from jaxood.types import PreprocessSpec
 
 #: How many offending paths an error message shows before "... and N more".
@@ -199,8 +200,6 @@ def load_image(path: str, spec: PreprocessSpec) -> np.ndarray:
       ValueError: the file cannot be decoded (names the file).
     """
     from PIL import Image
-
-    from jaxood.data.transforms import preprocess
 
     try:
         with Image.open(path) as img:

@@ -28,6 +28,7 @@ import numpy as np
 from jaxood import validate
 from jaxood.data import imglist as imglist_lib
 from jaxood.data import npzfile
+from jaxood.data.benchmarks import ArraySource
 from jaxood.types import PreprocessSpec
 
 #: File extensions a folder input is scanned for (case-insensitive).
@@ -227,8 +228,6 @@ class RawArraySource(SourceAdapter):
     def __init__(
         self, images: np.ndarray, spec: PreprocessSpec, labels=None, *, name="", input_shape=None
     ):
-        from jaxood.data.benchmarks import ArraySource
-
         what = name or "images"
         images = np.asarray(images)
         if len(images) == 0:

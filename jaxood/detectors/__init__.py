@@ -37,7 +37,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxood.types import Detector, Features, HParam, Inputs, Model, Stats, Variables
+from jaxood import validate
+from jaxood.types import (
+    Detector,
+    Features,
+    HParam,
+    HParamPoint,
+    Inputs,
+    Model,
+    PreprocessSpec,
+    Stats,
+    Variables,
+)
 
 __all__ = [
     "Detector",
@@ -201,6 +212,24 @@ def all_detectors() -> dict[str, Detector]:
     return dict(_REGISTRY)
 
 
+def select(names: Sequence[str] | None, caps: set[str]) -> list[Detector]:
+    """Resolves names (errors list valid ones) and checks the model supports their needs.
+
+    With ``names=None`` every registered detector whose ``needs`` the model meets is used.
+    """
+    if names is None:
+        return [d for d in all_detectors().values() if set(d.needs) <= caps]
+    dets = [get(n) for n in names]  # ValueError listing valid names
+    for d in dets:
+        missing = set(d.needs) - caps
+        if missing:
+            raise ValueError(
+                f"detector {d.name!r} needs {sorted(missing)}, which this model does not "
+                f"provide (it provides {sorted(caps - {'input'})})"
+            )
+    return dets
+
+
 def prepare_inputs(
     detector: Detector,
     model: Model,
@@ -226,8 +255,6 @@ def prepare_inputs(
       ValueError: uint8 (raw) images, NCHW, another size or channel count than the model's,
         an empty batch, NaN/Inf values (a warning for values that look unnormalised).
     """
-    from jaxood import validate
-
     x = validate.images(x, "x", input_shape=model.input_shape)
     extract_kw, _, _ = detector.split_hparams(hparams)
     if features is None:
@@ -255,7 +282,15 @@ def fit(
 
     Returns an instance of ``detector.stats_type`` (``None`` for detectors without ``fit``).
     """
-    _, fit_kw, _ = detector.split_hparams(hparams)
+    return fit_at(detector, model, variables, data, detector.point(hparams))
+
+
+def fit_at(
+    detector: Detector, model: Model, variables: Variables, data: Mapping[str, Inputs],
+    point: HParamPoint,
+) -> Stats:
+    """:func:`fit` at a point already resolved (:meth:`Detector.point`): the caller validated
+    it once; its ``fit`` group is passed on unchanged."""
     if detector.fit is None:
         return None
     if not isinstance(data, Mapping) or not all(isinstance(v, Inputs) for v in data.values()):
@@ -269,7 +304,7 @@ def fit(
             f"detector {detector.name!r} fits on ID split(s) {list(detector.fit_splits)}; "
             f"missing {missing} (got {sorted(data)})"
         )
-    stats = detector.fit(model, variables, data, **fit_kw)
+    stats = detector.fit(model, variables, data, **point.fit)
     if detector.stats_type is not None and not isinstance(stats, detector.stats_type):
         raise TypeError(
             f"detector {detector.name!r}: fit returned {type(stats).__name__}, expected "
@@ -360,6 +395,14 @@ def dim_adapted(detector: Detector, feature_dim: int | None) -> dict[str, tuple]
     if detector.dim_grid is None or feature_dim is None:
         return {}
     return {k: tuple(v) for k, v in detector.dim_grid(int(feature_dim)).items()}
+
+
+def model_hparams(detector: Detector, spec: PreprocessSpec | None) -> dict[str, tuple]:
+    """The hyperparameters that describe the model's input normalisation (ODIN's ``std``,
+    ``mean``), taken from the preprocessing ``spec``; ``{}`` without a spec."""
+    if spec is None:
+        return {}
+    return {n: tuple(getattr(spec, n)) for n in ("std", "mean") if n in detector.hparams}
 
 
 def sweep_grid(detector: Detector, feature_dim: int | None = None) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,7 @@
-"""Feature-space and head-based detectors: MDS, RMDS, ViM, GEN, DICE, fDBD, GradNorm.
+"""Feature-space and head-based detectors: MDS, RMDS, ViM, DICE, fDBD.
+
+GEN and GradNorm (functions of the logits and of the last layer's gradient) live in
+:mod:`jaxood.detectors.logits`.
 
 Each follows the OpenOOD v1.5 postprocessor of the same name (``Jingkang50/OpenOOD``,
 ``openood/postprocessors/<name>_postprocessor.py`` and ``configs/postprocessors/<name>.yml``);
@@ -238,15 +241,6 @@ def _sq_mahalanobis(x: jax.Array, whiten: jax.Array, m: jax.Array) -> jax.Array:
     return jnp.maximum(d, 0.0)
 
 
-def mds_fit(features: Any, labels: Any, num_classes: int) -> MDSStats:
-    """MDS statistics from ID-train ``features [N, D]`` and ``labels [N]`` (chunked)."""
-    validate.check_array(features, "train features", ndim=2)
-    acc = ClassMoments(num_classes, np.shape(features)[1])
-    for start in range(0, np.shape(features)[0], 65536):
-        acc.update(features[start : start + 65536], np.asarray(labels)[start : start + 65536])
-    return mds_stats_from(acc)
-
-
 def mds_stats_from(acc: ClassMoments) -> MDSStats:
     """Score-ready MDS stats from a filled :class:`ClassMoments`."""
     s = acc.mds_stats()
@@ -398,31 +392,6 @@ def vim_score(features: jax.Array, logits: jax.Array, stats: VimStats) -> jax.Ar
     return jax.nn.logsumexp(logits, axis=-1) - stats.alpha * vlogit
 
 
-# ------------------------------------------------------------------------------------ GEN
-
-
-def gen_score(logits: jax.Array, gamma: Any, m: int) -> jax.Array:
-    """Generalized entropy: ``-sum_{top-M probs} p^gamma (1 - p)^gamma``.
-
-    Source: Liu et al. 2023 (GEN); OpenOOD v1.5 ``gen_postprocessor.py`` (M largest softmax
-    probabilities; ``M > K`` uses all K, as the torch slice does); ``gen.yml``:
-    ``gamma: 0.1, M: 100``, ``gamma_list [0.01, 0.1, 0.5, 1, 2, 5, 10]``,
-    ``M_list [10, 50, 100, 200, 500, 1000]``. ``[B, K] -> [B]``, higher = more ID.
-    """
-    # Numerics: with p_max close to 1, float32 ``1 - p_max`` (as OpenOOD computes it) keeps
-    # few correct digits and ``(1 - p)^gamma`` with small gamma amplifies that. We use
-    # ``1 - p_max = s / (1 + s)`` with ``s = sum_{j != max} exp(z_j - z_max)``, and
-    # ``-expm1(log p)`` for the other classes (p <= 1/2 there, so it is well-conditioned).
-    z = logits - jnp.max(logits, axis=-1, keepdims=True)
-    is_max = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=bool)
-    s = jnp.sum(jnp.where(is_max, 0.0, jnp.exp(z)), axis=-1, keepdims=True)
-    logp = z - jnp.log1p(s)
-    one_minus = jnp.where(is_max, s / (1.0 + s), -jnp.expm1(logp))
-    top, idx = jax.lax.top_k(logp, min(int(m), logits.shape[-1]))
-    rest = jnp.take_along_axis(one_minus, idx, axis=-1)
-    return -jnp.sum(jnp.exp(gamma * top) * rest**gamma, axis=-1)
-
-
 # ----------------------------------------------------------------------------------- DICE
 
 
@@ -510,23 +479,6 @@ def fdbd_score(
     num = jnp.sum(diff / stats.den[pred], axis=-1)
     ref = f - stats.train_mean if distance_as_normalizer else f
     return num / jnp.linalg.norm(ref, axis=-1)
-
-
-# ------------------------------------------------------------------------------- GradNorm
-
-
-def gradnorm_score(features: jax.Array, logits: jax.Array) -> jax.Array:
-    """GradNorm: L1 norm of ``d/dW sum_k -log softmax_k(W f + b)`` for the last layer.
-
-    Source: Huang et al. 2021; OpenOOD v1.5 ``gradnorm_postprocessor.py`` (targets = all
-    ones of length ``num_classes``, gradient of the fc weight only, ``sum |grad|``);
-    ``gradnorm.yml``: no hyperparameters, no fit. In closed form
-    ``dL/dW_ij = (K p_i - 1) f_j``, so the score is ``sum_i |K p_i - 1| * sum_j |f_j|``.
-    ``[B, D], [B, K] -> [B]``, higher = more ID.
-    """
-    p = jax.nn.softmax(logits, axis=-1)
-    k = logits.shape[-1]
-    return jnp.sum(jnp.abs(k * p - 1.0), axis=-1) * jnp.sum(jnp.abs(features), axis=-1)
 
 
 # ------------------------------------------------------------------------- detector glue
@@ -622,23 +574,10 @@ def _score_dice(model, variables, stats, inputs, *, p):
     return dice_score(_feat(inputs), stats, p)
 
 
-def _score_gen(model, variables, stats, inputs, *, gamma, M):
-    """Minus the generalized entropy of the top-M probabilities, ``[B]``, higher = more ID."""
-    validate.check_positive(gamma, "gamma")
-    if not isinstance(M, (int, np.integer)) or M < 1:
-        raise ValueError(f"GEN `M` must be a positive int (static), got {M!r}")
-    return gen_score(_logits(inputs), gamma, int(M))
-
-
 def _score_fdbd(model, variables, stats, inputs, *, distance_as_normalizer):
     """Mean-free decision-boundary distance over the feature norm, ``[B]``, higher = more ID."""
     _ops.require_stats(stats, FDBDStats, "fdbd")
     return fdbd_score(_feat(inputs), _logits(inputs), stats, bool(distance_as_normalizer))
-
-
-def _score_gradnorm(model, variables, stats, inputs):
-    """L1 norm of the fc-weight gradient, ``[B]``, higher = more ID."""
-    return gradnorm_score(_feat(inputs), _logits(inputs))
 
 
 _FEATURE = frozenset({"feature"})
@@ -691,22 +630,6 @@ register(
 )
 register(
     Detector(
-        name="gen",
-        score=_score_gen,
-        hparams={
-            "gamma": HParam(0.1, sweep=(0.01, 0.1, 0.5, 1, 2, 5, 10),
-                            check=validate.check_positive, doc="entropy exponent"),
-            # Static: it fixes the top_k size.
-            "M": HParam(100, sweep=(10, 50, 100, 200, 500, 1000), static=True,
-                        check=validate.check_positive_int,
-                        doc="number of largest probabilities (M > K uses all K)"),
-        },
-        needs=frozenset({"logits"}),
-        reference=f"Liu et al. 2023; {_OPENOOD}gen_postprocessor.py, gen.yml.",
-    )
-)
-register(
-    Detector(
         name="dice",
         score=_score_dice,
         fit=_fit_dice,
@@ -735,14 +658,5 @@ register(
         stats_type=FDBDStats,
         needs=_FEATURE_LOGITS,
         reference=f"Liu & Qin 2024; {_OPENOOD}fdbd_postprocessor.py, fdbd.yml.",
-    )
-)
-register(
-    Detector(
-        name="gradnorm",
-        score=_score_gradnorm,
-        needs=_FEATURE_LOGITS,
-        reference=f"Huang et al. 2021; {_OPENOOD}gradnorm_postprocessor.py, gradnorm.yml "
-        "(closed form of the fc-weight gradient L1 norm).",
     )
 )

@@ -12,10 +12,11 @@
     det.export("det.jaxexport")                      # runs with only jax installed
 """
 
+from jaxood.features.model import bind_model
+from jaxood.features.model import model_identity as model_fingerprint
 from jaxood.fitted.detector import FittedDetector, check_model_input
-from jaxood.fitted.fitting import bind_model, fit, read_hparams
-from jaxood.fitted.io import load as load_detector
-from jaxood.fitted.io import model_fingerprint
+from jaxood.fitted.fitting import fit, read_hparams
+from jaxood.fitted.loading import load as load_detector
 
 __all__ = [
     "FittedDetector",

@@ -21,11 +21,11 @@ import numpy as np
 
 from jaxood import detectors as registry
 from jaxood import parallel, scoring, validate
-from jaxood.bench.extract import device_batch_size
 from jaxood.data import inputs as inputs_lib
-from jaxood.fitted import thresholds
+from jaxood.features.extract import device_batch_size
+from jaxood.fitted import export, io, thresholds
 from jaxood.models import LoadedModel
-from jaxood.types import Detector
+from jaxood.types import Detector, HParamPoint
 
 #: Default number of rows per compiled call (padded).
 BATCH_SIZE = 256
@@ -68,7 +68,8 @@ class FittedDetector:
     model_dir: str | None = None
 
     def __post_init__(self):
-        self.hparams = self.detector.resolve(self.hparams)
+        self._point = self.detector.point(self.hparams)  # resolved and validated once
+        self.hparams = dict(self._point)
         registry.check_stats(self.detector, self.stats)
         if self.calibration is not None:
             self.calibration = np.sort(np.asarray(self.calibration, np.float32))
@@ -155,7 +156,8 @@ class FittedDetector:
             mask[:n] &= valid
         variables, stats = self._device_arrays()
         xp = jax.device_put(xp, parallel.batch_sharding(self._mesh))
-        traced, static = scoring.image_static(self.detector, self.hparams)
+        point = self.point
+        traced, static = point.traced, point.image_static
         if self.detector.stream:
             program = scoring.stream_program(self.detector, self.model.model, static)
             if self.state is None:
@@ -179,9 +181,17 @@ class FittedDetector:
         return self._placed
 
     @property
+    def point(self) -> HParamPoint:
+        """:attr:`hparams` resolved into their stage groups; resolved again only when
+        :attr:`hparams` was changed."""
+        if dict(self._point) != self.hparams:
+            self._point = self.detector.point(self.hparams)
+        return self._point
+
+    @property
     def score_hparams(self) -> dict[str, Any]:
         """The ``role="score"`` hyperparameters."""
-        return {k: self.hparams[k] for k in self.detector.names("score")}
+        return dict(self.point.score)
 
     @property
     def feature_dim(self) -> int:
@@ -267,15 +277,11 @@ class FittedDetector:
 
     def save(self, directory: str, *, overwrite: bool = False) -> str:
         """Writes the detector to ``directory`` atomically (see :mod:`jaxood.fitted.io`)."""
-        from jaxood.fitted import io
-
         return io.save(self, directory, overwrite=overwrite)
 
     def export(self, path: str, **kwargs) -> str:
         """A ``jax.export`` artifact that scores with only ``jax`` installed (see
         :mod:`jaxood.fitted.export`)."""
-        from jaxood.fitted import export
-
         return export.export(self, path, **kwargs)
 
 

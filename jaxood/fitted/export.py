@@ -29,12 +29,17 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 
 from jaxood import fsutil, scoring, validate
-from jaxood.fitted.detector import FittedDetector
+from jaxood.features.model import model_identity as model_fingerprint
+from jaxood.version import __version__
+
+if TYPE_CHECKING:  # annotations only: detector.py imports this module to export
+    from jaxood.fitted.detector import FittedDetector
 
 #: Files of an artifact.
 #: Platforms ``jax.export`` lowers for.
@@ -130,9 +135,6 @@ def export(
 
 
 def _metadata(fitted, batch_size, platforms, num_args, has_symbolic, symbolic_error) -> dict:
-    from jaxood import __version__
-    from jaxood.fitted.io import model_fingerprint
-
     spec = fitted.model.preprocess
     return {
         "format": "jaxood-export/1",

@@ -1,8 +1,9 @@
 """``jaxood.fit``: model + ID data + hyperparameters -> a calibrated :class:`FittedDetector`.
 
 The features the fit reads are extracted with the benchmark runner's programs and batching
-(:func:`jaxood.bench.extract.extract_arrays`), so a fit on the same data and settings gives
-the same statistics as ``jaxood bench``.
+(:func:`jaxood.features.extract.extract_arrays`) and handed to ``fit`` as the runner does
+(:func:`jaxood.features.store.fit_inputs`), so a fit on the same data and settings gives the
+same statistics as ``jaxood bench``.
 """
 
 from __future__ import annotations
@@ -13,42 +14,15 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from jaxood import detectors as registry
-from jaxood import validate
-from jaxood.bench import extract as ex
-from jaxood.bench.aps import to_inputs
+from jaxood import scoring, validate
 from jaxood.data import inputs as inputs_lib
+from jaxood.features import extract as ex
+from jaxood.features.model import bind_model, input_shape, variables_fingerprint
+from jaxood.features.store import fit_inputs
 from jaxood.fitted.detector import BATCH_SIZE, FittedDetector
 from jaxood.models import LoadedModel
-from jaxood.types import Detector, Inputs, Model
-
-#: ID splits up to this size (as float32) are given to ``fit`` as an image array
-#: (``Inputs.x``); larger ones as the lazily batched source (``len`` + ``batch(start, stop)``).
-FIT_IMAGES_MB = 64.0
-
-
-def bind_model(model: Any) -> LoadedModel:
-    """A saved-model directory, a ``LoadedModel``, or ``(Model, variables)`` -> ``LoadedModel``."""
-    from jaxood import models
-
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return models.load(models.resolve_model_dir(os.fspath(model)))
-    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], Model):
-        m, variables = model
-        manifest = {
-            "name": m.name, "num_classes": m.num_classes, "feature_dim": m.feature_dim,
-            "input_shape": None if m.input_shape is None else list(m.input_shape),
-        }
-        return LoadedModel(model=m, variables=variables, preprocess=None, manifest=manifest,
-                           module=None)
-    raise ValueError(
-        f"`model` must be a saved-model directory, a jaxood.models.LoadedModel or a "
-        f"(Model, variables) pair; got {type(model).__name__}"
-    )
+from jaxood.types import Detector, HParamPoint, Inputs
 
 
 def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) -> dict:
@@ -86,8 +60,6 @@ def read_hparams(det: Detector, hparams: Any, model: LoadedModel | None = None) 
 def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
     if len(runs) == 1 or model is None:
         return runs[0]
-    from jaxood.bench.cache import variables_fingerprint
-
     weights = variables_fingerprint(model.variables)
     match = [r for r in runs if r.get("model_fingerprint", {}).get("weights") == weights]
     if not match:
@@ -98,34 +70,17 @@ def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
     return match[0]
 
 
-def model_hparams(det: Detector, model: LoadedModel) -> dict[str, Any]:
-    """Hyperparameters that describe the model's input normalisation (ODIN's ``std``)."""
-    spec = model.preprocess
-    if spec is None:
-        return {}
-    return {n: tuple(getattr(spec, n)) for n in ("std", "mean") if n in det.hparams}
-
-
-def _split_inputs(det, loaded, source, hp, batch_size, progress) -> Inputs:
+def _split_inputs(det, loaded, source, point: HParamPoint, batch_size, progress) -> Inputs:
     """Features (+ the detector's extras, labels, small image sets) of one ID split."""
-    extract_kw, _, _ = det.split_hparams(hp)
-    fn = ex.features_fn(loaded.model, ex.detector_fields(det))
+    fn = scoring.features_fn(loaded.model, tuple(ex.detector_fields(det)))
     arrays = ex.extract_arrays(
         fn, loaded.variables, source, batch_size=batch_size, progress=progress, desc="features"
     )
     if det.extract is not None:
-        efn = ex.extract_fn(det, loaded.model, tuple(sorted(extract_kw.items())))
+        efn = scoring.extract_fn(det, loaded.model, tuple(sorted(point.extract.items())))
         arrays.update(ex.extract_arrays(efn, loaded.variables, source, batch_size=batch_size,
                                         progress=progress, desc=f"{det.name} extract"))
-    if np.any(np.asarray(source.labels) >= 0):
-        arrays["labels"] = np.asarray(source.labels)
-    # Images: in memory up to FIT_IMAGES_MB; larger splits as the lazily batched source
-    # itself (fits that use images, e.g. OODD's crops, read it batch by batch).
-    x = source
-    small = len(source) * int(np.prod(loaded.manifest.get("input_shape") or (1,))) * 4
-    if det.needs_network or small <= FIT_IMAGES_MB * 1e6:
-        x = source.batch(0, len(source))
-    return to_inputs(arrays, x=x)
+    return fit_inputs(det, arrays, source)
 
 
 def fit(
@@ -167,22 +122,22 @@ def fit(
     validate.check_open_fraction(tpr, "tpr")
     validate.check_positive_int(batch_size, "batch_size")
     loaded = bind_model(model)
-    hp = {**model_hparams(det, loaded), **read_hparams(det, hparams, loaded)}
-    hp = det.resolve(hp)
+    point = det.point({**registry.model_hparams(det, loaded.preprocess),
+                       **read_hparams(det, hparams, loaded)})
     _check_id_data(det, id_data, calibration)
 
     def source(data, name):
         return inputs_lib.open_input(
-            data, loaded.preprocess, _input_shape(loaded), data_dir=data_dir, name=name
+            data, loaded.preprocess, input_shape(loaded), data_dir=data_dir, name=name
         )
 
     data = {
-        s: _split_inputs(det, loaded, source(id_data[s], f"id_data[{s!r}]"), hp, batch_size,
+        s: _split_inputs(det, loaded, source(id_data[s], f"id_data[{s!r}]"), point, batch_size,
                          progress)
         for s in det.fit_splits
     }
-    stats = registry.fit(det, loaded.model, loaded.variables, data, **hp)
-    fitted = FittedDetector(det, loaded, hp, stats, batch_size=batch_size,
+    stats = registry.fit_at(det, loaded.model, loaded.variables, data, point)
+    fitted = FittedDetector(det, loaded, point, stats, batch_size=batch_size,
                             model_dir=loaded.directory)
     if calibration is None:
         fitted.calibrate(id_data["val"], data_dir=data_dir, used_by_fit="val" in det.fit_splits,
@@ -218,8 +173,3 @@ def _check_id_data(det: Detector, id_data, calibration) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-def _input_shape(loaded: LoadedModel):
-    shape = loaded.manifest.get("input_shape") or loaded.model.input_shape
-    return None if shape is None else tuple(shape)

@@ -8,7 +8,7 @@ Layout::
     det/arrays/         orbax tree {"stats": {field: array}, "calibration": [n],
                         "state": {field: array}}  (zero-size arrays live in the manifest)
 
-Loading checks everything it can before returning: a missing or corrupt file, a detector
+Loading (:mod:`jaxood.fitted.loading`) checks everything it can before returning: a missing or corrupt file, a detector
 that is not registered (a plugin not imported), another detector version, and above all a
 model other than the one the detector was fitted on — each a clear error naming what differs.
 """
@@ -17,38 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
-import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
-from jaxood import detectors as registry
 from jaxood import fsutil
-from jaxood.bench.cache import variables_fingerprint
-from jaxood.fitted.detector import FittedDetector
+from jaxood.features.model import model_identity
 from jaxood.models import LoadedModel, local_checkpointer
+from jaxood.version import __version__
+
+if TYPE_CHECKING:  # annotations only: detector.py imports this module to save
+    from jaxood.fitted.detector import FittedDetector
 
 FORMAT = "jaxood-detector/1"
 MANIFEST = "detector.json"
 ARRAYS = "arrays"
-
-
-def model_fingerprint(model: LoadedModel) -> dict[str, Any]:
-    """What identifies the model a detector was fitted on: architecture, classes, shapes and
-    a SHA-256 of every weight."""
-    m = model.manifest
-    return fsutil.plain({
-        "name": m.get("name"),
-        "arch": m.get("arch"),
-        "arch_kwargs": m.get("arch_kwargs", {}),
-        "num_classes": m.get("num_classes", model.model.num_classes),
-        "feature_dim": m.get("feature_dim", model.model.feature_dim),
-        "input_shape": m.get("input_shape"),
-        "weights": variables_fingerprint(model.variables),
-    })
 
 
 def _split_fields(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -104,8 +89,6 @@ def _arrays_tree(fitted: FittedDetector) -> tuple[dict, dict, dict]:
 
 def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> str:
     """Writes ``fitted`` to ``directory`` (temp dir + rename: never half-written)."""
-    from jaxood import __version__
-
     tree, empty, layout = _arrays_tree(fitted)
     det = fitted.detector
     manifest = {
@@ -115,7 +98,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         "detector_version": det.version,
         "stats_type": None if fitted.stats is None else type(fitted.stats).__name__,
         "hparams": fitted.hparams,
-        "model": model_fingerprint(fitted.model),
+        "model": model_identity(fitted.model),
         "input": {
             "shape": fitted.input_shape,
             "preprocess": None if fitted.model.preprocess is None
@@ -139,27 +122,20 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
 
 def read_manifest(directory: str) -> dict:
     """``detector.json`` of a saved detector, checked for presence, JSON and format."""
-    path = os.path.join(os.fspath(directory), MANIFEST)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"saved detector {directory!r} does not exist")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{directory!r} has no {MANIFEST}: not a saved jaxood detector (write one with "
-            "`jaxood fit` or FittedDetector.save)"
-        )
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is corrupt (invalid JSON: {e}); re-save the detector") from None
+    manifest = fsutil.read_manifest(
+        directory, MANIFEST, kind="saved jaxood detector",
+        make="write one with `jaxood fit` or FittedDetector.save",
+    )
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        path = os.path.join(os.fspath(directory), MANIFEST)
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; "
+                         "re-save the detector with this jaxood version")
     return manifest
 
 
 def check_same_model(saved: dict, model: LoadedModel, where: str) -> None:
     """Raises naming every fingerprint field that differs between ``saved`` and ``model``."""
-    current = model_fingerprint(model)
+    current = model_identity(model)
     diff = {k: (saved.get(k), current.get(k)) for k in saved if saved.get(k) != current.get(k)}
     diff.pop("name", None)  # a renamed copy of the same weights is the same model
     if diff:
@@ -174,7 +150,7 @@ def check_same_model(saved: dict, model: LoadedModel, where: str) -> None:
         )
 
 
-def _restore_arrays(directory: str, manifest: dict) -> dict:
+def restore_arrays(directory: str, manifest: dict) -> dict:
     tree = {}
     path = os.path.join(os.path.abspath(directory), ARRAYS)
     has_arrays = any(
@@ -201,58 +177,6 @@ def _restore_arrays(directory: str, manifest: dict) -> dict:
     return tree
 
 
-def _rebuild(cls, arrays: dict, layout: dict, static: dict):
+def rebuild(cls, arrays: dict, layout: dict, static: dict):
     fields = {name: (None if spec is None else arrays[name]) for name, spec in layout.items()}
     return cls(**fields, **static)
-
-
-def load(directory: str, model: Any, *, batch_size: int | None = None) -> FittedDetector:
-    """Loads a saved detector for ``model`` (dir, ``LoadedModel`` or ``(Model, variables)``).
-
-    Raises:
-      FileNotFoundError / ValueError: missing/corrupt files, an unregistered detector,
-        another detector version, or a model other than the one it was fitted on.
-    """
-    from jaxood.fitted.fitting import bind_model
-
-    manifest = read_manifest(directory)
-    try:
-        det = registry.get(manifest["detector"])
-    except ValueError:
-        raise ValueError(
-            f"{directory}: detector {manifest['detector']!r} is not registered; import the "
-            "module that registers it first (--import my_detectors.py on the command line)"
-        ) from None
-    if str(det.version) != str(manifest["detector_version"]):
-        raise ValueError(
-            f"{directory}: saved with {det.name!r} version {manifest['detector_version']}, "
-            f"installed version is {det.version}; re-fit the detector"
-        )
-    loaded = bind_model(model)
-    check_same_model(manifest["model"], loaded, repr(directory))
-    if manifest.get("xla_flags", "") != os.environ.get("XLA_FLAGS", ""):
-        warnings.warn(
-            f"{directory} was saved under XLA_FLAGS={manifest.get('xla_flags')!r}, this process "
-            f"runs {os.environ.get('XLA_FLAGS', '')!r}: scores of gradient-based detectors "
-            "(AdaSCALE, ODIN) can differ slightly", stacklevel=2)
-    arrays = _restore_arrays(directory, manifest)
-    layout = manifest["layout"]
-    stats = None
-    if det.stats_type is not None and manifest["stats_type"] is not None:
-        stats = _rebuild(det.stats_type, arrays.get("stats", {}), layout["stats"],
-                         layout["stats_static"])
-    threshold = dict(manifest["threshold"])
-    fitted = FittedDetector(
-        det, loaded, manifest["hparams"], stats,
-        calibration=arrays["calibration"]["scores"],
-        calibration_info=manifest["calibration"],
-        threshold_value=threshold.pop("value"),
-        threshold_info=threshold or None,
-        batch_size=manifest["batch_size"] if batch_size is None else batch_size,
-        model_dir=loaded.directory or manifest.get("model_dir"),
-    )
-    if layout.get("state"):
-        template = det.init_state(stats, fitted.feature_dim, **fitted.score_hparams)
-        state_arrays = arrays.get("state", {})
-        fitted.state = type(template)(**{k: state_arrays[k] for k in layout["state"]})
-    return fitted

@@ -22,6 +22,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxood import models
+from jaxood.train.steps import create_train_state
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, or from another model)."""
@@ -165,8 +168,6 @@ def _check_resumable(ckpt: Checkpointer, step: int, identity: dict) -> dict:
 
 def initial_variables(cfg, module, input_shape, num_classes: int) -> dict:
     """``cfg.init_from``'s saved model (checked against the architecture) or a fresh init."""
-    from jaxood import models
-
     if not cfg.init_from:
         key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), -1 & 0x7FFFFFFF)
         return jax.jit(lambda k: models.init_variables(module, k, input_shape))(key)
@@ -196,8 +197,6 @@ def restore_or_init(
       FileExistsError: checkpoints exist and not ``resume``.
       CheckpointError: the checkpoint is corrupt or from another model / data order.
     """
-    from jaxood.train.steps import create_train_state
-
     latest = ckpt.latest_step()
     if latest is not None and not resume:
         raise FileExistsError(

@@ -15,6 +15,8 @@ import math
 import os
 from typing import Any
 
+from jaxood import models
+from jaxood.data.sources import check_classes
 from jaxood.train.losses import LOSSES
 
 ISH_FC_WEIGHT_DECAY = 5e-5  # OpenOOD train_ish.yml / imagenet_train_ish.sh: weight_decay_fc
@@ -157,15 +159,11 @@ class TrainConfig:
         if self.val_size < 0:
             raise ValueError(f"val_size (--val-size) must be >= 0, got {self.val_size}")
         self._validate_classes()
-        from jaxood import models
-
         models.check_arch_kwargs(self.arch, self.arch_kwargs)  # before the data is loaded
 
     def _validate_classes(self) -> None:
         if self.classes is None:
             return
-        from jaxood.data.sources import check_classes
-
         check_classes(self.classes)  # the range is checked when the data is known
         if self.num_classes is not None and self.num_classes != len(self.classes):
             raise ValueError(

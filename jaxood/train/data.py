@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxood.data.sources import from_arrays, load_dataset
 from jaxood.train.config import TrainConfig
 
 Split = tuple[np.ndarray, np.ndarray]  # (x uint8 [N, H, W, C], y int32 [N])
@@ -41,8 +42,6 @@ def prepare_data(cfg: TrainConfig, train_data=None, val_data=None, test_data=Non
     ``mean``/``std``: ``cfg``'s, else the dataset's constants, else statistics of the
     training images (arrays). Val: ``val_data``, else the dataset's (see ``load_dataset``).
     """
-    from jaxood.data.sources import from_arrays, load_dataset
-
     own_k = None if cfg.classes else cfg.num_classes  # K of the original labels
     if train_data is None:
         if not cfg.dataset:

@@ -13,9 +13,9 @@ from jaxood import detectors as det_registry
 from jaxood.analyses import common
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.output import find
-from jaxood.bench import extract as ex
 from jaxood.bench import runner
 from jaxood.detectors import adascale
+from jaxood.features import extract as ex
 from jaxood.types import Features, Inputs
 
 from .conftest import OPTIONS, make_context

@@ -9,7 +9,7 @@ import os
 import signal
 
 import tests.bench.tiny_model  # noqa: F401 - registers the 'bench_tiny' architecture
-from jaxood.bench import cache
+from jaxood.features import cache
 
 _write = cache.CacheEntry.write_shard
 _written = [0]

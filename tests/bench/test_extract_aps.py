@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from jaxood.bench import aps
-from jaxood.bench import extract as ex
-from jaxood.bench.cache import FeatureCache
+from jaxood.features import extract as ex
+from jaxood.features import scorer as scorer_lib
+from jaxood.features.cache import FeatureCache
+from jaxood.features.store import DataStore
 
 
 class IndexSource:
@@ -131,7 +133,7 @@ def test_scorer_compiles_once_across_traced_grid_points():
         hparams={"t": HParam(1.0, sweep=(1.0, 2.0, 3.0)), "k": HParam(2, static=True)},
     )
     model = Model(features=lambda v, x: Features(x, x), head=lambda v, f: f)
-    scorer = aps.Scorer(det, model, chunk=16)
+    scorer = scorer_lib.Scorer(det, model, chunk=16)
     logits = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     for t in (1.0, 2.0, 3.0):
         s = scorer.score(None, None, {"logits": logits, "feature": logits}, {"t": t, "k": 2})
@@ -155,12 +157,12 @@ def test_stream_detector_scores_permuted_stream_and_unpermutes(tmp_path):
         return pos(m, v, s, inputs), state
 
     det = Detector("pos", pos, stream=True, init_state=lambda s, d: (), step=step)
-    assert runner.is_stream(det)
+    assert det.stream
     tiny_model.register_toy_arrays()
     model_dir = tiny_model.save_tiny(str(tmp_path / "m"), 3, input_shape=(8, 8, 3))
     loaded = models.load(model_dir)
     opened = benchmarks.open_benchmark("toy-arrays", None, loaded.preprocess, need_train=False)
-    store = runner.DataStore(
+    store = DataStore(
         opened, loaded, FeatureCache(tmp_path / "c"), batch_size=16, mesh=None, progress=False
     )
     store.mesh = __import__("jaxood").parallel.data_mesh()
@@ -226,12 +228,12 @@ def test_scorer_keeps_large_numpy_stats_on_host(monkeypatch):
         seen.append(type(stats["bank"]))
         return jnp.asarray(inputs.features.logits[:, 0] + float(stats["bank"][0, 0]))
 
-    monkeypatch.setattr(aps, "HOST_STATS_BYTES", 1000)
+    monkeypatch.setattr(scorer_lib, "HOST_STATS_BYTES", 1000)
     det = Detector("host", score)
     model = Model(features=lambda v, x: Features(x, x), head=lambda v, f: f)
     bank = np.full((100, 8), 2.0, np.float32)  # 3.2 kB > the patched limit
     logits = np.arange(30, dtype=np.float32).reshape(10, 3)
-    s = aps.Scorer(det, model, chunk=4).score(
+    s = scorer_lib.Scorer(det, model, chunk=4).score(
         None, {"bank": bank}, {"logits": logits, "feature": logits}, {}
     )
     np.testing.assert_allclose(s, logits[:, 0] + 2.0)

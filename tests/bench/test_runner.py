@@ -11,9 +11,9 @@ from scipy.special import logsumexp, softmax
 from sklearn.metrics import roc_auc_score
 
 from jaxood import models
-from jaxood.bench import extract as ex
 from jaxood.bench import runner
 from jaxood.data import benchmarks
+from jaxood.features import extract as ex
 
 from . import tiny_model
 

@@ -1,4 +1,5 @@
-"""On-device augmentation and the host pipeline against NumPy references."""
+"""On-device augmentation and the host pipeline against NumPy references; the random resized
+crops against torchvision."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import torchvision.transforms.functional as TF
 
 from jaxood.data import augment
 from jaxood.data.pipeline import TrainBatches, epoch_permutation, eval_batches, prefetch
@@ -105,3 +108,29 @@ def test_eval_batches_pad_and_mask():
     assert [b[0].shape[0] for b in out] == [3, 3]
     np.testing.assert_array_equal(out[1][2], [True, True, False])
     assert out[1][0][2].sum() == 0
+
+
+#: OODD's IIS crop scale (jaxood.detectors.oodd.IIS_SCALE), the crops this test checks.
+IIS_SCALE = (0.95, 1.0)
+
+
+def test_crops_match_torchvision_resized_crop():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(32, 32, 3)).astype(np.float32)
+    key = jax.random.PRNGKey(3)
+    params = jax.jit(jax.vmap(lambda k: augment.crop_params(k, 32, 32, IIS_SCALE)))(jax.random.split(key, 6))
+    crop = jax.jit(lambda p: augment.resized_crop(jnp.asarray(img), p, (32, 32)))
+    for p in np.asarray(params):
+        top, left, h, w = map(int, p)
+        area = h * w / 1024
+        assert 0 < h <= 32 and 0 < w <= 32 and top + h <= 32 and left + w <= 32
+        assert 0.9 <= area <= 1.0 and 3 / 4 - 0.1 <= w / h <= 4 / 3 + 0.1
+        got = np.asarray(crop(p))
+        t = torch.from_numpy(img).permute(2, 0, 1)
+        ref = TF.resized_crop(t, top, left, h, w, [32, 32], antialias=True).permute(1, 2, 0)
+        np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-5)
+    crops = augment.random_resized_crops(key, jnp.asarray(img[None].repeat(2, 0)), 5, IIS_SCALE)
+    assert crops.shape == (2, 5, 32, 32, 3)
+    np.testing.assert_array_equal(
+        crops, augment.random_resized_crops(key, jnp.asarray(img[None].repeat(2, 0)), 5, IIS_SCALE)
+    )

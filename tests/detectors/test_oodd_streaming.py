@@ -9,7 +9,7 @@ import pytest
 import jaxood
 from jaxood import detectors
 from jaxood.detectors import oodd
-from jaxood.fitted import fitting
+from jaxood.features import store
 from jaxood.types import Inputs
 from tests.detectors import tiny_net
 
@@ -106,7 +106,7 @@ def test_jaxood_fit_streams_train_images_above_the_budget(monkeypatch, tiny_worl
         return original(x, *a, **k)
 
     monkeypatch.setattr(oodd, "image_batches", spy)
-    monkeypatch.setattr(fitting, "FIT_IMAGES_MB", 0.0)
+    monkeypatch.setattr(store, "FIT_IMAGES_MB", 0.0)
     streamed = jaxood.fit("oodd_cout", (model, weights), id_data, hp, batch_size=16)
     assert seen and all(name != "ndarray" for name in seen)  # the source itself, not an array
     for field in ("id_bank", "queue_seeds", "memory_bank"):

@@ -14,20 +14,18 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jax
 import numpy as np
 
-from jaxood import parallel, validate
-from jaxood.bench.cache import CacheEntry
-from jaxood.bench.timing import StageTimes
+from jaxood import parallel, scoring, validate
 from jaxood.distributed import Processes
-from jaxood.types import Model
+from jaxood.features.cache import CacheEntry
+from jaxood.features.timing import StageTimes
 
 
 class Source(Protocol):
@@ -51,41 +49,6 @@ def device_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> int:
     validate.check_positive_int(batch_size, "batch_size")
     n = mesh.devices.size
     return max(n, int(math.ceil(batch_size / n)) * n)
-
-
-@functools.lru_cache(maxsize=64)
-def sharded_fn(
-    fn: Callable[[Any, jax.Array], Mapping[str, jax.Array]], mesh: jax.sharding.Mesh
-) -> Callable:
-    """``jax.jit(fn)`` with replicated variables and batch-sharded inputs/outputs (built once
-    per function and mesh)."""
-    return jax.jit(
-        fn,
-        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-        out_shardings=parallel.batch_sharding(mesh),
-    )
-
-
-def features_fn(model: Model, fields: Sequence[str]) -> Callable:
-    """``(variables, x) -> {field: array}`` for the requested ``Features`` fields (the same
-    function object for the same model and fields, so its jitted form is reused)."""
-    return _features_fn(model, tuple(fields))
-
-
-@functools.lru_cache(maxsize=64)
-def _features_fn(model: Model, fields: tuple[str, ...]) -> Callable:
-
-    def fn(variables, x):
-        feats = model.features(variables, x)
-        out = {}
-        for f in fields:
-            value = getattr(feats, f)
-            if value is None:
-                raise ValueError(f"model {model.name!r} does not provide `{f}`")
-            out[f] = value
-        return out
-
-    return fn
 
 
 def extract(
@@ -113,7 +76,9 @@ def extract(
 
     Args:
       fn: ``(variables, x [B, H, W, C]) -> {name: [B, ...]}``, not yet jitted (it is jitted
-        here with the mesh's shardings).
+        here with the mesh's shardings, once per function object: build it with one of
+        :mod:`jaxood.scoring`'s cached builders, ``features_fn``, ``extract_fn``,
+        ``image_score_fn``).
       variables: model variables (replicated on the mesh).
       source: the dataset.
       groups: ``(entry, names)`` pairs: each entry stores the listed output names (``None``
@@ -162,7 +127,7 @@ def _run_shards(
     fn, variables, source, pending, todo, n, bs, shard_size, mesh, progress, desc, timing
 ):
     timer, stage = timing
-    step = sharded_fn(fn, mesh)
+    step = scoring.sharded(fn, mesh)
     variables = jax.device_put(variables, parallel.replicated(mesh))
     total = sum(int(math.ceil((min(n, (i + 1) * shard_size) - i * shard_size) / bs)) for i in todo)
     bar = _progress(total, desc, progress)
@@ -221,7 +186,7 @@ def extract_arrays(
     n = len(source)
     if n == 0:
         raise ValueError(f"dataset {desc or 'source'} is empty")
-    step = sharded_fn(fn, mesh)
+    step = scoring.sharded(fn, mesh)
     variables = jax.device_put(variables, parallel.replicated(mesh))
     bar = _progress(int(math.ceil(n / bs)), desc, progress)
     try:
@@ -250,19 +215,3 @@ def detector_fields(det) -> list[str]:
     """The ``Features`` fields a detector reads: logits and feature, plus the feature map /
     attention when it needs them."""
     return ["logits", "feature", *(f for f in ("feature_map", "attention") if f in det.needs)]
-
-
-def extract_fn(det, model: Model, extract_hparams: tuple) -> Callable:
-    """``(variables, x) -> dict`` of ``det.extract`` at the (sorted, hashable) extract
-    hyperparameters; the same function object for the same arguments."""
-    return _extract_fn(det, model, extract_hparams)
-
-
-@functools.lru_cache(maxsize=64)
-def _extract_fn(det, model: Model, extract_hparams: tuple) -> Callable:
-    kw = dict(extract_hparams)
-
-    def fn(variables, x):
-        return dict(det.extract(model, variables, x, **kw))
-
-    return fn

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jaxood.bench import timing
+from jaxood.features import timing
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxood.fsutil import atomic_write_bytes, plain
@@ -35,17 +34,6 @@ def key_hash(key: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``key``."""
     blob = json.dumps(plain(key), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def variables_fingerprint(variables: Any) -> str:
-    """SHA-256 over every leaf's path, dtype, shape and bytes: identifies trained weights."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(f"{arr.dtype}{arr.shape}".encode())
-        h.update(arr.data)
-    return h.hexdigest()
 
 
 class CacheEntry:
