@@ -5,7 +5,7 @@ They call :func:`jaxood.bench.runner.run` (APS, metrics, result store, feature c
 the context's work directory and cache, so a second run reads everything from the store and
 the cache. Without APS the published per-benchmark defaults are used and recorded.
 Options: ``detectors`` (headline), ``method_detectors`` (training methods), ``fs_detectors``,
-``csid_size`` and ``all_runs`` (full spectrum).
+``csid_size`` and ``max_runs`` (full spectrum), ``accuracy_floor`` (training methods).
 """
 
 from __future__ import annotations

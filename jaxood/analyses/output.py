@@ -225,7 +225,7 @@ class Outcome(NamedTuple):
       summary: key numbers for the report and the claim checks.
       plots: PNG file names written into ``ctx.out_dir``.
       data: extra JSON-only data (e.g. curves).
-      verdicts: the paper's claims checked on this data (:func:`jaxood.analyses.report.verdict`).
+      verdicts: the paper's claims checked on this data (:mod:`jaxood.analyses.verdicts`).
     """
 
     tables: list[Table]
