@@ -184,7 +184,11 @@ class FittedDetector:
     def point(self) -> HParamPoint:
         """:attr:`hparams` resolved into their stage groups; resolved again only when
         :attr:`hparams` was changed."""
-        if dict(self._point) != self.hparams:
+        try:
+            same = dict(self._point) == self.hparams
+        except ValueError:  # an array value (ambiguous ==): resolve it, which names the error
+            same = False
+        if not same:
             self._point = self.detector.point(self.hparams)
         return self._point
 

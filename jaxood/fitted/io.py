@@ -123,7 +123,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
 def read_manifest(directory: str) -> dict:
     """``detector.json`` of a saved detector, checked for presence, JSON and format."""
     manifest = fsutil.read_manifest(
-        directory, MANIFEST, kind="saved jaxood detector",
+        directory, MANIFEST, kind="saved detector",
         make="write one with `jaxood fit` or FittedDetector.save",
     )
     if manifest.get("format") != FORMAT:
