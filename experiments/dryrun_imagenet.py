@@ -52,28 +52,32 @@ SIZES = {
 }  # fmt: skip
 #: Image folders under images_largescale/ (or images_classic/): OpenImage-O's val and test
 #: images are distinct sets, so they get distinct folders.
-FOLDERS = {"id_val": "imagenet_1k/val", "id_test": "imagenet_1k/test", "ood_val": "openimage_o/val"}
+FOLDERS = {"id_train": "imagenet_1k/train", "id_val": "imagenet_1k/val",
+           "id_test": "imagenet_1k/test", "ood_val": "openimage_o/val"}
 
 
-def benchmark_refs():
-    """``{role: SetRef}`` of every list the imagenet benchmark opens without ID-train."""
+def benchmark_refs(benchmark: str = "imagenet", train: bool = False):
+    """``{role: SetRef}`` of every list an ImageNet benchmark opens (ID-train with ``train``;
+    never the covariate-shifted ID sets)."""
     from jaxood.data import benchmarks
 
-    b = benchmarks.get("imagenet")
-    refs = {"id_val": b.id_val, "id_test": b.id_test, "ood_val": b.ood_val}
+    b = benchmarks.get(benchmark)
+    refs = {"id_train": b.id_train} if train else {}
+    refs.update({"id_val": b.id_val, "id_test": b.id_test, "ood_val": b.ood_val})
     refs.update({f"near/{r.name}": r for r in b.near})
     refs.update({f"far/{r.name}": r for r in b.far})
     return refs
 
 
-def make_layout(root: str, sizes: dict[str, int]) -> dict:
+def make_layout(root: str, sizes: dict[str, int], benchmark: str = "imagenet",
+                train: bool = False) -> dict:
     """Writes the images and lists (idempotent per set); returns per-set image statistics."""
     stats = {}
-    for seed, (role, ref) in enumerate(benchmark_refs().items()):
+    for seed, (role, ref) in enumerate(benchmark_refs(benchmark, train).items()):
         folder = FOLDERS.get(role, f"{ref.name}/test")
         set_dir = os.path.join(root, ref.data_dir, folder)
         inner = bench_decode.generate(set_dir, sizes[role], seed=seed)
-        ood = role not in ("id_val", "id_test")
+        ood = role not in ("id_train", "id_val", "id_test")
         lines = []
         with open(inner) as f:
             for line in f:

@@ -22,6 +22,7 @@ from typing import Any
 
 from jaxood.analyses import report
 from jaxood.analyses.common import Context
+from jaxood.analyses.covariate import fsood_unavailable
 from jaxood.analyses.output import (
     Outcome,
     aggregate,
@@ -33,7 +34,18 @@ from jaxood.analyses.output import (
 from jaxood.analyses.registry import EXPERIMENTS, Experiment, get, names
 from jaxood.version import __version__
 
-__all__ = ["Context", "Experiment", "Outcome", "EXPERIMENTS", "get", "names", "run_experiment"]
+__all__ = ["Context", "Experiment", "Outcome", "EXPERIMENTS", "get", "names", "run_experiment",
+           "unavailable"]
+
+
+def unavailable(name: str, ctx: Context) -> str | None:
+    """Why experiment ``name`` cannot run with this context's data and models (``None`` when
+    it can): what ``jaxood experiment all`` reports when it skips one."""
+    if name == "table4_training" and not ctx.method_models:
+        return "needs a model per training method (--method-model LABEL=DIR)"
+    if name == "table3_fsood":
+        return fsood_unavailable(ctx.benchmark, ctx.data_root)
+    return None
 
 
 def run_experiment(name: str, ctx: Context) -> dict[str, Any]:

@@ -39,8 +39,8 @@ class Context:
     Attributes:
       benchmark: benchmark name (``jaxood.data.benchmarks.names()``).
       models: saved-model directories (or ``jaxood train`` workdirs), one per run/seed.
-        Cached-feature analyses aggregate over all of them (mean ± population std);
-        perturbation-changing ones use the first.
+        Every analysis runs on all of them: tables give mean ± population std, the JSON the
+        per-run rows, the verdicts use the paired per-run differences.
       data_root: the benchmark's data root.
       out_dir: where each experiment writes ``<name>.json``, ``<name>.md`` and PNGs.
       work_dir: the runner's result store (default ``<out_dir>/work``).
@@ -245,10 +245,14 @@ def chunked_q(feature, feature_perturbed, lmbda, *, k1, k2, form) -> np.ndarray:
 
 
 def fit_stats(feature, feature_perturbed, *, k1=1.0, k2=5.0, lmbda=10.0,
-              q_form=adascale.Q_FORMS[0], num_samples=5000, seed=0) -> adascale.AdaScaleStats:
+              q_form=adascale.Q_FORMS[0], num_samples=5000, seed=0,
+              flip: bool = False) -> adascale.AdaScaleStats:
     """AdaSCALE's eCDF fitted on ID-val arrays (as the detector's ``fit``; ``seed`` draws the
-    ``num_samples`` subset when there are more values)."""
+    ``num_samples`` subset when there are more values). ``flip`` (beyond the paper): the eCDF
+    of ``-Q'``, so that ``1 - F`` becomes ``F`` of Q' (ties aside) and high Q' maps to p near
+    ``p_max``; score it with an :class:`AdaScorer` made with ``flip=True``."""
     q = chunked_q(feature, feature_perturbed, lmbda, k1=k1, k2=k2, form=q_form)
+    q = -q if flip else q
     return adascale.fit_ecdf(q, num_samples=num_samples, seed=seed, k1=k1, k2=k2,
                              lmbda=lmbda, feature_dim=np.shape(feature)[-1], q_form=q_form)
 
@@ -264,11 +268,12 @@ _grid_program = jax.jit(adascale.grid_scores, static_argnames=("variant",))
 class AdaScorer:
     """AdaSCALE scores at many settings from one run's cached ``(f, f~)`` per split: the
     percentile- and eCDF-independent parts (sorted cumulative activations, head outputs) are
-    computed once per split; each setting only recomputes Q' and the percentile mapping."""
+    computed once per split; each setting only recomputes Q' and the percentile mapping.
+    ``flip`` (beyond the paper): score with ``-Q'``, for stats from ``fit_stats(flip=True)``."""
 
     def __init__(self, run: RunData, arrays: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                 share: AdaScorer | None = None):
-        self.run, self.arrays = run, dict(arrays)
+                 share: AdaScorer | None = None, flip: bool = False):
+        self.run, self.arrays, self.flip = run, dict(arrays), flip
         # The per-split base only depends on the clean features: scorers of other perturbed
         # features of the same run can share it (``share``).
         self._base: dict[str, adascale.GridCache] = {} if share is None else share._base
@@ -286,6 +291,7 @@ class AdaScorer:
         f, ft = self.arrays[split]
         q = chunked_q(f, ft, float(np.asarray(stats.lmbda)), k1=stats.k1, k2=stats.k2,
                       form=stats.q_form)
+        q = -q if self.flip else q  # the eCDF of -Q' (fit_stats(flip=True))
         cache = self.base(split)._replace(q=jnp.asarray(q))
         plain = adascale.AdaScaleStats(sorted_q=stats.sorted_q, lmbda=stats.lmbda)
         pairs = jnp.asarray(np.asarray(percentiles, np.float32).reshape(-1, 2))

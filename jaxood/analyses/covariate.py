@@ -11,6 +11,7 @@ classes. Every other split is the base benchmark's (same data, same feature cach
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -66,3 +67,19 @@ def with_covariate_shift(name: str, size: int = 2000, seed: int = 0) -> str:
     )
     benchmarks.register(derived, overwrite=True)
     return derived.name
+
+
+def fsood_unavailable(name: str, data_root: str | None) -> str | None:
+    """Why full-spectrum OOD cannot run on benchmark ``name`` here (``None`` when it can): an
+    image-list benchmark without covariate-shifted ID sets, or with their lists absent."""
+    base = benchmarks.get(name)
+    if base.arrays is not None:
+        return None
+    if not base.csid:
+        return f"benchmark {name!r} defines no covariate-shifted ID sets"
+    missing = [r.imglist for r in base.csid
+               if not os.path.isfile(os.path.join(data_root or "", r.imglist))]
+    if missing:
+        return (f"covariate-shifted ID lists absent under data root {data_root!r}: "
+                f"{', '.join(missing)}")
+    return None

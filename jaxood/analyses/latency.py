@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import Context
 from jaxood.analyses.output import Outcome, Table, band, save
-from jaxood.analyses.report import verdict
 from jaxood.detectors import adascale, shaping
 from jaxood.types import Model
 
@@ -85,6 +85,30 @@ def _time(fns, args, trials: int, rounds: int, budget_s: float):
     return out[0], out[1], per_round * rounds
 
 
+def _verdicts(rows: list[dict], curves: dict, batch: int, dims: list[int]) -> list[dict]:
+    """Costs more at every D (per-round ratios, t interval per D; fails if any D fails) and
+    the ratio falls with D (Kendall trend test on the per-D median ratios)."""
+    scaling = [r for r in rows if r["what"] == "scaling" and r["batch"] == batch]
+    per = {f"D={d}": V.side(curves[("scaling", batch, d)][1] / curves[("scaling", batch, d)][0]
+                            - 1.0) for d in dims}
+    outcomes = {ev["outcome"] for ev in per.values()}
+    outcome = (V.FAILS if V.FAILS in outcomes else V.HOLDS if outcomes == {V.HOLDS}
+               else V.INCONCLUSIVE)
+    more = V.make(f"variable percentile costs more than fixed (batch {batch}, every D)",
+                  "3.0-4.7x (RTX 4090)", ", ".join(f"D={r['D']}: {r['ratio']:.2f}x"
+                                                    for r in scaling), per, outcome=outcome,
+                  rule="t interval of the per-round ratio - 1 at each D; fails if any D does")
+    return [more, ratio_trend(rows, batch)]
+
+
+def ratio_trend(rows: list[dict], batch: int) -> dict:
+    """Claim "the variable/fixed ratio of the scaling step falls as D grows" (Kendall trend on
+    the per-D median ratios of ``rows``)."""
+    scaling = [r for r in rows if r["what"] == "scaling" and r["batch"] == batch]
+    return V.trend("the ratio falls as D grows", "4.66 (D=128) -> 3.02 (D=3024)",
+                   [r["D"] for r in scaling], [r["ratio"] for r in scaling], decreasing=True)
+
+
 def latency(ctx: Context):
     """Table 11."""
     dims = [int(d) for d in ctx.option("dims", DIMS)]
@@ -127,16 +151,7 @@ def latency(ctx: Context):
         ax.set_title(f"batch {b}", fontsize=9)
         ax.legend(fontsize=6)
     plot = save(fig, os.path.join(ctx.out_dir, "table11_latency.png"))
-    scaling = [r for r in rows if r["what"] == "scaling" and r["batch"] == batches[0]]
-    ratios = [r["ratio"] for r in scaling]
-    verdicts = [
-        verdict(f"variable percentile costs more than fixed (batch {batches[0]}, every D)",
-                "3.0-4.7x (RTX 4090)", ", ".join(f"D={r['D']}: {r['ratio']:.2f}x"
-                                                   for r in scaling), min(ratios) > 1.0),
-        verdict("the ratio falls as D grows", "4.66 (D=128) -> 3.02 (D=3024)",
-                f"{ratios[0]:.2f} (D={dims[0]}) -> {ratios[-1]:.2f} (D={dims[-1]})",
-                ratios[-1] < ratios[0]),
-    ]
+    verdicts = _verdicts(rows, curves, batches[0], dims)
     return Outcome([table], {"dims": dims, "batch": batches, "trials": trials,
                              "rounds": rounds, "classes": classes, "budget_s": budget,
                              "percentile": list(PAIR),

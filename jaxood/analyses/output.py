@@ -103,6 +103,29 @@ def find(table_json_or_table, **labels) -> dict | None:
     return None
 
 
+def per_run(rows: Sequence[Mapping], metric: str, **labels) -> np.ndarray:
+    """``[runs]`` values of ``metric`` in the raw (unaggregated) rows matching ``labels``,
+    ordered by their ``run`` index; rows of one run (random draws) are averaged first."""
+    by_run: dict[int, list[float]] = {}
+    for row in rows:
+        if all(row.get(k) == v for k, v in labels.items()):
+            by_run.setdefault(int(row.get("run", 0)), []).append(float(row.get(metric, np.nan)))
+    if not by_run:
+        raise KeyError(f"no row with {labels} holds {metric!r}")
+    return np.array([np.mean(by_run[r]) for r in sorted(by_run)], np.float64)
+
+
+def per_run_metrics(rows: Sequence[Mapping], metrics: Sequence[str], **labels) -> dict:
+    """``{metric: [runs]}`` (:func:`per_run` for each metric)."""
+    return {m: per_run(rows, m, **labels) for m in metrics}
+
+
+def mean_of_groups(rows, **labels) -> dict[str, np.ndarray]:
+    """``{"mean_FPR@95", "mean_AUROC": [runs]}``: the mean of near- and far-OOD per run."""
+    return {f"mean_{m}": (per_run(rows, f"near_{m}", **labels) +
+                          per_run(rows, f"far_{m}", **labels)) / 2 for m in ("FPR@95", "AUROC")}
+
+
 RUN_KEYS = ("command", "wall_s", "network_passes", "jaxood_version")
 
 
@@ -202,7 +225,7 @@ class Outcome(NamedTuple):
       summary: key numbers for the report and the claim checks.
       plots: PNG file names written into ``ctx.out_dir``.
       data: extra JSON-only data (e.g. curves).
-      verdicts: the paper's claims checked on this data (:func:`jaxood.analyses.report.verdict`).
+      verdicts: the paper's claims checked on this data (:mod:`jaxood.analyses.verdicts`).
     """
 
     tables: list[Table]

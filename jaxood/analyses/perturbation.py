@@ -3,7 +3,7 @@
 These change AdaSCALE's perturbed features, so each setting is a new extraction pass; they
 run on a fixed random subset of every split (``ctx.subset`` images per split, seed
 ``ctx.seed``; splits already that small are used whole, sharing the full runs' cache) and on
-the first model only (option ``all_runs`` for every model). The percentile pair is the base
+every model (option ``max_runs`` to use only the first ones). The percentile pair is the base
 choice made on the subset with the method's perturbation (trivial, o = 5 %, eps = 0.5); the
 eCDF is re-fitted on the subset's ID-val for every setting.
 Options: ``regions`` (list of ``[region, o]``), ``eps`` (values).
@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import (
     MAIN_METRICS,
     AdaScorer,
@@ -25,8 +26,7 @@ from jaxood.analyses.common import (
     keep,
     q_values,
 )
-from jaxood.analyses.output import Outcome, Table, aggregate, find
-from jaxood.analyses.report import verdict
+from jaxood.analyses.output import Outcome, Table, aggregate, find, mean_of_groups
 
 REGIONS = [(r, o) for r in ("random", "trivial", "significant") for o in (0.01, 0.05, 0.10, 0.50)]
 REGIONS += [("all", 1.0)]
@@ -49,7 +49,7 @@ PAPER_EPS = {0.1: (63.76, 77.50, 19.26, 95.85), 0.5: (58.97, 78.98, 17.84, 96.14
 def _variants(ctx: Context, settings: list[dict], labels):
     """Rows (one per setting and run) with metrics, the mean shift Q on ID-val and the wall
     time of each setting (extraction + scoring); the base pair per run; subset sizes."""
-    runs = ctx.models if ctx.option("all_runs", False) else ctx.models[:1]
+    runs = list(ctx.models)[:int(ctx.option("max_runs", len(ctx.models)))]
     rows, pairs, sizes = [], [], {}
     for i, model in enumerate(runs):
         run = ctx.run_data(model, subset=ctx.subset)
@@ -88,28 +88,22 @@ def region(ctx: Context):
     agg = aggregate(table)
     score = {(r["region"], r["o %"]): _mean_auroc(r) for r in agg.rows}
     best = max(score, key=score.get)
+    runs = {f"{r} {o:g}%": mean_of_groups(table.rows, region=r, **{"o %": o})
+            for r, o in score}
     verdicts = []
-    if ("trivial", 5.0) in score:
-        verdicts.append(verdict(
-            "trivial (lowest |grad|) at o = 5 % is the best setting (mean near/far AUROC)",
-            "yes (Table 9)", f"best {best[0]} o = {best[1]:g} % ({score[best]:.2f}); "
-            f"trivial 5 %: {score[('trivial', 5.0)]:.2f}",
-            score[("trivial", 5.0)] >= score[best] - 1e-9))
-    both = [o for (r, o) in score if r == "trivial" and ("significant", o) in score]
-    if both:
-        wins = [o for o in both if score[("trivial", o)] > score[("significant", o)]]
-        verdicts.append(verdict("trivial beats significant at every o", "yes at o <= 10 %; "
-                                "at 50 % significant is better on near-OOD",
-                                f"trivial better at o = {wins} of {both}",
-                                len(wins) == len(both)))
-    close = [o for (r, o) in score if r == "random" and o <= 10 and ("trivial", o) in score]
-    if close:
-        gaps = {o: score[("trivial", o)] - score[("random", o)] for o in close}
-        verdicts.append(verdict(
-            "random small regions (o <= 10 %) are close to trivial (within 1 AUROC point)",
-            "yes (within ~0.7 near AUROC)", ", ".join(f"o = {o:g} %: {g:+.2f}"
-                                                       for o, g in gaps.items()),
-            max(abs(g) for g in gaps.values()) < 1.0))
+    if ("trivial", 5.0) in score and len(score) > 1:
+        verdicts.append(V.best("trivial (lowest |grad|) at o = 5 % is the best setting (mean "
+                               "of near and far)", "yes (Table 9)", runs, ["trivial 5%"]))
+    for o in sorted(o for (r, o) in score if r == "trivial" and ("significant", o) in score):
+        verdicts.append(V.better(f"trivial beats significant at o = {o:g} % (mean of near and "
+                                 "far)", "yes at o <= 10 %; at 50 % significant is better "
+                                 "on near-OOD", runs[f"trivial {o:g}%"],
+                                 runs[f"significant {o:g}%"], names=("trivial", "significant")))
+    for o in sorted(o for (r, o) in score if r == "random" and o <= 10 and ("trivial", o) in score):
+        auroc = {k: {"mean_AUROC": v["mean_AUROC"]} for k, v in runs.items()}
+        verdicts.append(V.within(f"random at o = {o:g} % is within 1 AUROC point of trivial "
+                                 "(mean of near and far)", "yes (within ~0.7 near AUROC)",
+                                 auroc[f"random {o:g}%"], auroc[f"trivial {o:g}%"], 1.0))
     return Outcome([table], {"regions": grid, "eps": 0.5, "subset": ctx.subset,
                              "subset_sizes": sizes, "percentile": pairs,
                              "paper_table9": PAPER_REGIONS},
@@ -129,14 +123,13 @@ def epsilon(ctx: Context):
     agg = aggregate(table)
     score = {r["eps"]: _mean_auroc(r) for r in agg.rows if r["eps"] > 0}
     verdicts = []
-    if score and 0.5 in score:
-        best = max(score, key=score.get)
-        verdicts.append(verdict("eps = 0.5 is best (mean near/far AUROC)", "yes (Table 10)",
-                                f"best eps = {best:g} ({score[best]:.2f}); 0.5: "
-                                f"{score[0.5]:.2f}", score[0.5] >= score[best] - 1e-9))
+    runs = {f"eps={e:g}": mean_of_groups(table.rows, eps=e) for e in score}
+    if 0.5 in score and len(score) > 1:
+        verdicts.append(V.best("eps = 0.5 is best (mean of near and far)", "yes (Table 10)",
+                               runs, ["eps=0.5"]))
     zero = find(agg, eps=0.0)
     if zero is not None:
-        verdicts.append(verdict("eps = 0 gives no shift (Q = 0)", "by definition",
+        verdicts.append(V.exact("eps = 0 gives no shift (Q = 0)", "by definition",
                                 f"max Q = {zero['Q max (ID val)']:.3g}",
                                 zero["Q max (ID val)"] == 0.0))
     return Outcome([table], {"eps": values, "region": "trivial", "o": 0.05,

@@ -6,9 +6,9 @@ eCDF re-fitted on ID-val for each, the percentile pair fixed at the base choice.
 
 from __future__ import annotations
 
+from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import MAIN_METRICS, Context, fit_stats, keep
-from jaxood.analyses.output import Outcome, Table, aggregate, find
-from jaxood.analyses.report import verdict
+from jaxood.analyses.output import Outcome, Table, aggregate, find, mean_of_groups
 from jaxood.analyses.sensitivity import prepare
 from jaxood.detectors import adascale
 
@@ -38,18 +38,18 @@ def q_forms(ctx: Context):
     best = max(score, key=score.get)
     paper_note = "; ".join(f"{LABELS[k]}: {v[0]:.2f}/{v[1]:.2f}, {v[2]:.2f}/{v[3]:.2f}"
                            for k, v in PAPER.items())
+    runs = {form: mean_of_groups(table.rows, q_form=form) for form in forms}
     verdicts = []
-    if "lambda_q+c_o" in score:
-        verdicts.append(verdict(
-            "lambda Q + C_o is the best form (mean of near and far AUROC)",
-            "best FPR/AUROC except near FPR (lambda Q + max_k 0.06 lower)",
-            f"best: {LABELS[best]} ({score[best]:.2f}); lambda Q + C_o "
-            f"{score['lambda_q+c_o']:.2f}", score["lambda_q+c_o"] >= score[best] - 1e-9))
+    if "lambda_q+c_o" in score and len(score) > 1:
+        verdicts.append(V.best(
+            "lambda Q + C_o is the best form (mean of near and far, FPR@95 and AUROC)",
+            "best FPR/AUROC except near FPR (lambda Q + max_k 0.06 lower)", runs,
+            ["lambda_q+c_o"]))
     if {"q", "c_o"} <= set(score):
-        verdicts.append(verdict(
-            "Q is the critical component: Q alone beats C_o alone", "Q 78.14/95.73 vs C_o "
-            "74.00/95.31 AUROC", f"Q {score['q']:.2f} vs C_o {score['c_o']:.2f}",
-            score["q"] > score["c_o"]))
+        verdicts.append(V.better(
+            "Q is the critical component: Q alone beats C_o alone (mean of near and far)",
+            "Q 78.14/95.73 vs C_o 74.00/95.31 AUROC", runs["q"], runs["c_o"],
+            names=("Q", "C_o")))
     default = find(agg, q_form="lambda_q+c_o")
     return Outcome([table], {"q_forms": list(forms), "percentile": pairs,
                              "paper_table6": {k: list(v) for k, v in PAPER.items()},

@@ -70,6 +70,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     _E("table4_training", "Table 4", "Training methods (CE, LogitNorm, ELogitNorm, CE + ISH) x "
        "EBO, SCALE, AdaSCALE-A/L", "AdaSCALE keeps its advantage over SCALE after regularised "
        "training", "bench", "bench_tables:training_methods"),
+    _E("stability", "beyond the paper", "Score stability: input jitter and float32 vs "
+       "float64 attribution (selected elements, scores, decisions; fixed subset per split)",
+       "not a claim of the paper: which elements AdaSCALE perturbs, and so its score, depends "
+       "on float32 rounding and on tiny input changes", "perturb",
+       "stability:score_stability"),
     _E("table3_fsood", "Table 3", "Full-spectrum OOD (ID test + covariate-shifted ID sets)",
        "FS-OOD is much harder for every method; AdaSCALE stays best", "bench",
        "bench_tables:full_spectrum"),

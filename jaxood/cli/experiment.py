@@ -11,7 +11,9 @@ Examples::
   jaxood experiment report --out runs/analyses        # REPORT.md from the records
 
 Each experiment writes ``<out>/<name>.json`` / ``.md`` (+ PNGs) and ``<out>/REPORT.md`` is
-rebuilt from every record in ``<out>``. Features come from the runner's cache
+rebuilt from every record in ``<out>`` (also when an experiment fails). ``all`` skips, with a
+line saying why, the experiments whose data or models are absent (``table3_fsood`` without
+covariate-shifted ID sets, ``table4_training`` without ``--method-model``). Features come from the runner's cache
 (``--cache``, shared with ``jaxood bench``): running again does not re-run the network.
 """
 
@@ -39,9 +41,11 @@ def add_arguments(parser) -> None:
     a("--list", action="store_true", help="describe the experiments and exit")
     a("--benchmark", help="benchmark name (see `jaxood bench --help`)")
     a("--model", nargs="+", default=[], metavar="DIR",
-      help="saved-model dir(s) / train workdirs; several = runs (mean ± std)")
-    a("--method-model", action="append", default=[], metavar="LABEL=DIR",
-      help="a model per training method for table4_training (repeatable)")
+      help="saved-model dir(s) / train workdirs, one per seed: every analysis runs on all "
+      "(mean ± std, per-run values in the JSON, verdicts on paired per-run differences)")
+    a("--method-model", action="append", default=[], metavar="LABEL=DIR[,DIR...]",
+      help="the model(s) of one training method for table4_training, one dir per seed "
+      "(repeatable; 'all' skips table4_training without it)")
     a("--data-root", default=None, help="data root / folder of .npz files")
     a("--out", default="runs/experiments", help="results (JSON, MD, PNG, REPORT.md)")
     a("--work", default=None, help="runner result store (default <out>/work)")
@@ -56,7 +60,9 @@ def add_arguments(parser) -> None:
       help="with --no-aps: borrow this benchmark's published values when none exist")
     a("--option", action="append", default=[], metavar="KEY=JSON",
       help='experiment option, e.g. --option \'eps=[0.1, 0.5]\' (see each module)')
-    a("--discussion", default=None, help="a Markdown file put at the top of REPORT.md")
+    a("--discussion", default=None, metavar="FILE.md",
+      help="a hand-written Markdown file put at the top of REPORT.md under the heading "
+      "'Discussion (hand-written)', above the verdicts computed from the records")
     a("--quiet", action="store_true", help="no progress bars or log lines")
     add_import_argument(parser)
 
@@ -115,33 +121,50 @@ def _command_line() -> str:
     return "jaxood " + " ".join(shlex.quote(a) for a in argv[argv.index("experiment"):])
 
 
-def selected(names, with_methods: bool) -> list[str]:
-    """Experiment names in order; ``all`` = every experiment (the training-method table only
-    when method models are given); ``report`` is not an experiment."""
+def selected(names) -> list[str]:
+    """Experiment names in order; ``all`` = every experiment; ``report`` is not one."""
     from jaxood import analyses
 
     out = []
     for name in names:
         if name == "all":
-            out += [n for n in analyses.names() if n != "table4_training" or with_methods]
+            out += analyses.names()
         elif name != "report":
             analyses.get(name)  # unknown names fail here, listing the valid ones
             out.append(name)
     return list(dict.fromkeys(out))
 
 
-def main(args) -> int:
+def run_selected(names: list[str], ctx, explicit: set[str]) -> dict[str, str]:
+    """Runs the experiments; ``{name: reason}`` of those skipped because their data or models
+    are absent (an experiment named explicitly is not skipped: it fails with the reason)."""
     from jaxood import analyses
+
+    skipped = {}
+    for name in names:
+        reason = analyses.unavailable(name, ctx)
+        if reason is not None and name not in explicit:
+            print(f"[experiment] {name}: skipped, {reason}", flush=True)
+            skipped[name] = reason
+            continue
+        if reason is not None:
+            raise ValueError(f"{name}: {reason}")
+        analyses.run_experiment(name, ctx)
+    return skipped
+
+
+def main(args) -> int:
     from jaxood.analyses.report import write_report
 
     if args.list or not args.names:
         print(list_text())
         return 0
-    names = selected(args.names, bool(args.method_model))
-    if names:
-        ctx = context(args)
-        for name in names:
-            analyses.run_experiment(name, ctx)
-    path = write_report(args.out, discussion=args.discussion)
-    print(f"report: {path}")
-    return 0
+    names = selected(args.names)
+    skipped: dict[str, str] = {}
+    try:
+        if names:
+            skipped = run_selected(names, context(args), set(args.names) - {"all"})
+    finally:  # REPORT.md always reflects what is recorded, also after a failing experiment
+        path = write_report(args.out, discussion=args.discussion, skipped=skipped)
+        print(f"report: {path}")
+    return 0 if len(skipped) < len(names) or not names else 1

@@ -59,6 +59,8 @@ REGIONS = ("trivial", "significant", "random", "all")
 Q_FORMS = ("lambda_q+c_o", "q", "c_o", "max_k", "lambda_q+max_k")
 #: Seed of the per-sample random region (``region="random"``).
 RANDOM_REGION_SEED = 0
+#: Precision of the attribution (the input gradient that picks the perturbed elements).
+ATTRIBUTION_DTYPES = ("float32", "float64")
 
 
 def _check_pair_arg(value, name: str) -> None:
@@ -103,6 +105,11 @@ HPARAMS = {
     "region": HParam("trivial", role="extract", static=True, check=_check_choice(REGIONS),
                      doc="perturbed elements: trivial (lowest |grad|, the method), significant "
                          "(highest), random, all (paper Table 9)"),
+    "attribution_dtype": HParam(
+        "float32", role="extract", static=True, check=_check_choice(ATTRIBUTION_DTYPES),
+        doc="precision of the input gradient that picks the perturbed elements: float64 "
+            "(CPU; jax x64 scoped to the gradient) makes the choice reproducible across "
+            "implementations, float32 is the paper's"),
     "q_form": HParam(Q_FORMS[0], role="fit", static=True, check=_check_choice(Q_FORMS),
                      doc="OOD-likelihood statistic: lambda_q+c_o (the method), q, c_o, max_k "
                          "(clean top-k2 sum), lambda_q+max_k (paper Table 6)"),
@@ -147,9 +154,68 @@ def num_perturbed(num_elements: int, o: float) -> int:
     return int(num_elements * float(o))
 
 
+def input_gradient(model: Model, variables, x: jax.Array, dtype: str = "float32"):
+    """``(features, grad)``: the clean float32 ``Features`` and ``G = d logit_ŷ / dx``
+    (``[B, H, W, C]``) with ``ŷ`` each sample's argmax.
+
+    ``dtype="float64"``: ``G`` is computed in float64 from the same float32 parameters and
+    inputs inside a ``jax.enable_x64`` scope and returned as float64 (use it inside such a
+    scope, as :func:`perturbed_features` does); ``ŷ`` and the features are the float32 model's.
+    This costs a float64 forward + backward besides the float32 forward.
+    """
+    if dtype not in ATTRIBUTION_DTYPES:
+        raise ValueError(f"`attribution_dtype` must be one of {list(ATTRIBUTION_DTYPES)}, got "
+                         f"{dtype!r}")
+
+    def logits_fn(variables, x):
+        feats = model.features(variables, x)
+        return feats.logits, feats
+
+    if dtype == "float32":
+        logits, vjp_fn, feats = jax.vjp(lambda x: logits_fn(variables, x), x, has_aux=True)
+        return feats, vjp_fn(_own_class(logits))[0]
+    feats = model.features(variables, x)
+    onehot = _own_class(feats.logits)  # outside the x64 scope: argmax there fails to trace
+
+    def grad64(variables, x, onehot):
+        wide = jax.tree_util.tree_map(
+            lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v,
+            variables)
+        _, vjp_fn, _ = jax.vjp(lambda x: logits_fn(wide, x), x.astype(jnp.float64),
+                               has_aux=True)
+        return vjp_fn(onehot.astype(jnp.float64))[0]
+
+    _check_float64_lowers(grad64, model, variables, x, onehot)
+    with jax.enable_x64(True):
+        return feats, grad64(variables, x, onehot)
+
+
+def _check_float64_lowers(fn, model: Model, *args) -> None:
+    """Fails early, with what to do, when ``fn`` traced in an x64 scope cannot be compiled
+    outside it: the program that contains it is lowered after the scope has closed, and some
+    gradients (max pooling's, in JAX 0.10) then mix float64 and float32 constants."""
+    with jax.enable_x64(True):
+        shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+        traced = jax.jit(fn).trace(*shapes)
+    try:
+        traced.lower()
+    except TypeError as e:
+        raise ValueError(
+            f"attribution_dtype='float64' cannot be compiled for model {model.name!r} with "
+            f"JAX {jax.__version__}: its input gradient does not lower under a scoped x64 "
+            f"({e}); a max-pooling layer is the known cause. Use attribution_dtype='float32' "
+            "for this model") from e
+
+
+def _own_class(logits: jax.Array) -> jax.Array:
+    """Cotangent = one-hot at each sample's own argmax: the gradient of sum_i logit_{i, ŷ_i},
+    i.e. each sample's predicted-class raw logit w.r.t. its own input."""
+    return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
+
+
 def perturbed_features(
     model: Model, variables, x: jax.Array, *, o: float = 0.05, eps: float = 0.5,
-    region: str = "trivial",
+    region: str = "trivial", attribution_dtype: str = "float32",
 ) -> tuple[Features, jax.Array]:
     """Clean features and the feature of the attribution-guided perturbed input.
 
@@ -162,6 +228,7 @@ def perturbed_features(
         ``|grad|`` (the method), ``"significant"`` the highest, ``"random"`` a per-sample
         random choice (seeded by the sample's own values, so independent of batching),
         ``"all"`` every element (``o`` ignored); static.
+      attribution_dtype: precision of the gradient (see :func:`input_gradient`); static.
 
     Returns:
       ``(features, feature_perturbed)``: the clean ``Features`` and ``[B, D]`` ``f~``.
@@ -170,40 +237,47 @@ def perturbed_features(
         if validate.is_concrete(value):  # every path (functional API too) checks them
             HPARAMS[name].validate(value, name)
     x = validate.images(x, "x", input_shape=model.input_shape)
-
-    def logits_fn(x):
-        feats = model.features(variables, x)
-        return feats.logits, feats
-
-    logits, vjp_fn, feats = jax.vjp(logits_fn, x, has_aux=True)
-    # Cotangent = one-hot at each sample's own argmax: the gradient of sum_i logit_{i, ŷ_i},
-    # i.e. each sample's predicted-class raw logit w.r.t. its own input.
-    onehot = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
-    (grad,) = vjp_fn(onehot)
-
-    batch = x.shape[0]
-    flat_grad = grad.reshape(batch, -1)
-    m = num_perturbed(flat_grad.shape[1], o)
-    if region not in REGIONS:
-        raise ValueError(f"`region` must be one of {list(REGIONS)}, got {region!r}")
-    if region == "all" or m > 0:
-        if region == "all":
-            mask = jnp.ones_like(flat_grad, dtype=bool)
-        else:
-            # top_k of -|G| = the m smallest |G| (ties: lower index first).
-            _, idx = jax.lax.top_k(_region_priority(region, flat_grad, x), m)
-            mask = jnp.zeros_like(flat_grad, dtype=bool).at[
-                jnp.arange(batch)[:, None], idx].set(True)
-        delta = jnp.where(mask, eps * jnp.sign(flat_grad), 0.0).reshape(x.shape)
-        x_tilde = x + delta.astype(x.dtype)
-    else:
-        x_tilde = x
-    feature_perturbed = model.features(variables, x_tilde).feature
+    feats, grad = input_gradient(model, variables, x, attribution_dtype)
+    mask = selected_elements(grad, x, o=o, region=region)
+    feature_perturbed = model.features(variables, perturbed_input(x, grad, mask, eps)).feature
     return feats, feature_perturbed
 
 
-def _region_priority(region: str, flat_grad: jax.Array, x: jax.Array) -> jax.Array:
-    """``[B, N]`` priorities whose top ``m`` per row are the perturbed elements."""
+def perturbed_input(x: jax.Array, grad: jax.Array, mask: jax.Array, eps: float) -> jax.Array:
+    """``x~ = x + eps * sign(G)`` on the ``mask [B, H*W*C]`` elements (no clipping,
+    ``sign(0) = 0``), in ``x``'s dtype; the sign is taken at ``grad``'s precision."""
+    with jax.enable_x64(grad.dtype == jnp.float64):
+        delta = jnp.where(mask, eps * jnp.sign(grad.reshape(mask.shape)), 0.0)
+        return x + delta.reshape(x.shape).astype(x.dtype)
+
+
+def selected_elements(grad: jax.Array, x: jax.Array, *, o: float = 0.05,
+                      region: str = "trivial") -> jax.Array:
+    """``[B, H*W*C]`` bool: the ``m = int(H*W*C*o)`` input elements perturbed per sample
+    (``region``, see :func:`perturbed_features`), ranked at ``grad``'s precision (a float64
+    ``grad`` from :func:`input_gradient` is ranked inside an x64 scope)."""
+    if region not in REGIONS:
+        raise ValueError(f"`region` must be one of {list(REGIONS)}, got {region!r}")
+    batch = x.shape[0]
+    m = num_perturbed(int(np.prod(x.shape[1:])), o)
+    if region == "all":
+        return jnp.ones((batch, int(np.prod(x.shape[1:]))), bool)
+    if m == 0:
+        return jnp.zeros((batch, int(np.prod(x.shape[1:]))), bool)
+    # The random region's priorities come from x alone: drawn outside the x64 scope.
+    priority = _region_priority(region, None, x) if region == "random" else None
+    with jax.enable_x64(grad.dtype == jnp.float64):
+        flat_grad = grad.reshape(batch, -1)
+        if priority is None:
+            priority = _region_priority(region, flat_grad, x)
+        # top_k of -|G| = the m smallest |G| (ties: lower index first).
+        _, idx = jax.lax.top_k(priority, m)
+        return jnp.zeros(flat_grad.shape, bool).at[jnp.arange(batch)[:, None], idx].set(True)
+
+
+def _region_priority(region: str, flat_grad: jax.Array | None, x: jax.Array) -> jax.Array:
+    """``[B, N]`` priorities whose top ``m`` per row are the perturbed elements (``flat_grad``
+    is not used for ``random``)."""
     if region == "trivial":
         return -jnp.abs(flat_grad)
     if region == "significant":
@@ -221,10 +295,12 @@ def _region_priority(region: str, flat_grad: jax.Array, x: jax.Array) -> jax.Arr
 
 
 def extract(
-    model: Model, variables, x: jax.Array, *, o: float, eps: float, region: str = "trivial"
+    model: Model, variables, x: jax.Array, *, o: float, eps: float, region: str = "trivial",
+    attribution_dtype: str = "float32",
 ) -> dict:
     """Detector ``extract``: ``{"feature_perturbed": [B, D]}`` for cached scoring."""
-    _, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps, region=region)
+    _, feature_perturbed = perturbed_features(model, variables, x, o=o, eps=eps, region=region,
+                                              attribution_dtype=attribution_dtype)
     return {FEATURE_PERTURBED: feature_perturbed}
 
 
@@ -553,17 +629,18 @@ def score_batch(
     o: float = 0.05,
     eps: float = 0.5,
     region: str = "trivial",
+    attribution_dtype: str = "float32",
 ) -> jax.Array:
     """End-to-end AdaSCALE scores of images ``x [B, H, W, C] -> [B]`` (higher = more ID).
 
     One forward with a vjp to the input, one forward of the perturbed input, then the cheap
     post-feature arithmetic (k1, k2, lmbda, q_form come from ``stats``). ``o``, ``eps`` and
-    ``region`` must be the values ``stats`` was fitted with. jit with
-    ``static_argnames=("variant", "o", "region")``.
+    ``region`` (and ``attribution_dtype``) must be the values ``stats`` was fitted with. jit
+    with ``static_argnames=("variant", "o", "region", "attribution_dtype")``.
     For a deployable detector with its settings saved, use ``jaxood.fit``.
     """
     feats, feature_perturbed = perturbed_features(
-        model, variables, x, o=o, eps=eps, region=region)
+        model, variables, x, o=o, eps=eps, region=region, attribution_dtype=attribution_dtype)
     return score_from_features(
         model, variables, stats, feats.feature, feature_perturbed,
         variant=variant, percentile=percentile,
@@ -573,18 +650,21 @@ def score_batch(
 def fit_batch(
     model: Model, variables, x_val: jax.Array, *, k1=1.0, k2=5.0, lmbda=10.0, o=0.05,
     eps=0.5, num_samples=5000, batch_size: int = 256, region="trivial", q_form=Q_FORMS[0],
+    attribution_dtype="float32",
 ) -> AdaScaleStats:
     """Fits the eCDF directly from ID-val images ``x_val [N, H, W, C]`` (in batches)."""
     x_val = validate.images(x_val, "x_val", input_shape=model.input_shape)
     validate.check_positive_int(batch_size, "batch_size")
     for name, value in (("k1", k1), ("k2", k2), ("lmbda", lmbda), ("o", o), ("eps", eps),
-                        ("num_samples", num_samples), ("region", region), ("q_form", q_form)):
+                        ("num_samples", num_samples), ("region", region), ("q_form", q_form),
+                        ("attribution_dtype", attribution_dtype)):
         HPARAMS[name].validate(value, name)
 
     @jax.jit
     def q_of(x):
         feats, feature_perturbed = perturbed_features(
-            model, variables, x, o=o, eps=eps, region=region)
+            model, variables, x, o=o, eps=eps, region=region,
+            attribution_dtype=attribution_dtype)
         return q_statistic(feats.feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda,
                            form=q_form)
 

@@ -3,6 +3,7 @@ reference, tables, rank profiles, subsets, published defaults, covariate shift, 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,13 +21,18 @@ torch = pytest.importorskip("torch")
 # ------------------------------------------------------------------ perturbation regions
 
 
-def ref_perturbed(net, x_nhwc, o, eps, region):
-    """Official perturbation (spec §1.2) with the element choice of paper Table 9."""
+def torch_grad(net, x_nhwc):
+    """``(x [B, C, H, W], G)``: float64 input gradient of each sample's top logit (torch)."""
     x = torch.tensor(x_nhwc.transpose(0, 3, 1, 2), dtype=torch.float64, requires_grad=True)
     logits, _ = net(x)
     top = logits.gather(1, logits.detach().argmax(1)[:, None])[:, 0]
     top.backward(torch.ones_like(top))
-    grad = x.grad.detach()
+    return x, x.grad.detach()
+
+
+def ref_perturbed(net, x_nhwc, o, eps, region):
+    """Official perturbation (spec §1.2) with the element choice of paper Table 9."""
+    x, grad = torch_grad(net, x_nhwc)
     # jaxood flattens NHWC; pick on the same element order.
     flat = grad.permute(0, 2, 3, 1).reshape(len(x), -1).abs()
     if region == "all":
@@ -72,6 +78,27 @@ def test_random_region_is_per_sample_and_batch_independent(net):
     twice = np.asarray(adascale.perturbed_features(
         model, weights, jnp.asarray(np.stack([x[0], x[0]])), region="random")[1])
     np.testing.assert_array_equal(twice[0], twice[1])
+
+
+def test_float64_attribution_matches_torch_float64(net):
+    model, weights, tnet, x = net
+    ref = torch_grad(tnet, x)[1].permute(0, 2, 3, 1).numpy()
+    _, g64 = adascale.input_gradient(model, weights, jnp.asarray(x), "float64")
+    _, g32 = adascale.input_gradient(model, weights, jnp.asarray(x), "float32")
+    assert g64.dtype == np.float64 and g32.dtype == np.float32
+    scale = np.abs(ref).max()
+    assert np.abs(np.asarray(g64) - ref).max() / scale < 1e-12
+    assert np.abs(np.asarray(g32) - ref).max() / scale > 1e-9  # float32 cannot reach it
+    # The perturbed features from the float64 choice equal the float64 reference's, jitted too.
+    ft = jax.jit(lambda x: adascale.perturbed_features(
+        model, weights, x, attribution_dtype="float64")[1])(jnp.asarray(x))
+    assert ft.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(ft), ref_perturbed(tnet, x, 0.05, 0.5, "trivial"),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="attribution_dtype"):
+        adascale.HPARAMS["attribution_dtype"].validate("float16", "attribution_dtype")
+    with pytest.raises(ValueError, match="attribution_dtype"):
+        adascale.input_gradient(model, weights, jnp.asarray(x), "bfloat16")
 
 
 def test_region_and_q_form_are_validated():
@@ -239,3 +266,21 @@ def test_beats_both_ends_counts_adaptive_cells():
         (80, 90, 84.0),  # loses to 85
     ]]
     assert beats_both_ends(cells) == (2, 3)
+
+
+def test_float64_attribution_fails_early_where_it_cannot_lower():
+    import flax.linen as nn
+
+    from jaxood.types import Features, Model
+
+    def features(v, x):
+        f = nn.max_pool(x * v["w"], (2, 2), (2, 2)).reshape(len(x), -1)
+        return Features(logits=f[:, :3], feature=f)
+
+    model = Model(features=features, head=lambda v, f: f[:, :3], name="maxpool")
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 1)), jnp.float32)
+    ok = jax.jit(lambda x: adascale.perturbed_features(model, {"w": jnp.ones(())}, x)[1])(x)
+    assert ok.shape == (2, 4)  # float32 works
+    with pytest.raises(ValueError, match="attribution_dtype='float64' cannot be compiled"):
+        jax.jit(lambda x: adascale.perturbed_features(
+            model, {"w": jnp.ones(())}, x, attribution_dtype="float64")[1])(x)

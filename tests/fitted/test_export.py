@@ -1,6 +1,7 @@
 """``jax.export`` artifacts run with only jax: scored in a subprocess that cannot import
 jaxood (nor flax/optax/orbax), compared with the in-process fitted detector."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -80,3 +81,21 @@ def test_multi_platform_export_lowers_here_and_runs_on_cpu(tiny_world, tmp_path)
     # A multi-platform module dispatches on the platform inside the program, which changes
     # XLA's fusion: equal to float rounding (the cpu-only export above is bit-identical).
     np.testing.assert_allclose(fn(x_test, normalised=True)[0], fitted(x_test), rtol=1e-6)
+
+
+def test_float64_attribution_is_exported_and_recorded(tiny_world, tmp_path):
+    model, weights, id_data, x_test = tiny_world
+    hp = {**OVERRIDES.get("adascale_a", {}), "attribution_dtype": "float64"}
+    fitted = jaxood.fit("adascale_a", (model, weights), id_data, hp, batch_size=16)
+    path = fitted.export(str(tmp_path / "a64.jaxexport"))
+    meta = json.load(open(os.path.join(path, "metadata.json")))
+    assert meta["hparams"]["attribution_dtype"] == "float64"
+    # The artifact's own loader, in this process (jax already up with jaxood's XLA flags).
+    spec = importlib.util.spec_from_file_location("a64_score", os.path.join(path, "score.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    score = module.load(path)(x_test, normalised=True)[0]
+    np.testing.assert_allclose(score, fitted.detect(x_test)["score"], rtol=1e-6, atol=1e-6)
+    plain = jaxood.fit("adascale_a", (model, weights), id_data, OVERRIDES.get("adascale_a"),
+                       batch_size=16)
+    assert plain.hparams["attribution_dtype"] == "float32"
