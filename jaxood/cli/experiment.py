@@ -161,9 +161,11 @@ def main(args) -> int:
         return 0
     names = selected(args.names)
     skipped: dict[str, str] = {}
+    # Invalid arguments fail here, before anything is run or written (the report included).
+    ctx = context(args) if names else None
     try:
         if names:
-            skipped = run_selected(names, context(args), set(args.names) - {"all"})
+            skipped = run_selected(names, ctx, set(args.names) - {"all"})
     finally:  # REPORT.md always reflects what is recorded, also after a failing experiment
         path = write_report(args.out, discussion=args.discussion, skipped=skipped)
         print(f"report: {path}")
