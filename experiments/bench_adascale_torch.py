@@ -114,8 +114,11 @@ def build(arch: str):
     return net, fc, models.flax_model(module), jax.device_put(variables)
 
 
-def rank_correlation(a, b) -> float:
-    """Spearman's rho (Pearson on ranks; no ties expected in float scores)."""
+def rank_correlation(a, b) -> float | None:
+    """Spearman's rho (Pearson on ranks; no ties expected in float scores); ``None`` for
+    fewer than 2 samples."""
+    if len(a) < 2:
+        return None
     ra, rb = (np.argsort(np.argsort(v)).astype(np.float64) for v in (a, b))
     return float(np.corrcoef(ra, rb)[0, 1])
 
