@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood.models import pool
 from jaxood.models.layers import HE_FAN_IN, conv
 from jaxood.models.layers import BatchNorm as _BatchNorm
 from jaxood.types import Features
@@ -96,7 +97,7 @@ class DenseNet(nn.Module):
         x = _conv(self.num_init_features, 7, 2, name="conv0")(x)
         x = nn.relu(_BatchNorm(use_running_average=not train, name="norm0")(x))
         self.sow("intermediates", "stem", x)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = pool.max_pool(x, 3, 2, 1)
         num_features = self.num_init_features
         for i, n in enumerate(self.block_config):
             x = DenseBlock(n, self.growth_rate, self.bn_size, name=f"denseblock{i + 1}")(x, train)

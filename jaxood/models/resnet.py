@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxood.models import pool
 from jaxood.models.layers import BatchNorm as _BatchNorm
 from jaxood.models.layers import conv as _conv  # fan-out He init, as torchvision
 from jaxood.types import Features
@@ -107,7 +108,7 @@ class ResNet(nn.Module):
         x = _conv(64, 7, 2, name="conv1")(x)
         x = nn.relu(_BatchNorm(use_running_average=not train, name="bn1")(x))
         self.sow("intermediates", "stem", x)
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = pool.max_pool(x, 3, 2, 1)
         in_planes = 64
         for i, n_blocks in enumerate(self.layers):
             planes = 64 * 2**i
