@@ -16,8 +16,8 @@ elements that change, the share of samples with any change, the score change (me
 relative to the score), and the decisions that flip at the 95 %-TPR threshold on ID-val. The
 jitter comparisons score both sides with the detector fitted on clean ID-val; ``float64 vs
 float32`` fits each side on its own ID-val (as each would be deployed). The APS pair is chosen
-on the float32 features. A model whose float64 gradient cannot be compiled (max pooling in JAX
-0.10, see ``adascale.input_gradient``) gets the float32 comparison only, with the reason in
+on the float32 features. A model whose float64 gradient cannot be compiled (flax's max pooling
+in JAX 0.10, see ``adascale.input_gradient``) gets the float32 comparison only, with the reason in
 the settings. Options: ``jitter``.
 """
 

@@ -193,7 +193,8 @@ def input_gradient(model: Model, variables, x: jax.Array, dtype: str = "float32"
 def _check_float64_lowers(fn, model: Model, *args) -> None:
     """Fails early, with what to do, when ``fn`` traced in an x64 scope cannot be compiled
     outside it: the program that contains it is lowered after the scope has closed, and some
-    gradients (max pooling's, in JAX 0.10) then mix float64 and float32 constants."""
+    gradients (``flax.linen.max_pool``'s, in JAX 0.10) then mix float64 and float32 constants;
+    jaxood's own models pool with :func:`jaxood.models.pool.max_pool`, which lowers."""
     with jax.enable_x64(True):
         shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
         traced = jax.jit(fn).trace(*shapes)
@@ -203,8 +204,9 @@ def _check_float64_lowers(fn, model: Model, *args) -> None:
         raise ValueError(
             f"attribution_dtype='float64' cannot be compiled for model {model.name!r} with "
             f"JAX {jax.__version__}: its input gradient does not lower under a scoped x64 "
-            f"({e}); a max-pooling layer is the known cause. Use attribution_dtype='float32' "
-            "for this model") from e
+            f"({e}); flax's nn.max_pool is the known cause: pool with "
+            "jaxood.models.pool.max_pool, or use attribution_dtype='float32' for this model"
+        ) from e
 
 
 def _own_class(logits: jax.Array) -> jax.Array:

@@ -284,3 +284,30 @@ def test_float64_attribution_fails_early_where_it_cannot_lower():
     with pytest.raises(ValueError, match="attribution_dtype='float64' cannot be compiled"):
         jax.jit(lambda x: adascale.perturbed_features(
             model, {"w": jnp.ones(())}, x, attribution_dtype="float64")[1])(x)
+
+
+def test_float64_attribution_lowers_with_jaxood_max_pool():
+    import torch
+
+    from jaxood.models import pool
+    from jaxood.types import Features, Model
+
+    def features(v, x):
+        f = pool.max_pool(x * v["w"], 2, 2, 0).reshape(len(x), -1)
+        return Features(logits=f[:, :3], feature=f)
+
+    model = Model(features=features, head=lambda v, f: f[:, :3], name="jaxood_pool")
+    x_np = np.random.default_rng(0).normal(size=(2, 4, 4, 1))
+    x = jnp.asarray(x_np, jnp.float32)
+    v = {"w": jnp.ones(())}
+    f64 = jax.jit(lambda x: adascale.perturbed_features(
+        model, v, x, attribution_dtype="float64")[1])(x)
+    assert f64.shape == (2, 4)
+    with jax.enable_x64(True):
+        _, grad = adascale.input_gradient(model, v, x, "float64")
+    assert grad.dtype == jnp.float64
+    # Reference: torch's float64 gradient of each sample's own argmax logit.
+    tx = torch.tensor(np.asarray(x, np.float64)).permute(0, 3, 1, 2).requires_grad_(True)
+    logits = torch.nn.functional.max_pool2d(tx, 2, 2).permute(0, 2, 3, 1).reshape(2, -1)[:, :3]
+    logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+    np.testing.assert_allclose(np.asarray(grad), tx.grad.permute(0, 2, 3, 1).numpy(), atol=1e-12)
