@@ -217,3 +217,20 @@ def image_score_fn(det: Detector, model: Model, static: tuple):
         return {"score": body(variables, stats, x, traced)["score"]}
 
     return fn
+
+
+# --------------------------------------------------------------------------- model programs
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def model_program(fn, model: Model, static: tuple = ()):
+    """``jax.jit`` of ``(*args) -> fn(model, *args, **dict(static))``: a pure function of a
+    model whose other arguments (variables, arrays, fitted state, hyperparameters that may be
+    traced) are traced. ``static``: the sorted, hashable ``((name, value), ...)`` keyword
+    settings that fix shapes or control flow.
+
+    One program per ``(fn, model, static)``, then one executable per input shape. ``fn`` must
+    be a module-level function: a closure built per call is a new cache key, so a new
+    compilation, per call. The analyses' model programs (AdaSCALE's grid cache, the stability
+    passes) come from here."""
+    return jax.jit(functools.partial(fn, model, **dict(static)))

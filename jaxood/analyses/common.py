@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxood import detectors as det_registry
-from jaxood import metrics, models, parallel
+from jaxood import metrics, models, parallel, scoring
 from jaxood.analyses import published
 from jaxood.data import benchmarks
 from jaxood.detectors import adascale
@@ -219,28 +219,47 @@ class RunData:
 # --------------------------------------------------------------------------- AdaSCALE
 
 
+# The programs of this section: two pure kernels (arrays, the stats pytree, static settings)
+# jitted at module level, called on fixed-size padded chunks so that each compiles once per
+# static setting whatever the split size or the number of percentile pairs; and AdaSCALE's
+# per-split grid cache, from scoring's cache (it needs the model).
+
+
 @functools.partial(jax.jit, static_argnames=("k1", "k2", "form"))
-def q_values(feature, feature_perturbed, lmbda, *, k1, k2, form):
+def _q_values(feature, feature_perturbed, lmbda, *, k1, k2, form):
     """``[N]`` Q' (or an ablation ``form``) of cached features (jitted)."""
     return adascale.q_statistic(feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda, form=form)
 
 
-#: Rows per call of :func:`chunked_q` (one compiled program per setting, any split size).
+_grid_program = jax.jit(adascale.grid_scores, static_argnames=("variant",))
+
+#: Rows per call of the programs above (padded; padding rows are dropped).
 Q_CHUNK = 4096
+#: Percentile pairs per call of the grid program (padded by repeating the last pair).
+PAIR_CHUNK = 8
+
+
+def _row_chunks(n: int):
+    """``(start, stop)`` of the :data:`Q_CHUNK`-row chunks of ``n`` rows."""
+    return [(start, min(start + Q_CHUNK, n)) for start in range(0, n, Q_CHUNK)]
+
+
+def _padded(arrays: Mapping[str, Any], start: int, stop: int) -> dict:
+    """Rows ``start:stop`` of each float32 array, zero-padded to :data:`Q_CHUNK` rows."""
+    part = {k: np.asarray(v[start:stop], np.float32) for k, v in arrays.items()}
+    return parallel.pad_batch(part, Q_CHUNK)[0]
 
 
 def chunked_q(feature, feature_perturbed, lmbda, *, k1, k2, form) -> np.ndarray:
-    """:func:`q_values` over fixed-size padded chunks: ``[N]`` Q' with one compilation per
-    static setting whatever ``N`` is (padding rows are dropped)."""
+    """``[N]`` Q' (or an ablation ``form``) of cached features, computed on fixed-size padded
+    chunks: one compilation per static setting whatever ``N`` is."""
     n = len(feature)
     out = np.empty(n, np.float32)
     lam = jnp.float32(lmbda)
-    for start in range(0, n, Q_CHUNK):
-        part = {"f": np.asarray(feature[start:start + Q_CHUNK], np.float32),
-                "ft": np.asarray(feature_perturbed[start:start + Q_CHUNK], np.float32)}
-        padded, mask = parallel.pad_batch(part, Q_CHUNK)
-        q = q_values(padded["f"], padded["ft"], lam, k1=float(k1), k2=float(k2), form=form)
-        out[start:start + len(part["f"])] = np.asarray(q)[mask]
+    for start, stop in _row_chunks(n):
+        part = _padded({"f": feature, "ft": feature_perturbed}, start, stop)
+        q = _q_values(part["f"], part["ft"], lam, k1=float(k1), k2=float(k2), form=form)
+        out[start:stop] = np.asarray(q)[:stop - start]
     return out
 
 
@@ -257,12 +276,12 @@ def fit_stats(feature, feature_perturbed, *, k1=1.0, k2=5.0, lmbda=10.0,
                              lmbda=lmbda, feature_dim=np.shape(feature)[-1], q_form=q_form)
 
 
-@functools.lru_cache(maxsize=16)
-def _cache_program(model):
-    return jax.jit(lambda v, s, f, ft: adascale.grid_cache(model, v, s, f, ft))
-
-
-_grid_program = jax.jit(adascale.grid_scores, static_argnames=("variant",))
+def _pair_chunks(percentiles) -> list[jax.Array]:
+    """``percentiles [P, 2]`` as ``[PAIR_CHUNK, 2]`` float32 chunks (the last padded by
+    repeating its last pair)."""
+    pairs = np.asarray(percentiles, np.float32).reshape(-1, 2)
+    padded = np.concatenate([pairs, np.repeat(pairs[-1:], (-len(pairs)) % PAIR_CHUNK, 0)])
+    return [jnp.asarray(padded[i:i + PAIR_CHUNK]) for i in range(0, len(padded), PAIR_CHUNK)]
 
 
 class AdaScorer:
@@ -276,14 +295,22 @@ class AdaScorer:
         self.run, self.arrays, self.flip = run, dict(arrays), flip
         # The per-split base only depends on the clean features: scorers of other perturbed
         # features of the same run can share it (``share``).
-        self._base: dict[str, adascale.GridCache] = {} if share is None else share._base
+        self._base: dict[str, list[adascale.GridCache]] = {} if share is None else share._base
         self._dummy = adascale.fit_ecdf(np.array([0.0, 1.0], np.float32))
 
-    def base(self, split: str) -> adascale.GridCache:
+    def base(self, split: str) -> list[adascale.GridCache]:
+        """The split's :class:`~jaxood.detectors.adascale.GridCache`, cut into padded
+        :data:`Q_CHUNK`-row chunks for the grid program."""
         if split not in self._base:
             f, ft = self.arrays[split]
-            self._base[split] = _cache_program(self.run.model)(
+            # On the whole split, so the head outputs are the split's own (a matmul over padded
+            # chunks rounds differently): one compilation per split size, once per split.
+            whole = scoring.model_program(adascale.grid_cache, self.run.model)(
                 self.run.variables, self._dummy, jnp.asarray(f), jnp.asarray(ft))
+            rows = {k: v for k, v in whole._asdict().items() if k != "bias"}
+            self._base[split] = [
+                whole._replace(**{k: jnp.asarray(v) for k, v in _padded(rows, *span).items()})
+                for span in _row_chunks(len(f))]
         return self._base[split]
 
     def scores(self, stats, percentiles, split: str, variant: str = "a") -> np.ndarray:
@@ -292,10 +319,15 @@ class AdaScorer:
         q = chunked_q(f, ft, float(np.asarray(stats.lmbda)), k1=stats.k1, k2=stats.k2,
                       form=stats.q_form)
         q = -q if self.flip else q  # the eCDF of -Q' (fit_stats(flip=True))
-        cache = self.base(split)._replace(q=jnp.asarray(q))
-        plain = adascale.AdaScaleStats(sorted_q=stats.sorted_q, lmbda=stats.lmbda)
-        pairs = jnp.asarray(np.asarray(percentiles, np.float32).reshape(-1, 2))
-        return np.asarray(_grid_program(plain, cache, pairs, variant=variant))
+        plain = adascale.AdaScaleStats(sorted_q=jnp.asarray(stats.sorted_q),
+                                       lmbda=jnp.asarray(stats.lmbda))
+        pairs = _pair_chunks(percentiles)
+        out = np.empty((len(pairs) * PAIR_CHUNK, len(f)), np.float32)
+        for (start, stop), cache in zip(_row_chunks(len(f)), self.base(split)):
+            cache = cache._replace(q=_padded({"q": q}, start, stop)["q"])
+            rows = [np.asarray(_grid_program(plain, cache, c, variant=variant)) for c in pairs]
+            out[:, start:stop] = np.concatenate(rows)[:, :stop - start]
+        return out[:len(np.asarray(percentiles).reshape(-1, 2))]
 
     def evaluate(self, stats, percentiles, variant: str = "a") -> list[dict]:
         """:func:`summary` metrics for each pair of ``percentiles``."""

@@ -23,7 +23,7 @@ SUFFIX = "+cs"
 
 def corrupt(images: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
     """``[N, H, W, C]`` uint8 -> corrupted uint8 (see the module doc for the severities)."""
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter  # deferred: only the blur needs scipy
 
     x = images.astype(np.float64) / 255.0
     if kind == "gaussian_noise":

@@ -21,10 +21,10 @@ from jaxood.analyses.common import (
     AdaScorer,
     Context,
     base_percentile,
+    chunked_q,
     default_arrays,
     fit_stats,
     keep,
-    q_values,
 )
 from jaxood.analyses.output import Outcome, Table, aggregate, find, mean_of_groups
 
@@ -61,7 +61,7 @@ def _variants(ctx: Context, settings: list[dict], labels):
             t0 = time.perf_counter()
             scorer = AdaScorer(run, default_arrays(run, **hp), share=base)
             f, ft = scorer.arrays["id_val"]
-            q = np.asarray(q_values(f, ft, np.float32(1.0), k1=1.0, k2=5.0, form="q"))
+            q = chunked_q(f, ft, 1.0, k1=1.0, k2=5.0, form="q")
             row = keep(scorer.evaluate(fit_stats(f, ft), [pair])[0])
             rows.append({**labels(hp), "run": i, **row, "Q mean (ID val)": float(q.mean()),
                          "Q max (ID val)": float(np.abs(q).max()),

@@ -23,13 +23,12 @@ the settings. Options: ``jitter``.
 
 from __future__ import annotations
 
-import functools
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxood import scoring
 from jaxood.analyses import verdicts as V
 from jaxood.analyses.common import AdaScorer, Context, RunData, base_percentile, fit_stats
 from jaxood.analyses.output import Outcome, Table, aggregate, per_run_metrics
@@ -47,18 +46,19 @@ COLUMNS = ["selected changed %", "samples changed %", "median |Δscore|", "max |
            "median |Δscore|/|score| %", "decision flips", "decision flips %"]
 
 
-@functools.lru_cache(maxsize=8)
-def _pass_program(model, dtype: str):
-    """jitted ``(variables, x) -> (f [B, D], f~ [B, D], selected [B, N])`` at the defaults."""
+def _pass(model, variables, x, *, dtype: str):
+    """``(f [B, D], f~ [B, D], selected [B, N])`` of images ``x`` at the detector's default
+    ``o``, ``eps`` and ``region`` with the attribution in ``dtype``."""
     hp = adascale.DEFAULTS
+    feats, grad = adascale.input_gradient(model, variables, x, dtype)
+    mask = adascale.selected_elements(grad, x, o=hp["o"], region=hp["region"])
+    x_tilde = adascale.perturbed_input(x, grad, mask, hp["eps"])
+    return feats.feature, model.features(variables, x_tilde).feature, mask
 
-    def run(variables, x):
-        feats, grad = adascale.input_gradient(model, variables, x, dtype)
-        mask = adascale.selected_elements(grad, x, o=hp["o"], region=hp["region"])
-        x_tilde = adascale.perturbed_input(x, grad, mask, hp["eps"])
-        return feats.feature, model.features(variables, x_tilde).feature, mask
 
-    return jax.jit(run)
+def _pass_program(model, dtype: str):
+    """jitted ``(variables, x) -> _pass(...)``: one program per model and ``dtype``."""
+    return scoring.model_program(_pass, model, (("dtype", dtype),))
 
 
 def float64_unavailable(run: RunData, source) -> str | None:

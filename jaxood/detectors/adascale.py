@@ -32,6 +32,7 @@ All functions are pure and jit-able; ``k1``/``k2`` (percent of D) and ``o`` are 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -649,6 +650,19 @@ def score_batch(
     )
 
 
+# detectors/ sits below scoring.py, so fit_batch's program is a module-level jit with the model
+# static (models hash by identity): one compilation per model, static setting and batch shape,
+# with the variables, images and lmbda traced.
+@functools.partial(jax.jit, static_argnames=("model", "k1", "k2", "o", "eps", "region",
+                                             "q_form", "attribution_dtype"))
+def _images_q(model: Model, variables, x, lmbda, *, k1, k2, o, eps, region, q_form,
+              attribution_dtype):
+    """``[B]`` Q' of images ``x [B, H, W, C]`` (the per-batch program of :func:`fit_batch`)."""
+    feats, feature_perturbed = perturbed_features(
+        model, variables, x, o=o, eps=eps, region=region, attribution_dtype=attribution_dtype)
+    return q_statistic(feats.feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda, form=q_form)
+
+
 def fit_batch(
     model: Model, variables, x_val: jax.Array, *, k1=1.0, k2=5.0, lmbda=10.0, o=0.05,
     eps=0.5, num_samples=5000, batch_size: int = 256, region="trivial", q_form=Q_FORMS[0],
@@ -662,15 +676,10 @@ def fit_batch(
                         ("attribution_dtype", attribution_dtype)):
         HPARAMS[name].validate(value, name)
 
-    @jax.jit
-    def q_of(x):
-        feats, feature_perturbed = perturbed_features(
-            model, variables, x, o=o, eps=eps, region=region,
-            attribution_dtype=attribution_dtype)
-        return q_statistic(feats.feature, feature_perturbed, k1=k1, k2=k2, lmbda=lmbda,
-                           form=q_form)
-
-    qs = [np.asarray(q_of(x_val[i : i + batch_size])) for i in range(0, len(x_val), batch_size)]
+    static = dict(k1=float(k1), k2=float(k2), o=float(o), eps=float(eps), region=region,
+                  q_form=q_form, attribution_dtype=attribution_dtype)
+    qs = [np.asarray(_images_q(model, variables, x_val[i : i + batch_size], lmbda, **static))
+          for i in range(0, len(x_val), batch_size)]
     d = jax.eval_shape(model.features, variables, x_val[:1]).feature.shape[-1]
     return fit_ecdf(
         np.concatenate(qs), num_samples=num_samples, k1=k1, k2=k2, lmbda=lmbda, feature_dim=d,

@@ -98,6 +98,7 @@ def _merge_topk(top: jax.Array, queries: jax.Array, bank: jax.Array, bias: jax.A
     return jax.lax.top_k(jnp.concatenate([top, sims], axis=1), k)[0]
 
 
+# Pure kernel (arrays, static k): a module-level jit compiles once per shape and k.
 @functools.partial(jax.jit, static_argnames=("k",))
 def topk_similarities(queries: jax.Array, bank: jax.Array, bias: jax.Array, k: int) -> jax.Array:
     """The ``k`` largest ``q . b + bias_b`` per query over a chunked bank, exactly.
@@ -121,6 +122,7 @@ def topk_similarities(queries: jax.Array, bank: jax.Array, bias: jax.Array, k: i
     return top
 
 
+# Pure kernel (arrays, static k): a module-level jit compiles once per shape and k.
 _merge_topk_jit = jax.jit(_merge_topk, static_argnames=("k",))
 
 

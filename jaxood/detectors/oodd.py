@@ -95,7 +95,8 @@ IIS_SCALE = (0.95, 1.0)
 
 @functools.lru_cache(maxsize=8)
 def _jit_features(model: Model):
-    # Models hash by identity: one compiled feature function per model, reused across fits.
+    # Models hash by identity: one compiled feature function per model, reused across fits
+    # (a cache here, not in scoring.py: detectors/ sits below it).
     return jax.jit(model.features)
 
 
@@ -357,6 +358,7 @@ def oodd_step(
     return state, sin - s_out
 
 
+# Pure kernel (arrays, queue state, static sizes): a module-level jit compiles once per shape.
 @functools.partial(jax.jit, static_argnames=("k_in", "k_out", "chunk_size"))
 def _stream(state, features, valid, id_bank, memory_bank, *, k_in, k_out, chunk_size):
     d = features.shape[1]

@@ -142,6 +142,7 @@ def affine_head_params(model: Model, variables: Variables, d: int) -> tuple[jax.
     return w, b
 
 
+# Pure kernel (head function and D static): a module-level jit compiles once per head and D.
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _head_params(head, variables, d: int):
     def head_row(f: jax.Array) -> jax.Array:  # [D] -> [K]
@@ -241,6 +242,7 @@ def ash_p(feature: jax.Array, percentile: float) -> jax.Array:
     return _ash_p(feature, _static_k(feature.shape[-1], percentile))
 
 
+# Pure kernel (array, static k): a module-level jit compiles once per shape and k.
 @functools.partial(jax.jit, static_argnums=1)
 def _ash_p(feature: jax.Array, k: int) -> jax.Array:
     return jnp.where(_ops.topk_mask(feature, k), feature, jnp.zeros_like(feature))
@@ -256,6 +258,7 @@ def ash_b(feature: jax.Array, percentile: float) -> jax.Array:
     return _ash_b(feature, _static_k(feature.shape[-1], percentile))
 
 
+# Pure kernel (array, static k): a module-level jit compiles once per shape and k.
 @functools.partial(jax.jit, static_argnums=1)
 def _ash_b(feature: jax.Array, k: int) -> jax.Array:
     fill = jnp.sum(feature, axis=-1, keepdims=True) / k
@@ -273,6 +276,7 @@ def ash_s(feature: jax.Array, percentile: float) -> jax.Array:
     return _ash_s(feature, _static_k(feature.shape[-1], percentile))
 
 
+# Pure kernel (array, static k): a module-level jit compiles once per shape and k.
 @functools.partial(jax.jit, static_argnums=1)
 def _ash_s(feature: jax.Array, k: int) -> jax.Array:
     pruned = _ash_p(feature, k)
@@ -302,6 +306,7 @@ def scale_factor(feature: jax.Array, percentile: float) -> jax.Array:
     return _scale_factor(feature, _static_k(feature.shape[-1], percentile))
 
 
+# Pure kernel (array, static k): a module-level jit compiles once per shape and k.
 @functools.partial(jax.jit, static_argnums=1)
 def _scale_factor(feature: jax.Array, k: int) -> jax.Array:
     return _safe_ratio(jnp.sum(feature, axis=-1), _ops.topk_sum(feature, k))
@@ -375,12 +380,14 @@ def bfact_shape(
     return _bfact_float(feature, threshold, n)
 
 
+# Pure kernel (arrays, static integer n): a module-level jit compiles once per shape and n.
 @functools.partial(jax.jit, static_argnums=2)
 def _bfact_int(feature: jax.Array, threshold: jax.Array, n: int) -> jax.Array:
     z = jnp.abs(feature / jnp.asarray(threshold, feature.dtype))
     return feature / jnp.sqrt(1 + z ** (2 * n))
 
 
+# Pure kernel (arrays only): a module-level jit compiles once per shape.
 @jax.jit
 def _bfact_float(feature: jax.Array, threshold: jax.Array, n: jax.Array) -> jax.Array:
     z = jnp.abs(feature / jnp.asarray(threshold, feature.dtype))
@@ -508,6 +515,7 @@ def optfs_shape(feature: jax.Array, stats: OptFSStats) -> jax.Array:
     return _optfs_shape(feature, stats.left, stats.right, stats.theta)
 
 
+# Pure kernel (arrays only): a module-level jit compiles once per shape.
 @jax.jit
 def _optfs_shape(feature, left, right, theta):
     m = left.shape[0]

@@ -3,6 +3,8 @@ reference, tables, rank profiles, subsets, published defaults, covariate shift, 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from jaxood.analyses.output import Table, aggregate, markdown_table
 from jaxood.data import benchmarks
 from jaxood.detectors import adascale
 from tests.detectors import tiny_net
+from tests.tracing import count_traces
 
 torch = pytest.importorskip("torch")
 
@@ -141,6 +144,42 @@ def test_q_forms_match_numpy():
     assert stats.q_form == "q"
     np.testing.assert_allclose(np.asarray(stats.q(jnp.asarray(f), jnp.asarray(ft))), want["q"],
                                rtol=1e-5)
+
+
+def test_adascorer_compiles_once_per_static_setting_over_grid_points_and_splits(monkeypatch):
+    """Issue 19 item 4: scoring many percentile pairs on splits of different sizes traces the
+    Q' and grid programs once per static setting (padded row and pair chunks); the per-split
+    grid cache once per split size; scores equal the unchunked computation."""
+    monkeypatch.setattr(common, "Q_CHUNK", 32)  # several row chunks on small splits
+    model = tiny_net.jax_model(width=128, classes=10)
+    weights = tiny_net.make_weights(seed=3, width=128, classes=10)
+    run = SimpleNamespace(model=model, variables=weights, near=["near/a"], far=["far/b"],
+                          ood_sets=["near/a", "far/b"])
+    rng = np.random.default_rng(0)
+    sizes = {"id_val": 30, "ood_val": 45, "id_test": 50, "near/a": 20, "far/b": 70}
+    arrays = {}
+    for split, n in sizes.items():
+        f = np.maximum(rng.normal(size=(n, 128)), 0).astype(np.float32)
+        arrays[split] = (f, f + 0.05 * rng.normal(size=f.shape).astype(np.float32))
+    pairs = adascale.PERCENTILE_GRID[:11]  # more than PAIR_CHUNK: the last chunk is padded
+    scorer = common.AdaScorer(run, arrays)
+    with count_traces() as traces:
+        for lmbda in (10.0, 3.0):  # traced: the same programs
+            stats = common.fit_stats(*arrays["id_val"], lmbda=lmbda)
+            rows = scorer.evaluate(stats, pairs)
+            scorer.evaluate(stats, pairs[:2], variant="l")
+    assert len(rows) == len(pairs) and all(np.isfinite(r["val_AUROC"]) for r in rows)
+    assert traces["_q_values"] == 1, traces
+    assert traces["grid_scores"] == 2, traces  # one per variant
+    assert traces["grid_cache"] == len(set(sizes.values())), traces
+    with count_traces() as again:
+        common.AdaScorer(run, arrays, share=scorer).evaluate(stats, pairs[3:])
+    assert not {"_q_values", "grid_scores", "grid_cache"} & set(again), again
+    for split, (f, ft) in arrays.items():
+        cache = adascale.grid_cache(model, weights, stats, jnp.asarray(f), jnp.asarray(ft))
+        want = adascale.grid_scores(stats, cache, jnp.asarray(pairs, jnp.float32))
+        np.testing.assert_allclose(scorer.scores(stats, pairs, split), np.asarray(want),
+                                   rtol=1e-6)
 
 
 # ------------------------------------------------------------------- tables and profiles

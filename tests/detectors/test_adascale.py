@@ -16,6 +16,7 @@ import pytest
 from jaxood import detectors
 from jaxood.detectors import adascale
 from tests.detectors import tiny_net
+from tests.tracing import count_traces
 
 torch = pytest.importorskip("torch")
 
@@ -244,6 +245,24 @@ def test_grid_scores_match_per_pair_scores(setup):
             one = adascale.score_from_features(model, weights, stats, f, ft, variant=variant,
                                                percentile=pair)
             np.testing.assert_allclose(grid[i], np.asarray(one), rtol=2e-6)
+
+
+def test_fit_batch_compiles_once_per_static_setting(setup):
+    """Issue 19 item 4: fit_batch's program takes the variables, images and lmbda as
+    arguments: other weights, images and lmbda of the same shapes re-use it (and are not
+    stale: each fit matches the torch reference); another static k1 is a new program."""
+    _, _, _, _, x_val, x_test = setup
+    model = tiny_net.jax_model()  # a fresh model: no program compiled for it yet
+    other = tiny_net.make_weights(seed=4)
+    calls = [(tiny_net.make_weights(seed=1), x_val[:32], 10.0, 1.0),
+             (other, x_test[:32], 3.0, 1.0), (other, x_test[16:48], 3.0, 2.0)]
+    with count_traces() as traces:
+        fits = [adascale.fit_batch(model, w, jnp.asarray(x), batch_size=16, lmbda=lmbda, k1=k1)
+                for w, x, lmbda, k1 in calls]
+    assert traces["_images_q"] == 2, traces  # k1 = 1.0, then k1 = 2.0
+    for stats, (w, x, lmbda, k1) in zip(fits, calls):
+        want = ref_fit(tiny_net.torch_net(w)[0], to_nchw(x), k1=k1, lmbda=lmbda)
+        np.testing.assert_allclose(np.asarray(stats.sorted_q), want, rtol=1e-5)
 
 
 def test_batch_invariance(setup):
