@@ -103,6 +103,6 @@ def choose(lower: Callable[[int], Any], mesh: jax.sharding.Mesh,
                     for k in range(MAX_BATCH_SIZE.bit_length())})
     fits = [b for b in sizes if b * per_image <= budget]
     batch = fits[-1] if fits else sizes[0]
-    return batch, {"rule": "auto", "mb_per_image": round(per_image, 4),
+    return batch, {"rule": "auto", "mb_per_image": round(per_image, 6),
                    "fixed_mb": round(used[0] / _MIB - p * per_image, 2),
                    "budget_mb": budget, "probe": [p, 2 * p], "fits_budget": bool(fits)}
