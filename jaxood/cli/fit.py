@@ -49,8 +49,8 @@ def add_arguments(parser) -> None:
       "scoring; smaller calls are padded only to the next power of two, so they cost what they "
       "compute. Default: automatic, the largest power of two up to 256 whose memory per image "
       "fits --memory-mb per device; the memory per image is XLA's memory analysis of each "
-      "compiled program (network + detector) at 8 and 16 images (two extra compilations, not "
-      "run). The choice is printed and saved in detector.json (`jaxood score --batch-size` "
+      "compiled program (extraction, and network + detector for scoring) at 8 and 16 images "
+      "(compiled, not run). The choice is printed and saved in detector.json (`jaxood score --batch-size` "
       "overrides it)")
     a("--memory-mb", type=positive_float, default=None,
       help="per-device budget (MiB) for the images and activations of one call, which chooses "
