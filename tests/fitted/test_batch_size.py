@@ -231,3 +231,36 @@ def test_choose_without_memory_analysis_falls_back_and_rounds_to_devices():
     size, info = batching.choose(lower, three, memory_mb=100)
     # Multiples of 3 devices: 3, 6, 9, 18, 33, 66, ... (powers of two rounded up); 33 * 3 <= 100.
     assert (size, info["probe"], info["mb_per_image"], info["fixed_mb"]) == (33, [9, 18], 3, 10)
+
+
+_TWO_DEVICES = """
+import os, sys, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, {root!r})
+import jax, numpy as np, jaxood
+from tests.fitted.test_batch_size import _world
+model, data = _world(16)
+f = jaxood.fit("msp", model, data, memory_mb={budget!r})
+print(json.dumps({{"devices": jax.device_count(), "batch": f.batch_size, "info": f.batch_info,
+                  "scores": f(data["val"][:7]).tolist()}}))
+"""
+
+
+def test_two_devices_budget_per_device_and_batch_a_multiple_of_them(tmp_path):
+    import subprocess
+    import sys
+
+    model, data = _world(16)
+    one = jaxood.fit("msp", model, data, batch_size=16)
+    per_image = _mib_per_image(one)  # one device holds every image
+    budget = 6 * per_image  # one device: 4 images; two devices hold half of each batch: 8
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = _TWO_DEVICES.format(root=root, budget=budget)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 2 and got["info"]["probe"] == [8, 16]
+    assert got["info"]["mb_per_image"] == pytest.approx(per_image / 2, rel=0.05)
+    assert got["batch"] == 8 and jaxood.fit("msp", model, data, memory_mb=budget).batch_size == 4
+    np.testing.assert_allclose(got["scores"], one(data["val"][:7]), rtol=1e-5, atol=1e-6)
