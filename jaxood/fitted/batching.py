@@ -12,9 +12,12 @@ per-device budget for what grows with the batch; the fixed weights and statistic
 needed at any batch size and are reported, not budgeted). On a backend without a memory
 analysis the batch is :data:`MAX_BATCH_SIZE`, with the reason recorded.
 
-The choice is a dict saved with the detector: ``{"rule": "auto", "mb_per_image",
-"fixed_mb", "budget_mb", "probe"}``, ``{"rule": "given"}`` or ``{"rule": "fallback",
-"reason"}``.
+The choice is a dict saved with the detector: ``{"rule": "auto", "mb_per_image" (MiB one
+device holds per image of the batch: on a mesh of n devices each holds 1/n of the batch),
+"fixed_mb", "budget_mb", "probe" (the two batch sizes compiled), "fits_budget" (False: one
+image is over the budget; the smallest batch is used)}``, ``{"rule": "given"}`` or
+``{"rule": "fallback", "reason"}``. Memory grows close to linearly with the batch (WRN-16-4
+AdaSCALE at 32x32: 2.0 MiB per image measured at 8-16 images, 2.1 at 64-256).
 """
 
 from __future__ import annotations

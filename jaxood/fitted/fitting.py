@@ -190,7 +190,9 @@ def fit(
     sources = {s: source(id_data[s], f"id_data[{s!r}]") for s in det.fit_splits}
     held_out = _held_out_calibration(sources) if calibration is None else None
     fns = _extraction_fns(det, loaded, point)
-    ex_batch = batch_size or _extraction_batch(fns, loaded, memory_mb)
+    ex_batch = batch_size
+    if sources and batch_size is None:  # no probe for a detector without a fit
+        ex_batch = _extraction_batch(fns, loaded, memory_mb)
     data = {s: _split_inputs(det, fns, loaded, src, ex_batch, progress)
             for s, src in sources.items()}
     stats = registry.fit_at(det, loaded.model, loaded.variables, data, point)
