@@ -15,7 +15,13 @@ import json
 import os
 
 from jaxood import fsutil
-from jaxood.cli.common import add_import_argument, fraction, open_unit, positive_int
+from jaxood.cli.common import (
+    add_import_argument,
+    fraction,
+    open_unit,
+    positive_float,
+    positive_int,
+)
 
 
 def add_arguments(parser) -> None:
@@ -38,9 +44,18 @@ def add_arguments(parser) -> None:
       help="threshold keeps this fraction of ID (default 0.95)")
     a("--confidence", type=open_unit, default=None,
       help="finite-sample guarantee for --tpr with this probability (e.g. 0.9)")
-    a("--batch-size", type=positive_int, default=256,
-      help="largest number of images per compiled call (default 256); smaller calls are padded "
-      "only to the next power of two, so they cost what they compute")
+    a("--batch-size", type=positive_int, default=None,
+      help="largest number of images per compiled call, for the fit's extraction and saved for "
+      "scoring; smaller calls are padded only to the next power of two, so they cost what they "
+      "compute. Default: automatic, the largest power of two up to 256 whose memory per image "
+      "fits --memory-mb per device; the memory per image is XLA's memory analysis of each "
+      "compiled program (extraction, and network + detector for scoring) at 8 and 16 images "
+      "(compiled, not run). The choice is printed and saved in detector.json (`jaxood score --batch-size` "
+      "overrides it)")
+    a("--memory-mb", type=positive_float, default=None,
+      help="per-device budget (MiB) for the images and activations of one call, which chooses "
+      "the default --batch-size (default 2048, jaxood.fitted.batching.SCORE_MEMORY_MB; the "
+      "model's weights and the detector's statistics come on top); not with --batch-size")
     a("-o", "--out", required=True, help="output directory of the fitted detector")
     a("--overwrite", action="store_true", help="replace an existing output directory")
     a("--quiet", action="store_true")
@@ -110,6 +125,18 @@ def _split_id(spec: str, det) -> dict:
     return {s: spec for s in needed}
 
 
+def describe_batch(batch_size: int, info: dict) -> str:
+    """One line saying how the batch size was chosen (``fitted.batch_info``)."""
+    if info.get("rule") == "auto":
+        over = "" if info["fits_budget"] else " (one image is over the budget: raise it)"
+        return (f"batch size {batch_size}: XLA measured {info['mb_per_image']:.3g} MiB per image "
+                f"(+ {info['fixed_mb']:.3g} MiB fixed) under the {info['budget_mb']:g} MiB budget"
+                f"{over}; --batch-size / --memory-mb to change")
+    if info.get("rule") == "fallback":
+        return f"batch size {batch_size} ({info['reason']}); --batch-size to change"
+    return f"batch size {batch_size} (given)"
+
+
 def main(args) -> int:
     from jaxood import detectors, models
     from jaxood.fitted import bind_model, fit, io
@@ -117,6 +144,8 @@ def main(args) -> int:
     det = detectors.get(args.detector)
     if args.hparams and args.aps:
         raise ValueError("give --hparams or --aps, not both")
+    if args.batch_size is not None and args.memory_mb is not None:
+        raise ValueError("give --batch-size or --memory-mb (the budget that chooses it), not both")
     hparams = read_json_arg(args.hparams, "--hparams") if args.hparams else args.aps
     fsutil.check_replaceable(args.out, overwrite=args.overwrite, marker=io.MANIFEST)
     fsutil.check_can_create(args.out, "-o")
@@ -124,8 +153,8 @@ def main(args) -> int:
     loaded = bind_model(model_dir)
     fitted = fit(
         det, loaded, id_data(args, det, loaded), hparams, calibration=args.calibration,
-        tpr=args.tpr, batch_size=args.batch_size, data_dir=args.data_dir,
-        progress=not args.quiet,
+        tpr=args.tpr, batch_size=args.batch_size, memory_mb=args.memory_mb,
+        data_dir=args.data_dir, progress=not args.quiet,
     )
     if args.confidence is not None:
         fitted.threshold(args.tpr, confidence=args.confidence)
@@ -139,6 +168,7 @@ def main(args) -> int:
         print(f"note: default hyperparameters (the papers'); tuned ones are often much better "
               f"on a new dataset: run `jaxood bench ... --detectors {det.name}` and pass its "
               "results folder with --aps")
+    print(describe_batch(fitted.batch_size, fitted.batch_info))
     cal = fitted.calibration_info
     if "held_out_from" in cal:
         print(f"calibration: {cal['n']} images held out of {cal['held_out_from']} (the fit used "

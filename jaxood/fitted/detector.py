@@ -7,13 +7,16 @@ Lifecycle: ``jaxood.fit`` (fit + calibrate + default threshold) -> ``fitted(x)``
 Scoring runs one compiled program (network + the detector's extract + score:
 :func:`jaxood.scoring.image_program`) per bucket size: a call of ``n`` rows is padded to the
 next power of two (at most ``batch_size``), so a small call costs what it computes and at most
-``log2(batch_size) + 1`` programs are ever compiled, whatever the call sizes. Scores: ``[N]`` float32, higher = more in-distribution;
+``log2(batch_size) + 1`` programs are ever compiled, whatever the call sizes. The default
+``batch_size`` is chosen from the memory per image XLA reports for this program
+(:mod:`jaxood.fitted.batching`). Scores: ``[N]`` float32, higher = more in-distribution;
 ``predict`` flags ``score < threshold``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
@@ -24,12 +27,9 @@ from jaxood import detectors as registry
 from jaxood import parallel, scoring, validate
 from jaxood.data import inputs as inputs_lib
 from jaxood.features.extract import device_batch_size
-from jaxood.fitted import export, io, thresholds
+from jaxood.fitted import batching, export, io, thresholds
 from jaxood.models import LoadedModel
 from jaxood.types import Detector, HParamPoint
-
-#: Default number of rows per compiled call (padded).
-BATCH_SIZE = 256
 
 
 @dataclasses.dataclass(eq=False)
@@ -46,7 +46,11 @@ class FittedDetector:
         fit also used them).
       threshold_value: flag ``score < threshold_value`` (``None``: not set).
       threshold_info: the rule that set it (see :mod:`jaxood.fitted.thresholds`).
-      batch_size: rows per compiled call (inputs are padded to it).
+      batch_size: the largest number of rows per compiled call (a call is padded to the next
+        power of two up to it). ``None`` (default): chosen from the memory per image of the
+        compiled scoring program, under ``memory_mb`` (:func:`jaxood.fitted.batching.choose`).
+      batch_info: how ``batch_size`` was chosen (``{"rule": "auto", "mb_per_image", ...}``,
+        ``{"rule": "given"}``, ...); saved with the detector.
       state: the stream state of a stream detector (OODD's queue); ``None`` otherwise
         until the first call.
       allow_any_size: accept inputs of another H x W than the model's manifest (for
@@ -56,6 +60,8 @@ class FittedDetector:
       adapted: hyperparameters whose published default did not fit the model's feature
         dimension D and were replaced (``{name: {"published", "used", "feature_dim"}}``,
         :func:`jaxood.detectors.adapt_to_dim`); saved with the detector.
+      memory_mb: (init only) the per-device budget (MiB) of the automatic ``batch_size``;
+        default :data:`jaxood.fitted.batching.SCORE_MEMORY_MB`.
     """
 
     detector: Detector
@@ -66,21 +72,35 @@ class FittedDetector:
     calibration_info: dict = dataclasses.field(default_factory=dict)
     threshold_value: float | None = None
     threshold_info: dict | None = None
-    batch_size: int = BATCH_SIZE
+    batch_size: int | None = None
     state: Any = None
     allow_any_size: bool = False
     model_dir: str | None = None
     adapted: dict = dataclasses.field(default_factory=dict)
+    batch_info: dict | None = None
+    memory_mb: dataclasses.InitVar[float | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, memory_mb):
         self._point = self.detector.point(self.hparams)  # resolved and validated once
         self.hparams = dict(self._point)
         registry.check_stats(self.detector, self.stats)
         if self.calibration is not None:
             self.calibration = np.sort(np.asarray(self.calibration, np.float32))
         self._mesh = parallel.data_mesh()
-        self.batch_size = device_batch_size(int(self.batch_size), self._mesh)
         self._placed = None
+        if self.batch_size is None:
+            self.batch_size, self.batch_info = self._auto_batch_size(memory_mb)
+        elif memory_mb is not None:
+            raise ValueError("give `batch_size` or `memory_mb` (the budget that chooses it), "
+                             "not both")
+        elif self.batch_info is None:
+            self.batch_info = batching.given(self.batch_size)
+        self.batch_size = device_batch_size(self.batch_size, self._mesh)
+
+    def _auto_batch_size(self, memory_mb) -> tuple[int, dict]:
+        if self.input_shape is None:  # nothing to compile the probe for
+            return batching.fallback("the model records no input shape")
+        return batching.choose(self.lower, self._mesh, memory_mb)
 
     # ------------------------------------------------------------------ description
 
@@ -162,20 +182,41 @@ class FittedDetector:
             mask[:n] &= valid
         variables, stats = self._device_arrays()
         xp = jax.device_put(xp, parallel.batch_sharding(self._mesh))
-        point = self.point
-        traced, static = point.traced, point.image_static
+        program, traced = self._program(), self.point.traced
         if self.detector.stream:
-            program = scoring.stream_program(self.detector, self.model.model, static)
             if self.state is None:
-                self.state = self.detector.init_state(
-                    self.stats, self.feature_dim, **self.score_hparams
-                )
+                self.state = self._initial_state()
             res, self.state = program(variables, stats, self.state, xp, mask, traced)
         else:
-            res = scoring.image_program(self.detector, self.model.model, static)(
-                variables, stats, xp, traced
-            )
+            res = program(variables, stats, xp, traced)
         return {k: np.asarray(v)[:n] for k, v in res.items()}
+
+    def _program(self):
+        """The jitted scoring program of the current hyperparameters (see :func:`_jitted`)."""
+        make = scoring.stream_program if self.detector.stream else scoring.image_program
+        return _jitted(make(self.detector, self.model.model, self.point.image_static))
+
+    def _initial_state(self):
+        """A stream detector's fresh state, typed and placed as the state a call returns
+        (NumPy: no weak types; replicated), so the first call runs the same compiled
+        program as the later ones."""
+        state = self.detector.init_state(self.stats, self.feature_dim, **self.score_hparams)
+        return jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(self._mesh))
+
+    def lower(self, batch: int) -> jax.stages.Lowered:
+        """The program :meth:`score_batch` runs, lowered (traced, not compiled) for a padded
+        batch of ``batch`` rows of the model's input shape; ``.compile()`` it for XLA's
+        ``memory_analysis()`` / ``cost_analysis()``. The compiled program is the one a call
+        padded to ``batch`` rows then runs (compiled once)."""
+        rep, shard = parallel.replicated(self._mesh), parallel.batch_sharding(self._mesh)
+        args = [batching.structs(self.model.variables, rep), batching.structs(self.stats, rep)]
+        x = jax.ShapeDtypeStruct((batch, *self.input_shape), np.float32, sharding=shard)
+        if self.detector.stream:
+            mask = jax.ShapeDtypeStruct((batch,), np.bool_)
+            args += [batching.structs(self._initial_state(), rep), x, mask]
+        else:
+            args.append(x)
+        return self._program().lower(*args, batching.structs(self.point.traced))
 
     def _device_arrays(self):
         if self._placed is None:
@@ -300,6 +341,16 @@ def bucket_size(n: int, batch_size: int, mesh) -> int:
     ``batch_size``, rounded up to a multiple of the mesh's devices."""
     size = 1 << max(0, int(n) - 1).bit_length()
     return device_batch_size(min(size, int(batch_size)), mesh)
+
+
+@functools.lru_cache(maxsize=256)
+def _jitted(program):
+    """``jax.jit`` of a :mod:`jaxood.scoring` program, one per program. Why jit a jitted
+    function: scoring's programs are wrapped (tracer errors explained) so their ``.lower``
+    is out of reach; the outer jit inlines the inner one (same computation) and gives one
+    object whose ``.lower(...).compile()`` (the batch-size probe) and calls share their
+    compiled programs."""
+    return jax.jit(program)
 
 
 def model_feature_dim(loaded: LoadedModel) -> int | None:

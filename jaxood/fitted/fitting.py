@@ -14,13 +14,17 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import numpy as np
+
 from jaxood import detectors as registry
-from jaxood import scoring, validate
+from jaxood import parallel, scoring, validate
 from jaxood.data import inputs as inputs_lib
 from jaxood.features import extract as ex
 from jaxood.features.model import bind_model, input_shape, variables_fingerprint
 from jaxood.features.store import fit_inputs
-from jaxood.fitted.detector import BATCH_SIZE, FittedDetector, model_feature_dim
+from jaxood.fitted import batching
+from jaxood.fitted.detector import FittedDetector, model_feature_dim
 from jaxood.models import LoadedModel
 from jaxood.types import Detector, HParamPoint, Inputs
 
@@ -78,16 +82,40 @@ def _pick_run(runs: list, model: LoadedModel | None, path: str) -> dict:
     return match[0]
 
 
-def _split_inputs(det, loaded, source, point: HParamPoint, batch_size, progress) -> Inputs:
-    """Features (+ the detector's extras, labels, small image sets) of one ID split."""
-    fn = scoring.features_fn(loaded.model, tuple(ex.detector_fields(det)))
-    arrays = ex.extract_arrays(
-        fn, loaded.variables, source, batch_size=batch_size, progress=progress, desc="features"
-    )
+def _extraction_fns(det, loaded, point: HParamPoint) -> dict:
+    """``{progress label: per-batch function}`` the fit extracts with: the network's
+    features, then the detector's ``extract`` (if any)."""
+    fns = {"features": scoring.features_fn(loaded.model, tuple(ex.detector_fields(det)))}
     if det.extract is not None:
-        efn = scoring.extract_fn(det, loaded.model, tuple(sorted(point.extract.items())))
-        arrays.update(ex.extract_arrays(efn, loaded.variables, source, batch_size=batch_size,
-                                        progress=progress, desc=f"{det.name} extract"))
+        fns[f"{det.name} extract"] = scoring.extract_fn(det, loaded.model,
+                                                        tuple(sorted(point.extract.items())))
+    return fns
+
+
+def _extraction_batch(fns, loaded, memory_mb) -> int:
+    """The largest batch every extraction function fits under ``memory_mb``, each measured
+    as :func:`jaxood.fitted.batching.choose` does (on the jitted program extraction runs,
+    so the probe compilations are its own)."""
+    shape = input_shape(loaded)
+    if shape is None:
+        return batching.MAX_BATCH_SIZE
+    mesh = parallel.data_mesh()
+    variables = batching.structs(loaded.variables, parallel.replicated(mesh))
+
+    def lowering(fn):
+        step = scoring.sharded(fn, mesh)
+        return lambda b: step.lower(variables, jax.ShapeDtypeStruct(
+            (b, *shape), np.float32, sharding=parallel.batch_sharding(mesh)))
+
+    return min(batching.choose(lowering(fn), mesh, memory_mb)[0] for fn in fns.values())
+
+
+def _split_inputs(det, fns, loaded, source, batch_size, progress) -> Inputs:
+    """Features (+ the detector's extras, labels, small image sets) of one ID split."""
+    arrays = {}
+    for desc, fn in fns.items():
+        arrays.update(ex.extract_arrays(fn, loaded.variables, source, batch_size=batch_size,
+                                        progress=progress, desc=desc))
     return fit_inputs(det, arrays, source)
 
 
@@ -99,7 +127,8 @@ def fit(
     *,
     calibration: Any = None,
     tpr: float = 0.95,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
+    memory_mb: float | None = None,
     data_dir: str | None = None,
     progress: bool = False,
 ) -> FittedDetector:
@@ -123,7 +152,12 @@ def fit(
         images) of it is held out for calibration and the fit uses the rest, so the
         ``confidence=`` guarantee holds (recorded in ``fitted.calibration_info``).
       tpr: the default threshold keeps this fraction of ID calibration inputs.
-      batch_size: rows per compiled call.
+      batch_size: the largest number of rows per compiled call (extraction and scoring).
+        ``None`` (default): the largest power of two up to 256 whose per-image memory, as
+        XLA reports it for each compiled program, fits ``memory_mb`` per device
+        (:mod:`jaxood.fitted.batching`; recorded in ``fitted.batch_info``).
+      memory_mb: that per-device budget in MiB (default
+        :data:`jaxood.fitted.batching.SCORE_MEMORY_MB`); only without ``batch_size``.
 
     Returns:
       A :class:`FittedDetector`.
@@ -135,7 +169,12 @@ def fit(
         )
     det = registry.get(detector) if isinstance(detector, str) else detector
     validate.check_open_fraction(tpr, "tpr")
-    validate.check_positive_int(batch_size, "batch_size")
+    if batch_size is None:
+        batching.check_memory_mb(memory_mb)
+    elif memory_mb is not None:
+        raise ValueError("give `batch_size` or `memory_mb` (the budget that chooses it), not both")
+    else:
+        batching.given(batch_size)
     loaded = bind_model(model)
     given = {**registry.model_hparams(det, loaded.preprocess),
              **read_hparams(det, hparams, loaded)}
@@ -150,11 +189,15 @@ def fit(
 
     sources = {s: source(id_data[s], f"id_data[{s!r}]") for s in det.fit_splits}
     held_out = _held_out_calibration(sources) if calibration is None else None
-    data = {s: _split_inputs(det, loaded, src, point, batch_size, progress)
+    fns = _extraction_fns(det, loaded, point)
+    ex_batch = batch_size
+    if sources and batch_size is None:  # no probe for a detector without a fit
+        ex_batch = _extraction_batch(fns, loaded, memory_mb)
+    data = {s: _split_inputs(det, fns, loaded, src, ex_batch, progress)
             for s, src in sources.items()}
     stats = registry.fit_at(det, loaded.model, loaded.variables, data, point)
     fitted = FittedDetector(det, loaded, point, stats, batch_size=batch_size,
-                            model_dir=loaded.directory, adapted=adapted)
+                            model_dir=loaded.directory, adapted=adapted, memory_mb=memory_mb)
     if held_out is not None:
         src, info = held_out
         fitted.calibrate(src, name=src.name)

@@ -4,6 +4,7 @@ Layout::
 
     det/detector.json   format, jaxood + detector versions, hyperparameters, the model's
                         fingerprint, input shape + preprocessing, threshold, calibration info,
+                        batch size and how it was chosen ("batch"),
                         static fields of the statistics, a SHA-256 of every array, XLA flags,
                         and a SHA-256 of each of its own fields ("fields_sha256")
     det/arrays/         orbax tree {"stats": {field: array}, "calibration": [n],
@@ -111,6 +112,7 @@ def save(fitted: FittedDetector, directory: str, *, overwrite: bool = False) -> 
         "calibration": fitted.calibration_info,
         "adapted": fitted.adapted,
         "batch_size": fitted.batch_size,
+        "batch": fitted.batch_info,
         "model_dir": fitted.model_dir,
         "layout": layout,
         "empty_arrays": empty,
@@ -170,6 +172,9 @@ def check_manifest(manifest: dict, path: str) -> None:
         raise ValueError(f"{path}: threshold {t!r} must be a finite number or null")
     if manifest["batch_size"] < 1:
         raise ValueError(f"{path}: batch_size must be >= 1, got {manifest['batch_size']}")
+    # How the batch size was chosen: absent from files saved before it was recorded.
+    if not isinstance(manifest.get("batch", {}), dict):
+        raise ValueError(f"{path}: field 'batch' must be an object; re-fit the detector")
 
 
 def check_same_model(saved: dict, model: LoadedModel, where: str) -> None:

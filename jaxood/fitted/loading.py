@@ -12,9 +12,14 @@ from jaxood.features.model import bind_model
 from jaxood.fitted import io
 from jaxood.fitted.detector import FittedDetector
 
+#: ``batch_info`` of a detector saved before the choice of its batch size was recorded.
+UNRECORDED = {"rule": "unrecorded"}
+
 
 def load(directory: str, model: Any, *, batch_size: int | None = None) -> FittedDetector:
     """Loads a saved detector for ``model`` (dir, ``LoadedModel`` or ``(Model, variables)``).
+
+    ``batch_size``: rows per compiled call; default the saved one (chosen at fit time).
 
     Raises:
       FileNotFoundError / ValueError: missing/corrupt files, an unregistered detector,
@@ -54,6 +59,7 @@ def load(directory: str, model: Any, *, batch_size: int | None = None) -> Fitted
         threshold_value=threshold.pop("value"),
         threshold_info=threshold or None,
         batch_size=manifest["batch_size"] if batch_size is None else batch_size,
+        batch_info=None if batch_size is not None else manifest.get("batch", UNRECORDED),
         model_dir=loaded.directory or manifest.get("model_dir"),
         adapted=manifest.get("adapted", {}),
     )
