@@ -199,7 +199,7 @@ class DetectorRun:
         (one point: defaults + overrides when APS is off or the detector has no sweep);
         sweeps that do not fit the model's feature dimension are replaced by the detector's
         D-relative ones."""
-        d = int(np.shape(self.store.base("id_val")["feature"])[-1])
+        d = self.store.feature_dim
         if not use_aps or not self.det.sweep:
             adapted = det_registry.dim_adapted(self.det, d)
             return [self.det.point({**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
@@ -353,15 +353,17 @@ class RunContext:
     extract_s: float
 
 
-def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -> RunContext:
-    """Loads the model, opens (and verifies) the data, selects the detectors, measures ACC."""
+def open_run(cfg: BenchConfig, plan: Plan, r: int, cache, mesh, procs=None) -> RunContext:
+    """Loads run ``r``'s model, opens (and verifies) the data, selects the detectors, measures
+    ACC."""
     timer = StageTimes()
     with timer.stage("open"):  # loading, list verification, ID-test features + ACC
-        return _open_run(cfg, bench, model_dir, cache, mesh, procs, timer)
+        return _open_run(cfg, plan, r, cache, mesh, procs, timer)
 
 
-def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
+def _open_run(cfg, plan, r, cache, mesh, procs, timer) -> RunContext:
     t0 = time.perf_counter()
+    bench, model_dir = plan.bench, plan.model_dirs[r]
     loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
     if loaded.preprocess is None and bench.preprocess is None:
         raise ValueError(f"{model_dir}: manifest has no 'preprocess' spec; cannot prepare images")
@@ -383,16 +385,43 @@ def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
     map_splits = set()
     for d in dets:
         if "feature_map" in d.needs:
-            map_splits |= set(opened.all_sources()) - {"id_train"}
-            if "train" in d.fit_splits:
-                map_splits.add("id_train")
+            map_splits |= splits_read(d, opened)
     store = DataStore(opened, loaded, cache, batch_size=cfg.batch_size, mesh=mesh,
-                      progress=cfg.progress, map_splits=map_splits, processes=procs, timer=timer)
+                      progress=cfg.progress, map_splits=map_splits, processes=procs, timer=timer,
+                      sample_shape=sample_shape)
+    for d in dets:  # before any features pass, so those passes can carry the extracts
+        if d.extract_features is not None and to_compute(cfg, plan, r, opened, d):
+            share_forward(cfg, store, opened, d)
     id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
     id_labels = np.concatenate([store.labels(k) for k in id_keys])
     id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
     acc = metrics.accuracy(np.argmax(id_logits, -1), id_labels)
     return RunContext(loaded, opened, store, dets, id_keys, acc, time.perf_counter() - t0)
+
+
+def splits_read(det: Detector, opened) -> set[str]:
+    """The splits a detector reads: all but ID-train, which only a fit on train reads."""
+    splits = set(opened.all_sources())
+    if "train" not in det.fit_splits:
+        splits.discard("id_train")
+    return splits
+
+
+def share_forward(cfg: BenchConfig, store: DataStore, opened, det: Detector) -> None:
+    """Has the features pass of every split ``det`` reads compute its extract too (at its
+    grid's first extract setting): one decode and one clean forward per image."""
+    overrides = _overrides(cfg, opened, det)
+    try:
+        grid = DetectorRun(det, store, overrides, cfg.fit_images_mb).grid(cfg.aps)
+    except ValueError:  # recorded as this detector's failure when it runs
+        return
+    store.share_forward(det, grid[0].extract, sorted(splits_read(det, opened)))
+
+
+def to_compute(cfg: BenchConfig, plan: Plan, r: int, opened, det: Detector) -> bool:
+    """False when ``det``'s result for run ``r`` is stored with the same settings (resume)."""
+    settings = settings_of(cfg, det, _overrides(cfg, opened, det))
+    return cfg.rerun or not plan.results.done(det.name, r, settings)
 
 
 def settings_of(cfg: BenchConfig, det: Detector, overrides) -> dict:
@@ -408,7 +437,7 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     """APS, evaluation, the fitted detector and the stored result of one detector; returns
     this run's scores (for plots)."""
     t1 = time.perf_counter()
-    overrides = _overrides(cfg, ctx, det)
+    overrides = _overrides(cfg, ctx.opened, det)
     dr = DetectorRun(det, ctx.store, overrides, cfg.fit_images_mb)
     timer = ctx.store.timer  # APS / evaluation time excludes the network passes they trigger
     with timer.stage(f"aps/{det.name}"):
@@ -424,7 +453,7 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
         "chosen": dict(point), "aps_auroc": found.best_auroc,
         "grid": [{"hparams": dict(p), "auroc": a} for p, a in found.table],
     }
-    d = int(np.shape(ctx.store.base("id_val")["feature"])[-1])
+    d = ctx.store.feature_dim
     adapted = det_registry.dim_adapted(det, d)
     if adapted:
         aps_entry["adapted_grid"] = {"feature_dim": d, "published": {
@@ -463,15 +492,15 @@ def save_fitted(dr: DetectorRun, ctx: RunContext, point: HParamPoint, directory:
     fitted.save(directory, overwrite=True)
 
 
-def _overrides(cfg: BenchConfig, ctx: RunContext, det: Detector) -> dict:
-    return {**det_registry.model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+def _overrides(cfg: BenchConfig, opened, det: Detector) -> dict:
+    return {**det_registry.model_hparams(det, opened.id_val.spec), **cfg.hparams.get(det.name, {})}
 
 
 def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
     """Every network pass a detector will need (features, extras at each APS point, network
     scores), so a multi-host run shares them out; APS of network detectors runs here too, on
     every process alike from the shared cached val scores, to agree on the test passes."""
-    dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx, det), cfg.fit_images_mb)
+    dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx.opened, det), cfg.fit_images_mb)
     splits = ["id_val", "ood_val", *ctx.id_keys, *(FIT_SPLITS[s] for s in det.fit_splits)]
     splits += [f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g)]
     settings = {}
@@ -492,11 +521,10 @@ def distributed_extraction(cfg: BenchConfig, plan: Plan, cache, mesh, procs: Pro
     shared cache. Returns the opened runs (process 0 continues with them)."""
     contexts = []
     with exit_promptly_when_a_peer_dies():
-        for r, model_dir in enumerate(plan.model_dirs):
-            ctx = open_run(cfg, plan.bench, model_dir, cache, mesh, procs)
+        for r in range(len(plan.model_dirs)):
+            ctx = open_run(cfg, plan, r, cache, mesh, procs)
             for det in ctx.dets:
-                settings = settings_of(cfg, det, _overrides(cfg, ctx, det))
-                if cfg.rerun or not plan.results.done(det.name, r, settings):
+                if to_compute(cfg, plan, r, ctx.opened, det):
                     try:
                         prefetch(cfg, ctx, det)
                     except ValueError as e:  # the same on every process; recorded later
@@ -540,11 +568,10 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
     scores, timings, failed, computed, skipped = {}, [], {}, [], []
     passes = 0
     for r, model_dir in enumerate(plan.model_dirs):
-        ctx = contexts[r] if contexts else open_run(cfg, plan.bench, model_dir, cache, mesh)
+        ctx = contexts[r] if contexts else open_run(cfg, plan, r, cache, mesh)
         det_times = {}
         for det in ctx.dets:
-            overrides = _overrides(cfg, ctx, det)
-            if not cfg.rerun and plan.results.done(det.name, r, settings_of(cfg, det, overrides)):
+            if not to_compute(cfg, plan, r, ctx.opened, det):
                 skipped.append(det.name)
                 continue
             t1 = time.perf_counter()
