@@ -70,6 +70,15 @@ def fit_inputs(
     return to_inputs(arrays, x=x)
 
 
+def splits_read(det: Detector, splits) -> set[str]:
+    """Of a run's ``splits`` (names), those ``det`` reads: all but ID-train, which only a fit
+    on train reads."""
+    out = set(splits)
+    if "train" not in det.fit_splits:
+        out.discard(FIT_SPLITS["train"])
+    return out
+
+
 def _sample_floats(source) -> int:
     """Floats per preprocessed sample (one sample decoded; 0 for an empty source)."""
     return int(np.prod(source.batch(0, 1).shape[1:])) if len(source) else 0
