@@ -197,17 +197,19 @@ class DataStore:
         once per setting on the first batch of ``split``, so a features cache entry holds the
         same bits whichever pass wrote it. They can differ in the last bit: XLA rewrites a
         plain forward's ``a / sqrt(v)`` as ``a * rsqrt(v)`` but, where the backward pass
-        shares the reciprocal, as ``a * (1 / sqrt(v))``. jaxood's networks give the same
-        bits; any model that does not gets separate passes, with a warning. Every process
+        shares the reciprocal, as ``a * (1 / sqrt(v))``. jaxood's networks gave the same
+        bits where checked; a model that does not gets separate passes, with a warning. Every process
         of a multi-host run is assumed to reach the same answer (as for every cached bit)."""
         key = (extract_id(det), tuple(hp.items()), tuple(fields))
         if key not in self._exact:
             with self.timer.stage(f"check/features+extract/{det.name}"):
-                head = _Head(self.sources[split], extract.device_batch_size(self.batch_size, self.mesh or parallel.data_mesh()))
-                runs = [extract.extract_arrays(scoring.features_fn(self.model, tuple(fields), *j),
-                                               self.variables, head, batch_size=self.batch_size,
-                                               mesh=self.mesh)
-                        for j in ((), (det, tuple(hp.items())))]
+                mesh = self.mesh or parallel.data_mesh()
+                head = _Head(self.sources[split], extract.device_batch_size(self.batch_size, mesh))
+                fns = (scoring.features_fn(self.model, tuple(fields)),
+                       scoring.features_fn(self.model, tuple(fields), det, tuple(hp.items())))
+                runs = [extract.extract_arrays(fn, self.variables, head,
+                                               batch_size=self.batch_size, mesh=mesh)
+                        for fn in fns]
             self._exact[key] = all(np.array_equal(runs[0][f], runs[1][f]) for f in fields)
             if not self._exact[key]:
                 warnings.warn(
@@ -235,22 +237,25 @@ class DataStore:
                 (self.cache.entry(self._key(split, {"kind": "features", "field": f})), [f])
                 for f in todo
             ]
-            joint = None if all(e.complete for e, _ in entries) else self._joint_pass(split)
-            if joint is not None and not self._one_pass_is_exact(split, joint[0], joint[3], todo):
-                joint = None
-            if joint is None:
-                results = self._run(split, scoring.features_fn(self.model, tuple(todo)), entries,
-                                    f"{split} features", "features")
-            else:
-                det, mem_key, entry, hp = joint
-                fn = scoring.features_fn(self.model, tuple(todo), det, tuple(hp.items()))
-                results = self._run(split, fn, [*entries, (entry, None)],
-                                    f"{split} features + {det.name} extract",
-                                    f"features+extract/{det.name}")
-                self._mem[mem_key] = results[-1]
+            results = self._features_pass(split, todo, entries)
             for f, r in zip(todo, results):
                 self._mem[("base", split, f)] = out[f] = r[f]
         return out
+
+    def _features_pass(self, split: str, todo: list[str], entries) -> list[dict]:
+        """Computes the missing ``entries`` of ``split``'s ``todo`` fields, in one pass with
+        the extras :meth:`share_forward` registered when those are missing too and the one
+        pass gives the same bits (:meth:`_one_pass_is_exact`)."""
+        joint = None if all(e.complete for e, _ in entries) else self._joint_pass(split)
+        if joint is None or not self._one_pass_is_exact(split, joint[0], joint[3], todo):
+            return self._run(split, scoring.features_fn(self.model, tuple(todo)), entries,
+                             f"{split} features", "features")
+        det, mem_key, entry, hp = joint
+        fn = scoring.features_fn(self.model, tuple(todo), det, tuple(hp.items()))
+        results = self._run(split, fn, [*entries, (entry, None)],
+                            f"{split} features + {det.name} extract", f"features+extract/{det.name}")
+        self._mem[mem_key] = results[-1]
+        return results[:-1]
 
     def extras(
         self, det: Detector, split: str, extract_hp: Mapping[str, Any]
