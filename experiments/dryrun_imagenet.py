@@ -142,7 +142,16 @@ def summarise(stages: dict, write_report_s: float) -> dict:
         "decode wait, AdaSCALE pass": pick("extract/adascale_a/decode"),
         "compile + first batch, AdaSCALE pass": pick("extract/adascale_a/first_batch"),
         "AdaSCALE extra passes (grad + perturbed forward)": pick("extract/adascale_a/network"),
-        "feature cache writes": pick("features/cache_write", "extract/adascale_a/cache_write"),
+        # Since the features come from the AdaSCALE pass (one pass per split, one decode):
+        "decode wait, features + AdaSCALE pass": pick("features+extract/adascale_a/decode"),
+        "compile + first batch, features + AdaSCALE pass":
+            pick("features+extract/adascale_a/first_batch"),
+        "features + AdaSCALE pass (clean forward in the gradient, perturbed forward)":
+            pick("features+extract/adascale_a/network"),
+        "bit check of the one pass (one batch, both programs)":
+            pick("check/features+extract/adascale_a"),
+        "feature cache writes": pick("features/cache_write", "extract/adascale_a/cache_write",
+                                     "features+extract/adascale_a/cache_write"),
     }
     for det in DETECTORS:
         out[f"APS {det} (fit + grid scoring)"] = pick(f"aps/{det}")

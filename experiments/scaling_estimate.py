@@ -87,6 +87,10 @@ def set_sizes() -> dict[str, int]:
 def rates(run: dict) -> dict:
     """Per-image seconds and fixed seconds of the measured run."""
     st, n = run["stages_raw"], run["images_total"]
+    if "features/network" not in st:
+        raise SystemExit("this estimate models the two-pass runner (a features pass and an "
+                         "AdaSCALE pass); the run given has one pass (features+extract/*): its "
+                         "rates need a one-pass model here first")
     sizes = run["sizes"]
     n_fit = sizes["id_val"] + sizes["ood_val"]
 

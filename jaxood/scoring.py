@@ -17,7 +17,8 @@ Programs:
   "max_softmax": [B]}``. It is what a fitted detector calls and exports.
 * :func:`stream_program`: a stream detector's step on a batch.
 * the extraction passes (:mod:`jaxood.features.extract`): :func:`sharded` jits a per-batch
-  function built by :func:`features_fn`, :func:`extract_fn` or :func:`image_score_fn` (one
+  function built by :func:`features_fn` (features, or features and a detector's extract in
+  one pass), :func:`extract_fn` or :func:`image_score_fn` (one
   function object per model / detector / static setting, so one compilation each; traced
   hyperparameters travel in the replicated arguments).
 """
@@ -175,18 +176,31 @@ def sharded(fn, mesh: jax.sharding.Mesh):
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
-def features_fn(model: Model, fields: tuple[str, ...]):
-    """``(variables, x) -> {field: array}`` of the requested ``Features`` fields."""
+def features_fn(model: Model, fields: tuple[str, ...], det: Detector | None = None,
+                extract_hparams: tuple = ()):
+    """``(variables, x) -> {field: array}`` of the requested ``Features`` fields.
+
+    With ``det`` (a detector with ``extract_features``) the same pass also returns
+    ``det.extract``'s outputs at the sorted ``((name, value), ...)`` ``extract_hparams``, the
+    fields taken from the clean forward that pass runs anyway: one program, one clean forward,
+    each output bit-identical to :func:`extract_fn`'s and the plain features pass's."""
 
     def fn(variables, x):
-        feats = model.features(variables, x)
+        if det is None:
+            feats, extras = model.features(variables, x), {}
+        else:
+            feats, extras = det.extract_features(model, variables, x, **dict(extract_hparams))
         out = {}
         for f in fields:
             value = getattr(feats, f)
             if value is None:
                 raise ValueError(f"model {model.name!r} does not provide `{f}`")
             out[f] = value
-        return out
+        clash = set(out) & set(extras)
+        if clash:
+            raise ValueError(f"detector {det.name!r}: extract outputs {sorted(clash)} have the "
+                             "names of Features fields; rename them")
+        return {**out, **dict(extras)}
 
     return fn
 

@@ -219,6 +219,13 @@ class Detector:
       fit_splits: ID splits ``fit`` needs, e.g. ``("val",)`` for ReAct (OpenOOD fits on ID-val).
       extract: ``extract(model, variables, x, **extract_hparams) -> dict[str, Array]``: extra
         per-sample arrays that need the network (cached per extract-hyperparameter values).
+      extract_features: optional ``extract_features(model, variables, x, **extract_hparams)
+        -> (Features, dict)``: ``extract``'s outputs together with the clean
+        ``model.features(variables, x)`` its pass already computes (AdaSCALE's forward inside
+        ``jax.vjp``); the extras bit-identical to ``extract``'s. Declaring it lets the feature
+        pipeline compute a split's features and extras in one pass (one decode, one clean
+        forward) when both are needed, after checking on one batch that the features have
+        the plain forward's bits (XLA may round an op differently inside a gradient).
       hparams: ``{name: HParam}``, the one table of hyperparameters (dict order = APS order).
       stats_type: the pytree class ``fit`` returns (a ``flax.struct`` dataclass): saved,
         loaded, sharded and checked as such. ``None`` when there is no ``fit``.
@@ -253,6 +260,7 @@ class Detector:
     fit: Callable[..., Stats] | None = None
     fit_splits: tuple[str, ...] = ()
     extract: Callable[..., Mapping[str, Array]] | None = None
+    extract_features: Callable[..., tuple[Features, Mapping[str, Array]]] | None = None
     hparams: Mapping[str, HParam] = dataclasses.field(default_factory=dict)
     stats_type: type | None = None
     needs: frozenset[str] = frozenset({"logits"})
@@ -295,6 +303,12 @@ class Detector:
             _check_signature(self.name, "fit", self.fit, self.names("fit"), 3)
         if self.extract is not None:
             _check_signature(self.name, "extract", self.extract, self.names("extract"), 3)
+        if self.extract_features is not None:
+            if self.extract is None:
+                raise ValueError(f"Detector {self.name!r}: extract_features given without "
+                                 "extract (it returns extract's outputs with the features)")
+            _check_signature(self.name, "extract_features", self.extract_features,
+                             self.names("extract"), 3)
 
     def names(self, role: str) -> tuple[str, ...]:
         """Hyperparameter names with ``role`` (``"extract"``, ``"fit"``, ``"score"``)."""

@@ -8,13 +8,64 @@ each cell is ``mean ± population std``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
+from collections.abc import Mapping, Sequence
 
+from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
 from jaxood.fsutil import atomic_write_text, plain
+from jaxood.version import __version__
 
-METRIC_NAMES = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
+#: ``BenchResult.info``'s keys, in the order results.json shows them.
+INFO_KEYS = ("benchmark", "description", "model", "runs", "detectors", "computed", "skipped",
+             "devices", "fsood", "near", "far", "network_passes", "failed", "timings",
+             "total_s", "jaxood_version")
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """What :func:`jaxood.bench.runner.run` returns and these files show.
+
+    Attributes:
+      table: ``{detector: {dataset|"nearood"|"farood": {metric: (mean, std)}}}`` (percent),
+        over every detector in the merged result store (this run's and earlier ones).
+      per_run: ``{detector: [ {dataset: {metric: value}} per run ]}``.
+      aps: ``{detector: [ {"run", "model", "model_fingerprint", "chosen", "aps_auroc",
+        "grid"} per run ]}``.
+      scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
+        computed in this invocation (for plots).
+      info: benchmark, model, runs, devices, timings (per run: ``stages``, the
+        :class:`~jaxood.features.timing.StageTimes` of decode waits, network passes, APS,
+        evaluation and writing), and this invocation's ``computed``, ``skipped`` (already in
+        the store with the same settings) and ``failed`` detectors.
+      out_dir: where the files went.
+    """
+
+    table: dict
+    per_run: dict
+    aps: dict
+    scores: dict
+    info: dict
+    out_dir: str
+
+
+def bench_result(results: ResultStore, bench, out_dir: str, model_dirs: Sequence[str],
+                 scores: dict, invocation: Mapping) -> BenchResult:
+    """The :class:`BenchResult` of the result store as it is now: its table over every stored
+    detector, with ``info`` = the benchmark's and store's facts plus this ``invocation``'s
+    (``computed``, ``skipped``, ``devices``, ``fsood``, ``network_passes``, ``failed``,
+    ``timings``, ``total_s``)."""
+    per_run = results.per_run()
+    facts = {
+        "benchmark": bench.name, "description": bench.description,
+        "model": os.path.basename(out_dir), "runs": list(model_dirs),
+        "detectors": list(per_run), "near": list(bench.ood_names["near"]),
+        "far": list(bench.ood_names["far"]), "jaxood_version": __version__, **invocation,
+    }
+    info = {k: facts[k] for k in INFO_KEYS}
+    return BenchResult(aggregate(per_run), per_run, results.aps(), scores, info, out_dir)
 
 
 def _cell(mean_std: tuple[float, float] | None, runs: int) -> str:

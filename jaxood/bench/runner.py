@@ -5,10 +5,15 @@ Flow (one direction)::
     check everything (names, data, checkpoints, output dir)      before any compute
     for each run (checkpoint):
         extract logits/features (+ feature maps, + detector extras) once per dataset -> cache
-        for each detector:
+        for each detector not stored yet with the same settings (resume):
             APS over its sweep: fit (memoised per fit-hparams) + score ID-val / OOD-val
             fit with the chosen point, score ID-test and every OOD set, metrics
+            write its fitted detector and its record into the result store
     aggregate runs (mean, population std), write MD/CSV/JSON + aps.json + plots
+
+One detector on one run's data is a :class:`~jaxood.bench.detector_run.DetectorRun`; the
+fitted detectors are written by :mod:`jaxood.bench.deploy`, the records and tables by
+:mod:`jaxood.bench.store` and :mod:`jaxood.bench.report`.
 
 Python API::
 
@@ -30,25 +35,21 @@ import numpy as np
 
 from jaxood import detectors as det_registry
 from jaxood import fsutil, metrics, models, parallel, validate
-from jaxood.bench import aps as aps_lib
 from jaxood.bench import report
-from jaxood.bench.store import METRIC_NAMES, ResultStore, aggregate
+from jaxood.bench.deploy import save_fitted
+from jaxood.bench.detector_run import DetectorRun
+from jaxood.bench.report import BenchResult
+from jaxood.bench.store import METRIC_NAMES, ResultStore
 from jaxood.data import benchmarks
 from jaxood.distributed import Processes, exit_promptly_when_a_peer_dies
-from jaxood.features import extract as ex
 from jaxood.features.cache import FeatureCache
 from jaxood.features.model import model_capabilities, model_identity
-from jaxood.features.scorer import Scorer, to_inputs
-from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, fit_inputs
+from jaxood.features.store import FIT_IMAGES_MB, FIT_SPLITS, DataStore, splits_read
 from jaxood.features.timing import StageTimes
-from jaxood.fitted import FittedDetector
 from jaxood.fitted.detector import model_feature_dim
 from jaxood.fsutil import locked, plain
-from jaxood.types import Detector, HParamPoint
+from jaxood.types import Detector
 from jaxood.version import __version__
-
-#: Seed of OpenOOD/OODD's stream permutation for streaming detectors.
-STREAM_SEED = 100
 
 
 @dataclasses.dataclass
@@ -114,140 +115,7 @@ class BenchConfig:
     print_per_dataset: bool = True
 
 
-# --------------------------------------------------------------------------- one detector
-
-
-class DetectorRun:
-    """Fits, searches and scores one detector on one run's DataStore."""
-
-    def __init__(
-        self,
-        det: Detector,
-        store: DataStore,
-        overrides: Mapping[str, Any] | None = None,
-        fit_images_mb: float = FIT_IMAGES_MB,
-    ):
-        self.det, self.store = det, store
-        self.fit_images_mb = fit_images_mb
-        self.overrides = dict(overrides or {})
-        self.scorer = Scorer(det, store.model, store.mesh)
-        self.fields = ex.detector_fields(det)[2:]
-        self._stats: dict[tuple, Any] = {}
-
-    def arrays(self, split: str, point: HParamPoint) -> dict[str, np.ndarray]:
-        """``{"logits", "feature", ...fields, ...extras}`` of ``split`` at ``point``.
-
-        Every method takes a point of :meth:`grid` (or a dict, resolved once on entry)."""
-        point = self.det.point(point)
-        return {
-            **self.store.base(split, self.fields),
-            **self.store.extras(self.det, split, point.extract),
-        }
-
-    def fit(self, point: HParamPoint):
-        """Fitted statistics at ``point``, memoised on its (extract, fit) hyperparameters."""
-        if self.det.fit is None:
-            return None
-        point = self.det.point(point)
-        if point.fit_key not in self._stats:
-            data = {
-                s: fit_inputs(self.det, self.arrays(FIT_SPLITS[s], point),
-                              self.store.sources[FIT_SPLITS[s]], images_mb=self.fit_images_mb)
-                for s in self.det.fit_splits
-            }
-            # Keep one fitted state at a time: APS visits fit settings in order and a
-            # state can be large (e.g. a KNN bank).
-            self._stats = {point.fit_key: det_registry.fit_at(
-                self.det, self.store.model, self.store.variables, data, point)}
-        return self._stats[point.fit_key]
-
-    def score(self, split: str, point: HParamPoint) -> np.ndarray:
-        """``[N]`` scores of a dataset (higher = more ID)."""
-        point = self.det.point(point)
-        stats = self.fit(point)
-        if self.det.needs_network:
-            return self.store.network_scores(self.det, split, stats, point)
-        return self.scorer.score(self.store.variables, stats, self.arrays(split, point), point)
-
-    def score_stream(
-        self, id_split: str | Sequence[str], ood_split: str, point: HParamPoint
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Stream protocol (OODD): permute ID ∪ OOD with seed 100, score the stream once.
-        ``id_split`` may list several ID splits (full-spectrum: ID-test + covariate-shifted
-        sets), concatenated in order before the permutation."""
-        point = self.det.point(point)
-        stats = self.fit(point)
-        ids = [id_split] if isinstance(id_split, str) else list(id_split)
-        parts = [self.arrays(k, point) for k in ids]
-        a = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-        b = self.arrays(ood_split, point)
-        n_id = len(a["logits"])
-        perm = np.random.RandomState(STREAM_SEED).permutation(n_id + len(b["logits"]))
-        joined = {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])])[perm] for k in a}
-        s = self.scorer.score_inputs(self.store.variables, stats, to_inputs(joined), point)
-        unperm = np.empty_like(s)
-        unperm[perm] = s
-        return unperm[:n_id], unperm[n_id:]
-
-    def pair_scores(self, id_split: str, ood_split: str, point) -> tuple[np.ndarray, np.ndarray]:
-        if self.det.stream:
-            return self.score_stream(id_split, ood_split, point)
-        return self.score(id_split, point), self.score(ood_split, point)
-
-    def grid(self, use_aps: bool) -> list[HParamPoint]:
-        """The hyperparameter points APS evaluates, each resolved and validated here once
-        (one point: defaults + overrides when APS is off or the detector has no sweep);
-        sweeps that do not fit the model's feature dimension are replaced by the detector's
-        D-relative ones."""
-        d = int(np.shape(self.store.base("id_val")["feature"])[-1])
-        if not use_aps or not self.det.sweep:
-            adapted = det_registry.dim_adapted(self.det, d)
-            return [self.det.point({**self.det.defaults, **{k: v[0] for k, v in adapted.items()},
-                                    **self.overrides})]
-        return [self.det.point({**p, **self.overrides})
-                for p in det_registry.sweep_grid(self.det, d)]
-
-    def search(self, use_aps: bool) -> aps_lib.APSResult:
-        """APS over :meth:`grid` (first strictly greater AUROC wins)."""
-        grid = self.grid(use_aps)
-
-        def evaluate(point):
-            s_id, s_ood = self.pair_scores("id_val", "ood_val", point)
-            return metrics.auroc(s_id, s_ood)
-
-        if len(grid) == 1:
-            return aps_lib.APSResult(best=grid[0], best_auroc=float("nan"), table=[])
-        return aps_lib.search(grid, evaluate)
-
-
 # --------------------------------------------------------------------------- the run
-
-
-@dataclasses.dataclass
-class BenchResult:
-    """What :func:`run` returns (and writes).
-
-    Attributes:
-      table: ``{detector: {dataset|"nearood"|"farood": {metric: (mean, std)}}}`` (percent),
-        over every detector in the merged result store (this run's and earlier ones).
-      per_run: ``{detector: [ {dataset: {metric: value}} per run ]}``.
-      aps: ``{detector: [ {"run", "model", "model_fingerprint", "chosen", "aps_auroc",
-        "grid"} per run ]}``.
-      scores: first run's ``{detector: {"id": [N], "<group>/<name>": [M]}}`` for the detectors
-        computed in this invocation (for plots).
-      info: benchmark, model, runs, devices, timings (per run: ``stages``, the
-        :class:`~jaxood.features.timing.StageTimes` of decode waits, network passes, APS,
-        evaluation and writing), and this invocation's ``computed``, ``skipped`` (already in
-        the store with the same settings) and ``failed`` detectors.
-      out_dir: where the files went.
-    """
-
-    table: dict
-    per_run: dict
-    aps: dict
-    scores: dict
-    info: dict
-    out_dir: str
 
 
 @dataclasses.dataclass
@@ -353,15 +221,17 @@ class RunContext:
     extract_s: float
 
 
-def open_run(cfg: BenchConfig, bench, model_dir: str, cache, mesh, procs=None) -> RunContext:
-    """Loads the model, opens (and verifies) the data, selects the detectors, measures ACC."""
+def open_run(cfg: BenchConfig, plan: Plan, r: int, cache, mesh, procs=None) -> RunContext:
+    """Loads run ``r``'s model, opens (and verifies) the data, selects the detectors, measures
+    ACC."""
     timer = StageTimes()
     with timer.stage("open"):  # loading, list verification, ID-test features + ACC
-        return _open_run(cfg, bench, model_dir, cache, mesh, procs, timer)
+        return _open_run(cfg, plan, r, cache, mesh, procs, timer)
 
 
-def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
+def _open_run(cfg, plan, r, cache, mesh, procs, timer) -> RunContext:
     t0 = time.perf_counter()
+    bench, model_dir = plan.bench, plan.model_dirs[r]
     loaded = models.load(model_dir, expected_num_classes=bench.num_classes)
     if loaded.preprocess is None and bench.preprocess is None:
         raise ValueError(f"{model_dir}: manifest has no 'preprocess' spec; cannot prepare images")
@@ -383,16 +253,35 @@ def _open_run(cfg, bench, model_dir, cache, mesh, procs, timer) -> RunContext:
     map_splits = set()
     for d in dets:
         if "feature_map" in d.needs:
-            map_splits |= set(opened.all_sources()) - {"id_train"}
-            if "train" in d.fit_splits:
-                map_splits.add("id_train")
+            map_splits |= splits_read(d, opened.all_sources())
     store = DataStore(opened, loaded, cache, batch_size=cfg.batch_size, mesh=mesh,
-                      progress=cfg.progress, map_splits=map_splits, processes=procs, timer=timer)
+                      progress=cfg.progress, map_splits=map_splits, processes=procs, timer=timer,
+                      sample_shape=sample_shape)
+    for d in dets:  # before any features pass, so those passes can carry the extracts
+        if d.extract_features is not None and to_compute(cfg, plan, r, opened, d):
+            share_forward(cfg, store, opened, d)
     id_keys = ["id_test"] + ([f"csid/{n}" for n in opened.csid] if cfg.fsood else [])
     id_labels = np.concatenate([store.labels(k) for k in id_keys])
     id_logits = np.concatenate([np.asarray(store.base(k)["logits"]) for k in id_keys])
     acc = metrics.accuracy(np.argmax(id_logits, -1), id_labels)
     return RunContext(loaded, opened, store, dets, id_keys, acc, time.perf_counter() - t0)
+
+
+def share_forward(cfg: BenchConfig, store: DataStore, opened, det: Detector) -> None:
+    """Has the features pass of every split ``det`` reads compute its extract too (at its
+    grid's first extract setting): one decode and one clean forward per image."""
+    overrides = _overrides(cfg, opened, det)
+    try:
+        grid = DetectorRun(det, store, overrides, cfg.fit_images_mb).grid(cfg.aps)
+    except ValueError:  # recorded as this detector's failure when it runs
+        return
+    store.share_forward(det, grid[0].extract, sorted(splits_read(det, opened.all_sources())))
+
+
+def to_compute(cfg: BenchConfig, plan: Plan, r: int, opened, det: Detector) -> bool:
+    """False when ``det``'s result for run ``r`` is stored with the same settings (resume)."""
+    settings = settings_of(cfg, det, _overrides(cfg, opened, det))
+    return cfg.rerun or not plan.results.done(det.name, r, settings)
 
 
 def settings_of(cfg: BenchConfig, det: Detector, overrides) -> dict:
@@ -408,7 +297,7 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     """APS, evaluation, the fitted detector and the stored result of one detector; returns
     this run's scores (for plots)."""
     t1 = time.perf_counter()
-    overrides = _overrides(cfg, ctx, det)
+    overrides = _overrides(cfg, ctx.opened, det)
     dr = DetectorRun(det, ctx.store, overrides, cfg.fit_images_mb)
     timer = ctx.store.timer  # APS / evaluation time excludes the network passes they trigger
     with timer.stage(f"aps/{det.name}"):
@@ -418,13 +307,13 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
         row, run_scores = _evaluate(dr, ctx.store, ctx.opened, ctx.id_keys, point, ctx.acc)
     if cfg.save_detectors:
         with timer.stage(f"save_fitted/{det.name}"):
-            save_fitted(dr, ctx, point,
+            save_fitted(dr, ctx.loaded, point,
                         os.path.join(plan.out_dir, "fitted", det.name, f"run{r}"))
     aps_entry = {
         "chosen": dict(point), "aps_auroc": found.best_auroc,
         "grid": [{"hparams": dict(p), "auroc": a} for p, a in found.table],
     }
-    d = int(np.shape(ctx.store.base("id_val")["feature"])[-1])
+    d = ctx.store.feature_dim
     adapted = det_registry.dim_adapted(det, d)
     if adapted:
         aps_entry["adapted_grid"] = {"feature_dim": d, "published": {
@@ -443,35 +332,15 @@ def run_detector(cfg: BenchConfig, ctx: RunContext, det: Detector, r: int, plan:
     return run_scores
 
 
-def save_fitted(dr: DetectorRun, ctx: RunContext, point: HParamPoint, directory: str,
-                tpr: float = 0.95):
-    """Writes the tuned detector of this run as a deployable :class:`FittedDetector`,
-    calibrated on the ID-val scores of the chosen point."""
-    stats = dr.fit(point)
-    if dr.det.stream:  # the whole ID-val set as one fresh stream
-        calib = dr.scorer.score_inputs(ctx.loaded.variables, stats,
-                                       to_inputs(dr.arrays("id_val", point)), point)
-    else:
-        calib = dr.score("id_val", point)
-    fitted = FittedDetector(
-        dr.det, ctx.loaded, point, stats, calibration=calib,
-        calibration_info={"n": len(calib), "used_by_fit": "val" in dr.det.fit_splits,
-                          "source": "benchmark id_val"},
-        batch_size=ctx.store.batch_size, model_dir=ctx.loaded.directory,
-    )
-    fitted.threshold(tpr)
-    fitted.save(directory, overwrite=True)
-
-
-def _overrides(cfg: BenchConfig, ctx: RunContext, det: Detector) -> dict:
-    return {**det_registry.model_hparams(det, ctx.opened.id_val.spec), **cfg.hparams.get(det.name, {})}
+def _overrides(cfg: BenchConfig, opened, det: Detector) -> dict:
+    return {**det_registry.model_hparams(det, opened.id_val.spec), **cfg.hparams.get(det.name, {})}
 
 
 def prefetch(cfg: BenchConfig, ctx: RunContext, det: Detector) -> None:
     """Every network pass a detector will need (features, extras at each APS point, network
     scores), so a multi-host run shares them out; APS of network detectors runs here too, on
     every process alike from the shared cached val scores, to agree on the test passes."""
-    dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx, det), cfg.fit_images_mb)
+    dr = DetectorRun(det, ctx.store, _overrides(cfg, ctx.opened, det), cfg.fit_images_mb)
     splits = ["id_val", "ood_val", *ctx.id_keys, *(FIT_SPLITS[s] for s in det.fit_splits)]
     splits += [f"{g}/{n}" for g in ("near", "far") for n in getattr(ctx.opened, g)]
     settings = {}
@@ -492,11 +361,10 @@ def distributed_extraction(cfg: BenchConfig, plan: Plan, cache, mesh, procs: Pro
     shared cache. Returns the opened runs (process 0 continues with them)."""
     contexts = []
     with exit_promptly_when_a_peer_dies():
-        for r, model_dir in enumerate(plan.model_dirs):
-            ctx = open_run(cfg, plan.bench, model_dir, cache, mesh, procs)
+        for r in range(len(plan.model_dirs)):
+            ctx = open_run(cfg, plan, r, cache, mesh, procs)
             for det in ctx.dets:
-                settings = settings_of(cfg, det, _overrides(cfg, ctx, det))
-                if cfg.rerun or not plan.results.done(det.name, r, settings):
+                if to_compute(cfg, plan, r, ctx.opened, det):
                     try:
                         prefetch(cfg, ctx, det)
                     except ValueError as e:  # the same on every process; recorded later
@@ -540,11 +408,10 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
     scores, timings, failed, computed, skipped = {}, [], {}, [], []
     passes = 0
     for r, model_dir in enumerate(plan.model_dirs):
-        ctx = contexts[r] if contexts else open_run(cfg, plan.bench, model_dir, cache, mesh)
+        ctx = contexts[r] if contexts else open_run(cfg, plan, r, cache, mesh)
         det_times = {}
         for det in ctx.dets:
-            overrides = _overrides(cfg, ctx, det)
-            if not cfg.rerun and plan.results.done(det.name, r, settings_of(cfg, det, overrides)):
+            if not to_compute(cfg, plan, r, ctx.opened, det):
                 skipped.append(det.name)
                 continue
             t1 = time.perf_counter()
@@ -569,8 +436,11 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
     # into the same folder that finished meanwhile is in them, never overwritten by a stale one.
     with locked(plan.results.path):
         plan.results.reload()
-        result = _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes,
-                         time.perf_counter() - t_start)
+        result = report.bench_result(plan.results, plan.bench, plan.out_dir, plan.model_dirs,
+                                     scores, {
+            "computed": sorted(set(computed)), "skipped": sorted(set(skipped)),
+            "devices": int(mesh.devices.size), "fsood": cfg.fsood, "network_passes": passes,
+            "failed": failed, "timings": timings, "total_s": time.perf_counter() - t_start})
         report.write_all(result, plots=cfg.plots)
     plan.results.log({"detectors": sorted(set(computed)), "skipped": sorted(set(skipped)),
                       "failed": failed, "models": plan.model_dirs,
@@ -581,31 +451,6 @@ def _finish(cfg, plan, cache, mesh, contexts, t_start) -> BenchResult:
     if cfg.progress:
         print(report.markdown(result, per_dataset=cfg.print_per_dataset))
     return result
-
-
-def _result(cfg, plan, mesh, scores, timings, failed, computed, skipped, passes, total_s):
-    per_run = plan.results.per_run()
-    bench = plan.bench
-    info = {
-        "benchmark": bench.name,
-        "description": bench.description,
-        "model": os.path.basename(plan.out_dir),
-        "runs": list(plan.model_dirs),
-        "detectors": list(per_run),
-        "computed": sorted(set(computed)),
-        "skipped": sorted(set(skipped)),
-        "devices": int(mesh.devices.size),
-        "fsood": cfg.fsood,
-        "near": list(bench.ood_names["near"]),
-        "far": list(bench.ood_names["far"]),
-        "network_passes": passes,
-        "failed": failed,
-        "timings": timings,
-        "total_s": total_s,
-        "jaxood_version": __version__,
-    }
-    return BenchResult(aggregate(per_run), per_run, plan.results.aps(), scores, info,
-                       plan.out_dir)
 
 
 def _evaluate(dr: DetectorRun, store: DataStore, opened, id_keys, point, acc):

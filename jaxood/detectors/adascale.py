@@ -307,6 +307,19 @@ def extract(
     return {FEATURE_PERTURBED: feature_perturbed}
 
 
+def extract_with_features(
+    model: Model, variables, x: jax.Array, *, o: float, eps: float, region: str = "trivial",
+    attribution_dtype: str = "float32",
+) -> tuple[Features, dict]:
+    """Detector ``extract_features``: ``(features, {"feature_perturbed": [B, D]})``, the clean
+    ``Features`` of the forward :func:`extract` runs anyway (inside ``jax.vjp``) with its
+    output, so the pipeline needs no separate features pass. :func:`extract` stays its own
+    function: the feature-cache key hashes its source."""
+    feats, feature_perturbed = perturbed_features(
+        model, variables, x, o=o, eps=eps, region=region, attribution_dtype=attribution_dtype)
+    return feats, {FEATURE_PERTURBED: feature_perturbed}
+
+
 # ----------------------------------------------------------------------- 2. statistic
 
 
@@ -744,6 +757,7 @@ for _variant in ("a", "l"):
             fit=fit,
             fit_splits=("val",),
             extract=extract,
+            extract_features=extract_with_features,
             hparams=HPARAMS,
             stats_type=AdaScaleStats,
             needs=frozenset({"logits", "feature"}),

@@ -82,7 +82,7 @@ def extract(
       variables: model variables (replicated on the mesh).
       source: the dataset.
       groups: ``(entry, names)`` pairs: each entry stores the listed output names (``None``
-        = all outputs). Complete entries are not recomputed; a shard is skipped only when
+        = every output no other group names). Complete entries are not recomputed; a shard is skipped only when
         every entry has it.
       batch_size: per-step global batch (rounded up to a multiple of the device count).
       shard_batches: batches per cache shard (the resume granularity).
@@ -99,7 +99,9 @@ def extract(
       For each group, its ``{name: array}`` (memory-mapped ``[N, ...]``), in source order.
     """
     procs = processes or Processes()
-    pending = [(e, names) for e, names in groups if not e.complete]
+    # ``None`` resolves to "every output no group names", over all groups (complete or not).
+    named = frozenset(k for _, names in groups for k in names or ())
+    pending = [(e, names, named) for e, names in groups if not e.complete]
     if pending:
         mesh = mesh or parallel.data_mesh()
         bs = device_batch_size(batch_size, mesh)
@@ -108,7 +110,7 @@ def extract(
             raise ValueError(f"dataset {desc or 'source'} is empty")
         shard_size = bs * shard_batches
         num_shards = int(math.ceil(n / shard_size))
-        todo = [i for i in range(num_shards) if not all(e.has_shard(i) for e, _ in pending)]
+        todo = [i for i in range(num_shards) if not all(e.has_shard(i) for e, *_ in pending)]
         todo = procs.mine(todo)
         if todo:
             timing = (timer or StageTimes(), stage)
@@ -117,7 +119,7 @@ def extract(
         tag = pending[0][0].dir
         procs.barrier(f"shards {tag}")
         if procs.is_main:
-            for e, _ in pending:
+            for e, *_ in pending:
                 e.finalize(num_shards, n)
         procs.barrier(f"finalized {tag}")
     return [e.load() for e, _ in groups]
@@ -136,8 +138,9 @@ def _run_shards(
             lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
             arrays = _run_range(step, variables, source, lo, hi, bs, mesh, bar, timing)
             with timer.stage(f"{stage}/cache_write", items=hi - lo):
-                for entry, names in pending:
-                    keep = arrays if names is None else {k: arrays[k] for k in names}
+                for entry, names, named in pending:
+                    keep = ({k: v for k, v in arrays.items() if k not in named} if names is None
+                            else {k: arrays[k] for k in names})
                     if not entry.has_shard(i):
                         entry.write_shard(i, keep)
     finally:

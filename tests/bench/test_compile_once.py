@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from jaxood import detectors, models, parallel
-from jaxood.bench import runner
+from jaxood.bench.detector_run import DetectorRun
 from jaxood.data import benchmarks
 from jaxood.detectors import logits
 from jaxood.features.cache import FeatureCache
@@ -35,7 +35,7 @@ def test_odin_aps_traces_once_per_static_setting(tmp_path):
                       mesh=parallel.data_mesh(), progress=False)
     grid_size = len(odin.sweep["temperature"]) * len(odin.sweep["noise"])
     for std in [(0.25, 0.25, 0.25), (0.5, 0.25, 0.25)]:
-        found = runner.DetectorRun(det, store, {"std": std}).search(True)
+        found = DetectorRun(det, store, {"std": std}).search(True)
         assert len(found.table) == grid_size  # every point scored on both splits
         assert np.isfinite([a for _, a in found.table]).all()
     assert traces == [(0.25, 0.25, 0.25), (0.5, 0.25, 0.25)], traces

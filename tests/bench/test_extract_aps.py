@@ -143,7 +143,7 @@ def test_scorer_compiles_once_across_traced_grid_points():
 
 def test_stream_detector_scores_permuted_stream_and_unpermutes(tmp_path):
     from jaxood import models
-    from jaxood.bench import runner
+    from jaxood.bench.detector_run import DetectorRun
     from jaxood.data import benchmarks
     from jaxood.types import Detector
 
@@ -166,7 +166,7 @@ def test_stream_detector_scores_permuted_stream_and_unpermutes(tmp_path):
         opened, loaded, FeatureCache(tmp_path / "c"), batch_size=16, mesh=None, progress=False
     )
     store.mesh = __import__("jaxood").parallel.data_mesh()
-    dr = runner.DetectorRun(det, store)
+    dr = DetectorRun(det, store)
     s_id, s_ood = dr.score_stream("id_test", "near/near_a", {})
     n_id, n_ood = len(opened.id_test), len(opened.near["near_a"])
     perm = np.random.RandomState(100).permutation(n_id + n_ood)  # OODD release permutation

@@ -282,13 +282,27 @@ def test_full_spectrum_mode_adds_covariate_shifted_id(setup):
     assert row["ACC"][0] == pytest.approx(100 * np.mean(logits.argmax(-1) == labels))
 
 
-def test_stage_timings_count_every_image_once(setup):
+def test_stage_timings_count_every_image_once(setup, monkeypatch):
+    """features + AdaSCALE-A: each image is decoded once and the clean forward runs once (the
+    features come from AdaSCALE's pass): one pass with two forwards, clean and perturbed, in
+    place of a features pass (one forward) and an AdaSCALE pass (two); besides it, one
+    batch through the features program checks that the bits agree."""
     root, model_dir = setup
+    batch = 64
+    forwards = []  # network calls traced at the runner's batch (shape probes use batch 1)
+    call = tiny_model.TinyNet.__call__
+
+    def counting(self, x, train=False):
+        if x.shape[0] == batch:
+            forwards.append(x.shape)
+        return call(self, x, train)
+
+    monkeypatch.setattr(tiny_model.TinyNet, "__call__", counting)
     cfg = runner.BenchConfig(
         "toy-imglist", [model_dir], detectors=["msp", "adascale_a"],
         hparams={"adascale_a": {"k1": 10.0, "k2": 25.0}}, data_root=str(root / "data"),
         out_dir=str(root / "out_t"), cache_dir=str(root / "cache_t"), progress=False,
-        plots=False, strict=True,
+        plots=False, strict=True, batch_size=batch,
     )  # fmt: skip
     res = runner.run(cfg)
     lists = os.path.join(root, "data", "benchmark_imglist", "toy")
@@ -296,12 +310,18 @@ def test_stage_timings_count_every_image_once(setup):
              for n in ("id_val", "id_test", "ood_val", "near_a", "near_b", "noise")}
     stages = res.info["timings"][0]["stages"]
     n_all = sum(sizes.values())
-    for kind in ("features", "extract/adascale_a"):
-        assert stages[f"{kind}/decode"]["items"] == n_all
-        computed = [stages[f"{kind}/{s}"]["items"] for s in ("first_batch", "network")
-                    if f"{kind}/{s}" in stages]
-        assert sum(computed) == n_all
-        assert stages[f"{kind}/cache_write"]["items"] == n_all
+    kind = "features+extract/adascale_a"
+    assert {k for k in stages if k.endswith("/decode")} == {f"{kind}/decode"}
+    assert stages[f"{kind}/decode"]["items"] == n_all
+    computed = [stages[f"{kind}/{s}"]["items"] for s in ("first_batch", "network")
+                if f"{kind}/{s}" in stages]
+    assert sum(computed) == n_all
+    assert stages[f"{kind}/cache_write"]["items"] == n_all
+    # Traced: the one-pass program (clean forward inside the gradient, perturbed forward) and
+    # the plain features program that checks, on one batch, that both give the same bits.
+    assert len(forwards) == 3
+    assert "check/features+extract/adascale_a" in stages
+    assert res.info["network_passes"] == len(sizes)
     for name in ("open", "aps/msp", "aps/adascale_a", "evaluate/adascale_a",
                  "metrics/adascale_a", "write_results"):
         assert stages[name]["seconds"] >= 0

@@ -155,6 +155,36 @@ def test_perturbation_matches_reference_features(setup):
     np.testing.assert_allclose(np.asarray(ft), ft_ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_extract_with_features_is_extract_and_the_clean_forward(setup, dtype):
+    """The one-pass hook gives ``extract``'s outputs bit for bit and the clean forward's
+    features (the torch reference's). Their last bits may differ from a plain forward's on
+    this net (its BN divides by ``sqrt(var)``, which XLA rounds differently inside a gradient
+    program: the feature pipeline checks the bits before using the hook)."""
+    model, weights, net, _, _, x_test = setup
+    x = jnp.asarray(x_test)
+    hp = {"o": 0.05, "eps": EPS, "region": "trivial", "attribution_dtype": dtype}
+    feats, extras = jax.jit(lambda w, x: adascale.extract_with_features(model, w, x, **hp))(
+        weights, x)
+    alone = jax.jit(lambda w, x: model.features(w, x))(weights, x)
+    extract = jax.jit(lambda w, x: adascale.extract(model, w, x, **hp))(weights, x)
+    assert sorted(extras) == sorted(extract) == [adascale.FEATURE_PERTURBED]
+    got, want = extras[adascale.FEATURE_PERTURBED], extract[adascale.FEATURE_PERTURBED]
+    assert got.dtype == want.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    for f in ("logits", "feature", "feature_map"):  # the map: sums cancelling near 0
+        np.testing.assert_allclose(np.asarray(getattr(feats, f)), np.asarray(getattr(alone, f)),
+                                   rtol=1e-5, atol=1e-5)
+    f_ref, _ = ref_perturb(net, to_nchw(x_test), 0.05)
+    np.testing.assert_allclose(np.asarray(feats.feature), f_ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_detector_declares_extract_features_only_with_extract():
+    with pytest.raises(ValueError, match="extract_features given without extract"):
+        detectors.Detector(name="x", score=lambda model, variables, stats, inputs: None,
+                           extract_features=adascale.extract_with_features)
+
+
 @pytest.mark.parametrize(
     "d, k1, k2, expected",
     [(342, 1, 5, (3, 17)), (512, 1, 5, (5, 25)), (640, 1, 5, (6, 32)), (768, 1, 5, (7, 38)),
