@@ -104,10 +104,14 @@ def image_body(det: Detector, model: Model, static: tuple):
     extract_kw = {k: static_d.pop(k) for k in det.names("extract")}
 
     def body(variables, stats, x, traced):
-        feats = model.features(variables, x)
-        extras = {}
-        if det.extract is not None:
-            extras = dict(det.extract(model, variables, x, **extract_kw))
+        if det.extract_features is not None:  # one clean forward (AdaSCALE's, inside its vjp)
+            feats, extras = det.extract_features(model, variables, x, **extract_kw)
+            extras = dict(extras)
+        else:
+            feats = model.features(variables, x)
+            extras = {}
+            if det.extract is not None:
+                extras = dict(det.extract(model, variables, x, **extract_kw))
         keep_x = x if det.needs_network else None
         inputs = Inputs(features=feats, x=keep_x, extras=extras)
         score = det.score(model, variables, stats, inputs, **traced, **static_d)

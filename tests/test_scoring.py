@@ -31,3 +31,35 @@ def test_model_program_compiles_once_per_static_setting():
         logits = net(torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float64))[0].numpy()
         np.testing.assert_allclose(np.asarray(out), logits ** p / t,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_image_program_runs_adascale_clean_forward_once():
+    """A detector with ``extract_features`` (AdaSCALE) takes its clean features from the
+    forward inside its gradient: two network forwards per batch (clean, perturbed), not
+    three, and the same scores as the plain features + ``extract`` body."""
+    import dataclasses
+
+    import jax
+
+    from jaxood import detectors
+    from jaxood.detectors import adascale
+
+    base = tiny_net.jax_model()
+    calls = []
+
+    def counted(variables, x):
+        calls.append(x.shape)
+        return base.features(variables, x)
+
+    model = dataclasses.replace(base, features=counted)
+    det = detectors.get("adascale_a")
+    variables = tiny_net.make_weights(seed=0)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
+    stats = adascale.fit_batch(base, variables, x)
+    traced, static = scoring.image_static(det, {"percentile": (60.0, 90.0)})
+    jax.make_jaxpr(scoring.image_body(det, model, static))(variables, stats, x, traced)
+    assert len(calls) == 2, calls
+    plain = dataclasses.replace(det, extract_features=None)
+    got = scoring.image_body(det, base, static)(variables, stats, x, traced)
+    ref = scoring.image_body(plain, base, static)(variables, stats, x, traced)
+    np.testing.assert_array_equal(np.asarray(got["score"]), np.asarray(ref["score"]))
