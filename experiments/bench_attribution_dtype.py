@@ -30,6 +30,7 @@ from jaxood.detectors import adascale
 #: arch -> (input size, default batch, classes). Small batches: XLA:CPU's float64
 #: convolutions are unoptimised (a WRN-16-4 float64 pass at batch 8 took ~20 s vs ~0.4 s).
 ARCHS = {"wrn16_4": (32, 8, 10), "resnet50": (224, 2, 1000)}
+RESULTS = "bench_attribution_dtype.json"
 DTYPES = ("float64", "float32")  # first over second: the ratio is float64 speed / float32
 
 
@@ -74,7 +75,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=0, help="images per call (0: the arch's)")
     p.add_argument("--label", default="", help="free text stored in the JSON and its keys")
-    p.add_argument("--out", default="experiments/results/bench_attribution_dtype.json")
+    # Anchored at the checkout, whatever the working directory.
+    p.add_argument("--out", default=str(harness.ROOT / "experiments" / "results" / RESULTS))
     harness.add_arguments(p)
     args = p.parse_args()
     return harness.collect(args, args.out, args.archs, lambda a: bench(a, args))
