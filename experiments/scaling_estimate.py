@@ -249,23 +249,42 @@ def measured_table(big: dict, small: dict | None) -> str:
     return "\n".join(out)
 
 
+#: The records SCALING.md's projection was computed from (two-pass runner; the decode run with
+#: its 1-thread variant). Results files hold one record per key since 2026-12-07.
+DRYRUN_KEY = "images1400_batch25@two-pass runner (before 2026-12-07, unlabelled load)"
+DECODE_KEY = "count5000@before 2026-12-07 (loaded: load average 7.9)"
+
+
+def read_record(path: str, key: str) -> dict:
+    """The record ``key`` of a results file, or the whole file when it is one flat record."""
+    with open(path) as f:
+        data = json.load(f)
+    if key in data:
+        return data[key]
+    if any(isinstance(v, dict) and "recorded_at" in v for v in data.values()):
+        raise SystemExit(f"{path}: no record {key!r}; its keys: {sorted(data)} "
+                         "(pass --dryrun-key / --decode-key)")
+    return data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dryrun", default=os.path.join(HERE, "results", "dryrun_imagenet.json"))
     ap.add_argument("--small", default=None, help="a smaller dry run (fixed vs per-image split)")
     ap.add_argument("--decode", default=os.path.join(HERE, "results", "bench_decode.json"))
+    ap.add_argument("--dryrun-key", default=DRYRUN_KEY, help="record of --dryrun to project from")
+    ap.add_argument("--decode-key", default=DECODE_KEY, help="record of --decode to read")
     ap.add_argument("--json", default=None, help="also write the projection as JSON")
     args = ap.parse_args()
-    with open(args.dryrun) as f:
-        big_run = json.load(f)
+    big_run = read_record(args.dryrun, args.dryrun_key)
     small_run = None
     if args.small:
         with open(args.small) as f:
             small_run = json.load(f)
     r = rates(big_run)
     small = rates(small_run) if small_run else None
-    with open(args.decode) as f:
-        decode_core = json.load(f)["loaders"]["images_per_s_median"]["jaxood_imagelist_1_thread"]
+    loaders = read_record(args.decode, args.decode_key)["loaders"]
+    decode_core = loaders["images_per_s_median"]["jaxood_imagelist_1_thread"]
     p = project(r, small, decode_core)
     print(json.dumps({k: v for k, v in p.items() if k != "rows"}, indent=1))
     print(json.dumps(r, indent=1))
