@@ -36,7 +36,7 @@ from jaxood.features.extract import device_batch_size
 MAX_BATCH_SIZE = 256
 #: Per-device memory budget (MiB) for the part of one scoring call that grows with the batch
 #: (images, activations, the detector's per-image work); override with ``memory_mb=`` /
-#: ``jaxood fit --score-memory-mb``.
+#: ``jaxood fit --memory-mb``.
 SCORE_MEMORY_MB = 2048.0
 #: The smaller probe batch (rounded up to a multiple of the device count); the other is 2x.
 PROBE_BATCH = 8
