@@ -45,7 +45,7 @@ LAYERS = {
     "features": 3, "scoring": 3,
     "train": 2, "convert": 2, "detectors": 2, "data": 2, "metrics": 2,
     "models": 1, "validate": 1,
-    "types": 0, "fsutil": 0, "parallel": 0, "distributed": 0, "version": 0,
+    "types": 0, "fsutil": 0, "parallel": 0, "distributed": 0, "version": 0, "hostmem": 0,
 }
 
 #: (importer, imported) -> why the import is deferred into a function. Importer ``"cli"``

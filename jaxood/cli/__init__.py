@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from jaxood.cli.common import attach_number_lists, init_distributed, load_imports
+from jaxood.hostmem import reuse_host_memory
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -43,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; returns the exit code (2 for a usage or user error, with one
-    line on stderr; argparse's own errors included, so in-process callers get a code too)."""
+    line on stderr; argparse's own errors included, so in-process callers get a code too).
+
+    As the ``jaxood`` command (``argv`` None) it owns its process and keeps freed host
+    memory for reuse (:mod:`jaxood.hostmem`); in-process callers keep their settings."""
+    command = argv is None
     try:
         argv = attach_number_lists(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         init_distributed(args)  # before plugins: JAX must not start its backend first
+        if command and args.command not in ("detectors", "convert"):
+            reuse_host_memory()  # a reason not to is not an error: defaults stay
         load_imports(args)
         return int(args._module.main(args) or 0)
     except (ValueError, OSError, ImportError) as e:
