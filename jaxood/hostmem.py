@@ -29,10 +29,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def reuse_host_memory() -> str | None:
-    """Configures the process as described above; returns ``None`` when done, else why not
-    (not glibc, or more than one CPU device or process: collectives need asynchronous
-    dispatch). Call it before JAX runs anything: the dispatch setting is read when the CPU
-    client starts."""
+    """Configures the process as described above; returns ``None`` when done, else why not:
+    not glibc, or more than one CPU device or process (synchronous dispatch is untested
+    with collectives, so those processes keep the defaults). Call it before JAX runs
+    anything: the dispatch setting is read when the CPU client starts."""
     flags = re.search(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
     devices = max(jax.config.jax_num_cpu_devices, int(flags.group(1)) if flags else 1)
     if jax.distributed.is_initialized() or devices > 1:
