@@ -36,7 +36,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from jaxood import hostmem
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+#: "default" (XLA:CPU maps a fresh temporary buffer per execution) or "reused"
+#: (``--reuse-host-memory``: :func:`jaxood.hostmem.reuse_host_memory`, as the jaxood command).
+HOST_MEMORY = "default"
 MAX_DRIFT = 0.15  # sgemm (max - min) / max above this: the machine changed during the run
 LOAD_MARGIN = 0.5  # load average allowed above the benchmark's own threads
 SGEMM_SECONDS = 0.2  # target duration of one sgemm measurement
@@ -300,6 +305,9 @@ class Run:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, frameworks=("xla", "torch"), **kw) -> Run:
+        if getattr(args, "reuse_host_memory", False) and HOST_MEMORY != "reused":
+            raise SystemExit("--reuse-host-memory: this script does not apply it (only the "
+                             "scripts that measure through harness.collect do)")
         return cls(frameworks, wait_s=args.wait_quiet, sgemm_n=args.sgemm_n, **kw)
 
     def alternate(
@@ -357,6 +365,7 @@ class Run:
             "machine": machine_info(),
             "versions": versions(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "host_memory": HOST_MEMORY,
             "command": " ".join(["python", *sys.argv]),
             "jaxood_commit": git_commit(),
             "recorded_at": datetime.datetime.now(datetime.UTC).isoformat(
@@ -376,6 +385,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="size of the per-round sgemm (0: sized to take ~0.2 s)")
     g.add_argument("--require-quiet", action="store_true",
                    help="exit with status 3 when any figure is loaded (results still saved)")
+    g.add_argument("--reuse-host-memory", action="store_true",
+                   help="configure the process as the jaxood command does "
+                   "(jaxood.hostmem.reuse_host_memory; it applies to every framework in it)")
+
+
+def apply_process_options(args: argparse.Namespace) -> None:
+    """``--reuse-host-memory``, before JAX runs anything (it configures the CPU client)."""
+    global HOST_MEMORY
+    if getattr(args, "reuse_host_memory", False):
+        reason = hostmem.reuse_host_memory()
+        if reason is not None:
+            raise SystemExit(f"--reuse-host-memory: {reason}")
+        HOST_MEMORY = "reused"
 
 
 def load_results(path: str | os.PathLike) -> dict:
@@ -431,6 +453,7 @@ def collect(
     """``measure(name)`` for each name, records merged and saved (:func:`finish`). An
     exception of a ``stop_on`` type (e.g. the two sides disagree) saves the figures already
     taken and stops with its message; the script then exits non-zero."""
+    apply_process_options(args)
     records: dict[str, dict] = {}
     try:
         for name in names:
