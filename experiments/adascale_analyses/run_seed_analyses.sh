@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Issue 20 item 2: every cache-reading analysis, Tables 9/10 and `stability` on the three
+# WRN-16-4 seeds of train_more_models.sh (run that first; this waits for seed 2):
+#
+#   RUNS=/work/bg/runs OUT=/work/bg/analyses_wrn3 LOGS=/work/bg/logs setsid nice -n 19 \
+#       bash experiments/adascale_analyses/run_seed_analyses.sh &
+#
+# It pauses the 20-epoch run that train_more_models.sh starts after seed 2, runs the analyses
+# (resumable: the feature cache in $OUT/cache is reused) and resumes the training. The
+# headline on the same three models is a separate `jaxood experiment headline` run.
+set -u
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+RUNS="${RUNS:-$ROOT/experiments/runs}"
+OUT="${OUT:-$RUNS/analyses_wrn3}"
+LOGS="${LOGS:-$RUNS/logs}"
+PY="${PY:-$ROOT/.venv/bin/python}"
+DATA="${DATA:-$ROOT/../shared/data}"
+M="$RUNS/openset_models"
+until grep -q "end wrn16_4_e3_s2" "$LOGS/train_more_models.log" 2>/dev/null; do sleep 30; done
+PID=$(pgrep -f train_more_models.sh | head -1)
+[ -n "$PID" ] && kill -STOP -- -"$(ps -o pgid= "$PID" | tr -d ' ')"
+experiment() {
+    "$PY" -m jaxood.cli experiment "$@" --benchmark fashion-openset \
+        --model "$M/wrn16_4_e3_s0/best" "$M/wrn16_4_e3_s1/best" "$M/wrn16_4_e3_s2/best" \
+        --data-root "$DATA" --out "$OUT/out" --work "$OUT/work" --cache "$OUT/cache"
+    echo "$(date -u +%FT%TZ) experiment $1 ... rc=$?"
+}
+experiment fig3_shift fig4_q_ratio fig5_perturbed fig6a_k1k2 fig6b_lambda table6_qprime \
+    fig7_pgrid table7_nval table9_region table10_eps --subset 500
+experiment stability --subset 100  # float64 attribution: ~50x the cost per image
+[ -n "$PID" ] && kill -CONT -- -"$(ps -o pgid= "$PID" | tr -d ' ')"
