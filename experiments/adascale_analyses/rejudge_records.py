@@ -1,16 +1,18 @@
-"""Re-judge the recorded AdaSCALE-analyses claims with the noise-aware verdicts, from the
-recorded JSON alone (the models and caches they came from are gone).
+"""Re-judge recorded AdaSCALE-analyses claims that predate the noise-aware verdicts, from the
+recorded JSON alone (the models behind them are gone), and put the new verdicts in the records.
 
     python experiments/adascale_analyses/rejudge_records.py
 
-Only the claims whose per-run numbers are in the records can be re-judged:
-* headline (Tables 1/5): the three seeds' per-detector rows (``raw_rows``, in seed order);
-* Table 4: one model per training method (so every comparison is inconclusive: no interval),
-  the one-epoch LogitNorm model below the accuracy floor is n/a;
-* Table 11: the trend test on the recorded per-D median ratios.
-Every other recorded verdict was taken on seed 0 alone and stays as recorded until the
-analyses are re-run on all seeds (``train_more_models.sh`` retrains the models).
-Writes ``experiments/results/adascale_analyses/rejudged.json`` and prints a Markdown table.
+A record whose verdicts are already noise-aware (every verdict has an ``outcome``) is left
+alone, so this is a no-op on records the current code wrote. For an older record:
+* headline (Tables 1/5): the per-seed rows (``raw_rows``, in seed order) are re-judged;
+* Table 4: one model per training method, so every comparison is inconclusive (no interval);
+  a model below the accuracy floor is n/a;
+* Table 11: the trend test on the recorded per-D median ratios (the other Table 11 claim has
+  no per-run numbers in an old record and keeps its strict verdict, marked as such).
+The re-judged verdicts replace ``verdicts`` in ``<name>.json`` and the claims section of
+``<name>.md``; the strict ones are kept under ``verdicts_strict``, so nothing is lost. Also
+writes ``rejudged.json`` (what was re-judged, by which command) and prints the tables.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "experiments", "results", "adascale_analyses")
+COMMAND = "python experiments/adascale_analyses/rejudge_records.py"
 
 
 def load(name: str) -> dict:
@@ -40,29 +43,66 @@ def with_run_index(rows: list[dict], key: str = "detector") -> list[dict]:
     return out
 
 
-def main() -> None:
+def is_current(record: dict) -> bool:
+    """Written by the current code, or re-judged already."""
+    return "rejudged_by" in record or all("outcome" in v for v in record["verdicts"])
+
+
+def rejudge(name: str, record: dict) -> list[dict]:
+    """The noise-aware verdicts of one old record."""
     from jaxood.analyses import bench_tables, verdicts
     from jaxood.analyses.latency import ratio_trend
+
+    if name == "headline":
+        rows = with_run_index(record["tables"]["headline"]["raw_rows"])
+        return bench_tables.headline_verdicts(rows, record["settings"]["detectors"])
+    if name == "table4_training":
+        return bench_tables.method_verdicts(
+            record["tables"]["training_methods"]["raw_rows"], list(record["settings"]["models"]),
+            record["settings"]["detectors"], verdicts.ACCURACY_FLOOR)
+    trend = ratio_trend(record["summary"]["rows"], record["settings"]["batch"][0])
+    kept = [v for v in record["verdicts"] if v["claim"] != trend["claim"]]
+    return kept + [trend]
+
+
+def fold_in(name: str, record: dict, new: list[dict]) -> None:
+    """Writes ``new`` into ``<name>.json`` / ``.md``; the old verdicts stay as
+    ``verdicts_strict``. The tables and plots of the ``.md`` are kept as they are."""
+    from jaxood.analyses.output import write_record
+    from jaxood.analyses.report import experiment_markdown
+
+    with open(os.path.join(RESULTS, f"{name}.md")) as f:
+        tables = f.read().split("## Tables\n\n", 1)[1]
+    plots = {f"![{p}]({p})" for p in record["plots"]}
+    tables = "\n".join(line for line in tables.splitlines() if line not in plots)
+    record = {**record, "verdicts_strict": record["verdicts"], "verdicts": new,
+              "rejudged_by": COMMAND}
+    write_record(RESULTS, name, record, experiment_markdown(record, [tables.rstrip() + "\n"]))
+
+
+def main() -> int:
     from jaxood.analyses.report import verdict_table
     from jaxood.fsutil import atomic_write_json
 
-    head = load("headline")
-    rows = with_run_index(head["tables"]["headline"]["raw_rows"])
-    out = {"headline": bench_tables.headline_verdicts(rows, head["settings"]["detectors"])}
-    methods = load("table4_training")
-    out["table4_training"] = bench_tables.method_verdicts(
-        methods["tables"]["training_methods"]["raw_rows"], list(methods["settings"]["models"]),
-        methods["settings"]["detectors"], verdicts.ACCURACY_FLOOR)
-    latency = load("table11_latency")
-    batch = latency["settings"]["batch"][0]
-    out["table11_latency"] = [ratio_trend(latency["summary"]["rows"], batch)]
-    record = {"source": "recorded JSON of this folder (previous session)",
-              "command": "python experiments/adascale_analyses/rejudge_records.py",
-              "verdicts": out}
-    atomic_write_json(os.path.join(RESULTS, "rejudged.json"), record)
-    for name, vs in out.items():
-        print(f"### {name}\n\n{verdict_table(vs)}")
+    done = {}
+    for name in ("headline", "table4_training", "table11_latency"):
+        record = load(name)
+        if is_current(record):
+            print(f"{name}: verdicts already noise-aware, left as recorded")
+            continue
+        done[name] = rejudge(name, record)
+        fold_in(name, record, done[name])
+        print(f"### {name} (re-judged into {name}.json / .md)\n\n{verdict_table(done[name])}")
+    if done:
+        path = os.path.join(RESULTS, "rejudged.json")
+        earlier = {}
+        if os.path.isfile(path):
+            with open(path) as f:
+                earlier = json.load(f)
+        atomic_write_json(path, {"source": "recorded JSON of this folder", "command": COMMAND,
+                                 "verdicts": {**earlier.get("verdicts", {}), **done}})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
