@@ -1,7 +1,7 @@
 """Re-judge recorded AdaSCALE-analyses claims that predate the noise-aware verdicts, from the
 recorded JSON alone (the models behind them are gone), and put the new verdicts in the records.
 
-    python experiments/adascale_analyses/rejudge_records.py
+    python experiments/adascale_analyses/rejudge_records.py [--results DIR]
 
 A record whose verdicts are already noise-aware (every verdict has an ``outcome``) is left
 alone, so this is a no-op on records the current code wrote. For an older record:
@@ -17,18 +17,24 @@ writes ``rejudged.json`` (what was re-judged, by which command) and prints the t
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
+from jaxood.analyses import bench_tables, verdicts
+from jaxood.analyses.latency import ratio_trend
+from jaxood.analyses.output import write_record
+from jaxood.analyses.report import experiment_markdown, verdict_table
+from jaxood.fsutil import atomic_write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "experiments", "results", "adascale_analyses")
 COMMAND = "python experiments/adascale_analyses/rejudge_records.py"
 
 
-def load(name: str) -> dict:
-    with open(os.path.join(RESULTS, f"{name}.json")) as f:
+def load(results: str, name: str) -> dict:
+    with open(os.path.join(results, f"{name}.json")) as f:
         return json.load(f)
 
 
@@ -50,9 +56,6 @@ def is_current(record: dict) -> bool:
 
 def rejudge(name: str, record: dict) -> list[dict]:
     """The noise-aware verdicts of one old record."""
-    from jaxood.analyses import bench_tables, verdicts
-    from jaxood.analyses.latency import ratio_trend
-
     if name == "headline":
         rows = with_run_index(record["tables"]["headline"]["raw_rows"])
         return bench_tables.headline_verdicts(rows, record["settings"]["detectors"])
@@ -65,36 +68,35 @@ def rejudge(name: str, record: dict) -> list[dict]:
     return kept + [trend]
 
 
-def fold_in(name: str, record: dict, new: list[dict]) -> None:
+def fold_in(results: str, name: str, record: dict, new: list[dict]) -> None:
     """Writes ``new`` into ``<name>.json`` / ``.md``; the old verdicts stay as
     ``verdicts_strict``. The tables and plots of the ``.md`` are kept as they are."""
-    from jaxood.analyses.output import write_record
-    from jaxood.analyses.report import experiment_markdown
-
-    with open(os.path.join(RESULTS, f"{name}.md")) as f:
+    with open(os.path.join(results, f"{name}.md")) as f:
         tables = f.read().split("## Tables\n\n", 1)[1]
     plots = {f"![{p}]({p})" for p in record["plots"]}
     tables = "\n".join(line for line in tables.splitlines() if line not in plots)
     record = {**record, "verdicts_strict": record["verdicts"], "verdicts": new,
               "rejudged_by": COMMAND}
-    write_record(RESULTS, name, record, experiment_markdown(record, [tables.rstrip() + "\n"]))
+    write_record(results, name, record, experiment_markdown(record, [tables.rstrip() + "\n"]))
 
 
-def main() -> int:
-    from jaxood.analyses.report import verdict_table
-    from jaxood.fsutil import atomic_write_json
-
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=RESULTS, help="folder of the records")
+    results = parser.parse_args(argv).results
     done = {}
     for name in ("headline", "table4_training", "table11_latency"):
-        record = load(name)
+        if not os.path.isfile(os.path.join(results, f"{name}.json")):
+            continue
+        record = load(results, name)
         if is_current(record):
             print(f"{name}: verdicts already noise-aware, left as recorded")
             continue
         done[name] = rejudge(name, record)
-        fold_in(name, record, done[name])
+        fold_in(results, name, record, done[name])
         print(f"### {name} (re-judged into {name}.json / .md)\n\n{verdict_table(done[name])}")
     if done:
-        path = os.path.join(RESULTS, "rejudged.json")
+        path = os.path.join(results, "rejudged.json")
         earlier = {}
         if os.path.isfile(path):
             with open(path) as f:
