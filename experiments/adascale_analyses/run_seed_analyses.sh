@@ -11,12 +11,8 @@
 # $OUT/cache and the runner's store in $OUT/work are reused. Then copy $OUT/out/* into
 # experiments/results/adascale_analyses/ and rebuild REPORT.md (`jaxood experiment report`).
 set -u
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-RUNS="${RUNS:-$ROOT/experiments/runs}"
+source "$(dirname "$0")/env.sh"
 OUT="${OUT:-$RUNS/analyses_wrn3}"
-LOGS="${LOGS:-$RUNS/logs}"
-PY="${PY:-$ROOT/.venv/bin/python}"
-DATA="${DATA:-$ROOT/../shared/data}"
 M="$RUNS/openset_models"
 until grep -q "end wrn16_4_e3_s2" "$LOGS/train_more_models.log" 2>/dev/null; do sleep 30; done
 PID=$(pgrep -f train_more_models.sh | head -1)

@@ -15,11 +15,7 @@
 # (--classes 0,1,2,3,5,8 --val-size 600 gives exactly its train/val/test split), SGD-Nesterov,
 # lr 0.1 cosine, batch 128, crop padding 2 + flip, mean/std of the 36,000 ID training images.
 set -u
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-RUNS="${RUNS:-$ROOT/experiments/runs}"
-LOGS="${LOGS:-$RUNS/logs}"
-PY="${PY:-/work/main/.venv/bin/python}"
-DATA="${DATA:-$ROOT/../shared/data}"
+source "$(dirname "$0")/env.sh"
 mkdir -p "$RUNS/openset_models" "$LOGS"
 export PYTHONPATH="$ROOT"
 
