@@ -98,6 +98,18 @@ def _curve_stats(curves: list[dict], split: str, what) -> tuple[np.ndarray, np.n
     return stack.mean(0), stack.std(0)
 
 
+HEAD = 0.9  # share of ranks the relative row is scaled to: |Δ|/a diverges where a -> 0
+
+
+def clip_to_head(ax, means: list[np.ndarray]) -> None:
+    """Y-limits of a relative-curve axis from the top ``HEAD`` share of ranks."""
+    head = np.concatenate([m[: max(1, int(HEAD * len(m)))] for m in means])
+    head = head[np.isfinite(head)]
+    if head.size:
+        lo, hi = min(0.0, float(head.min())), float(head.max())
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.1 * (hi - lo) + 1e-12)
+
+
 def _rank_plot(ctx: Context, curves: list[dict], kind: str, ylabel: str, file: str) -> str:
     """Absolute (top row) and relative (bottom row) rank curves per OOD set vs ID test."""
     sets = [k for k in curves[0] if k != "id_test"]
@@ -118,7 +130,10 @@ def _rank_plot(ctx: Context, curves: list[dict], kind: str, ylabel: str, file: s
             ax.set_title(key, fontsize=8)
             ax.tick_params(labelsize=6)
             ax.legend(fontsize=6)
-    fig.suptitle(f"mean over samples; band = ± std over {len(curves)} run(s)", fontsize=8)
+            if r == 1:
+                clip_to_head(ax, [_curve_stats(curves, k, what)[0] for k in ("id_test", key)])
+    fig.suptitle(f"mean over samples; band = ± std over {len(curves)} run(s); relative row "
+                 f"scaled to the top {HEAD:.0%} of ranks (a -> 0 at the tail)", fontsize=8)
     fig.tight_layout()
     return save(fig, os.path.join(ctx.out_dir, file))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxood.analyses import common, covariate, published
-from jaxood.analyses.activations import rank_profile
+from jaxood.analyses.activations import clip_to_head, rank_profile
 from jaxood.analyses.output import Table, aggregate, markdown_table
 from jaxood.data import benchmarks
 from jaxood.detectors import adascale
@@ -204,6 +204,21 @@ def test_rank_profile_matches_naive_loop():
     ranked = np.array([v[i][np.argsort(-f[i], kind="stable")] for i in range(len(f))])
     np.testing.assert_allclose(mean, ranked.mean(0), rtol=1e-10)
     np.testing.assert_allclose(std, ranked.std(0), rtol=1e-8, atol=1e-10)
+
+
+def test_relative_axis_is_scaled_to_the_head_of_the_ranks():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rel = np.concatenate([np.linspace(2.0, 5.0, 90), np.full(10, 4000.0), [np.nan]])
+    fig, ax = plt.subplots()
+    ax.plot(np.arange(101), rel)
+    clip_to_head(ax, [rel, rel / 2])
+    lo, hi = ax.get_ylim()
+    plt.close(fig)
+    assert lo <= 0.0 and 5.0 < hi < 6.0  # the tail (4000, where a -> 0) is off the axis
 
 
 def test_subset_source_rows_and_fingerprint():
