@@ -122,8 +122,9 @@ def _rank_plot(ctx: Context, curves: list[dict], kind: str, ylabel: str, file: s
     for r, (_, label, what) in enumerate(rows):
         for ax, key in zip(axes[r], sets):
             x = np.arange(1, len(curves[0][key]["value"]) + 1)
-            band(ax, x, *_curve_stats(curves, "id_test", what), "ID test")
-            band(ax, x, *_curve_stats(curves, key, what), key.split("/")[-1])
+            stats = [_curve_stats(curves, k, what) for k in ("id_test", key)]
+            band(ax, x, *stats[0], "ID test")
+            band(ax, x, *stats[1], key.split("/")[-1])
             ax.set_xscale("log")
             ax.set_xlabel("clean activation rank (1 = largest)", fontsize=7)
             ax.set_ylabel(label, fontsize=7)
@@ -131,7 +132,7 @@ def _rank_plot(ctx: Context, curves: list[dict], kind: str, ylabel: str, file: s
             ax.tick_params(labelsize=6)
             ax.legend(fontsize=6)
             if r == 1:
-                clip_to_head(ax, [_curve_stats(curves, k, what)[0] for k in ("id_test", key)])
+                clip_to_head(ax, [mean for mean, _ in stats])
     fig.suptitle(f"mean over samples; band = ± std over {len(curves)} run(s); relative row "
                  f"scaled to the top {HEAD:.0%} of ranks (a -> 0 at the tail)", fontsize=8)
     fig.tight_layout()
